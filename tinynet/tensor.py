@@ -1,0 +1,328 @@
+"""The Tensor: an ndarray, its gradient, and a link to the op that produced it.
+
+A Tensor made by an op while gradients are recorded keeps that op's context in ``_ctx``
+(see ``tinynet.function``). ``backward()`` sorts the graph topologically once, seeds the
+output's gradient and walks the order in reverse, asking each op for the gradients of its
+inputs (the chain rule: dL/dinput = dL/doutput . doutput/dinput) and summing them where a
+tensor feeds several consumers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+DEFAULT_DTYPE = np.dtype(np.float32)
+
+
+def _as_array(data, dtype) -> np.ndarray:
+    """ndarrays and NumPy scalars keep their dtype; Python floats become float32."""
+    if isinstance(data, Tensor):
+        data = data.data
+    if dtype is not None:
+        return np.asarray(data, dtype=dtype)
+    if isinstance(data, (np.ndarray, np.generic)):
+        return np.asarray(data)
+    array = np.asarray(data)
+    if array.dtype.kind == "f":
+        return array.astype(DEFAULT_DTYPE)
+    return array
+
+
+class Tensor:
+    """An n-dimensional array that can record the operations applied to it.
+
+    data:          the values, an ``np.ndarray``
+    grad:          dL/d(this tensor) after ``backward()``, an ndarray of the same shape and dtype
+                   (or None); gradients accumulate over several backward passes
+    requires_grad: whether ops on this tensor are recorded for ``backward()``
+    """
+
+    # ndarray (op) Tensor must defer to Tensor's reflected operators, not broadcast elementwise.
+    __array_ufunc__ = None
+
+    def __init__(self, data, requires_grad: bool = False, dtype=None):
+        self.data = _as_array(data, dtype)
+        if requires_grad and self.data.dtype.kind != "f":
+            raise TypeError(
+                f"requires_grad=True needs a floating-point tensor; got dtype {self.data.dtype}"
+            )
+        self.requires_grad = bool(requires_grad)
+        self.grad: np.ndarray | None = None
+        self._ctx = None  # the Context of the op that made this tensor, if recorded
+        self._retains_grad = False
+
+    @classmethod
+    def _from_op(cls, data: np.ndarray, ctx) -> Tensor:
+        """Wrap an op's output without copying or converting it."""
+        out = cls.__new__(cls)
+        out.data = data if type(data) is np.ndarray else np.asarray(data)
+        out.requires_grad = ctx is not None
+        out.grad = None
+        out._ctx = ctx
+        out._retains_grad = False
+        return out
+
+    # ----------------------------------------------------------------- properties
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.data.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def size(self) -> int:
+        return self.data.size
+
+    @property
+    def is_leaf(self) -> bool:
+        """True for tensors the user made (parameters, inputs), False for op outputs."""
+        return self._ctx is None
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __repr__(self) -> str:
+        body = np.array2string(self.data, precision=4, threshold=20, edgeitems=2, prefix="tensor(")
+        extra = "" if self.dtype == DEFAULT_DTYPE else f", dtype={self.dtype}"
+        if self._ctx is not None:
+            extra += f", grad_fn={self._ctx.fn.__name__}"
+        elif self.requires_grad:
+            extra += ", requires_grad=True"
+        return f"tensor({body}{extra})"
+
+    def numpy(self) -> np.ndarray:
+        """The underlying array (shared, not copied)."""
+        return self.data
+
+    def item(self) -> float:
+        if self.data.size != 1:
+            raise ValueError(f"item() needs a tensor with one element; got shape {self.shape}")
+        return self.data.item()
+
+    def detach(self) -> Tensor:
+        """The same values, cut from the graph (shares memory)."""
+        return Tensor(self.data)
+
+    def retain_grad(self) -> None:
+        """Keep ``.grad`` on this non-leaf tensor after backward (leaves always keep it)."""
+        self._retains_grad = True
+
+    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
+        if not self.is_leaf:
+            raise RuntimeError("requires_grad_ can only be changed on leaf tensors")
+        if requires_grad and self.dtype.kind != "f":
+            raise TypeError(
+                f"requires_grad=True needs a floating-point tensor; got dtype {self.dtype}"
+            )
+        self.requires_grad = requires_grad
+        return self
+
+    # ----------------------------------------------------------------- backward
+    def backward(self, gradient=None, retain_graph: bool = False) -> None:
+        """Accumulate dL/dx into ``.grad`` of every leaf x this tensor depends on.
+
+        gradient:     dL/d(self), same shape as self; may be omitted for a one-element tensor,
+                      which is then seeded with 1.
+        retain_graph: keep the graph's saved arrays so backward can run through it again.
+        """
+        if not self.requires_grad:
+            raise RuntimeError(
+                "backward() called on a tensor that does not require grad: no input of the "
+                "computation had requires_grad=True, or it ran under no_grad()"
+            )
+        if gradient is None:
+            if self.data.size != 1:
+                raise RuntimeError(
+                    f"backward() without a gradient needs a one-element output; this tensor "
+                    f"has shape {self.shape}: pass gradient= an array of that shape"
+                )
+            seed = np.ones(self.shape, dtype=self.dtype)
+        else:
+            seed = np.asarray(gradient.data if isinstance(gradient, Tensor) else gradient)
+            if seed.shape != self.shape:
+                raise ValueError(
+                    f"backward(gradient=...) needs shape {self.shape}; got {seed.shape}"
+                )
+            seed = seed.astype(self.dtype, copy=False)
+
+        grads: dict[int, np.ndarray] = {id(self): seed}
+        for tensor in reversed(_topological_order(self)):
+            grad = grads.pop(id(tensor), None)
+            if grad is None:
+                continue  # no path from the output reached it (e.g. an unused input)
+            ctx = tensor._ctx
+            if ctx is None or tensor._retains_grad:
+                tensor._accumulate_grad(grad)
+            if ctx is None:
+                continue
+            input_grads = ctx.fn.backward(ctx, grad)
+            if not isinstance(input_grads, tuple):
+                input_grads = (input_grads,)
+            if len(input_grads) != len(ctx.parents):
+                raise RuntimeError(
+                    f"{ctx.fn.__name__}.backward returned {len(input_grads)} gradients for "
+                    f"{len(ctx.parents)} inputs"
+                )
+            for index, (parent, input_grad) in enumerate(zip(ctx.parents, input_grads)):
+                if parent is None or input_grad is None:
+                    continue
+                if input_grad.shape != parent.shape:
+                    raise RuntimeError(
+                        f"{ctx.fn.__name__}.backward returned a gradient of shape "
+                        f"{input_grad.shape} for input {index} of shape {parent.shape}"
+                    )
+                if input_grad.dtype != parent.dtype:
+                    input_grad = input_grad.astype(parent.dtype)
+                previous = grads.get(id(parent))
+                # Out of place: one op may return the same array for several inputs.
+                grads[id(parent)] = input_grad if previous is None else previous + input_grad
+            if not retain_graph:
+                ctx.release()
+
+    def _accumulate_grad(self, grad: np.ndarray) -> None:
+        if self.grad is None:
+            self.grad = np.array(grad, dtype=self.dtype, copy=True)
+        else:
+            self.grad += grad
+
+    # ----------------------------------------------------------------- operators
+    # Each delegates to the functional op, where the forward and backward live.
+    def __add__(self, other):
+        return F.add(self, other)
+
+    def __radd__(self, other):
+        return F.add(other, self)
+
+    def __sub__(self, other):
+        return F.sub(self, other)
+
+    def __rsub__(self, other):
+        return F.sub(other, self)
+
+    def __mul__(self, other):
+        return F.mul(self, other)
+
+    def __rmul__(self, other):
+        return F.mul(other, self)
+
+    def __truediv__(self, other):
+        return F.div(self, other)
+
+    def __rtruediv__(self, other):
+        return F.div(other, self)
+
+    def __neg__(self):
+        return F.neg(self)
+
+    def __pow__(self, exponent):
+        return F.pow(self, exponent)
+
+    def __rpow__(self, base):
+        return F.pow(base, self)
+
+    def __matmul__(self, other):
+        return F.matmul(self, other)
+
+    def __rmatmul__(self, other):
+        return F.matmul(other, self)
+
+    def __getitem__(self, index):
+        return F.index(self, index)
+
+    def exp(self):
+        return F.exp(self)
+
+    def log(self):
+        return F.log(self)
+
+    def relu(self):
+        return F.relu(self)
+
+    def sum(self, dim=None, keepdim=False):
+        return F.sum(self, dim, keepdim)
+
+    def mean(self, dim=None, keepdim=False):
+        return F.mean(self, dim, keepdim)
+
+    def max(self, dim=None, keepdim=False):
+        return F.max(self, dim, keepdim)
+
+    def reshape(self, *shape):
+        return F.reshape(self, shape[0] if len(shape) == 1 and not isinstance(shape[0], int) else shape)
+
+    def transpose(self, dim0, dim1):
+        return F.transpose(self, dim0, dim1)
+
+    def permute(self, *dims):
+        return F.permute(self, dims[0] if len(dims) == 1 and not isinstance(dims[0], int) else dims)
+
+    def flatten(self, start_dim=0, end_dim=-1):
+        return F.flatten(self, start_dim, end_dim)
+
+    def to(self, dtype):
+        """A copy in another floating dtype; gradients flow back cast to this tensor's dtype."""
+        return F.cast(self, dtype)
+
+    def float(self):
+        return self.to(np.float32)
+
+    def double(self):
+        return self.to(np.float64)
+
+
+def _topological_order(root: Tensor) -> list[Tensor]:
+    """Tensors that need gradients, each after every tensor it was computed from.
+
+    Iterative depth-first post-order, so deep graphs do not hit Python's recursion limit.
+    """
+    order: list[Tensor] = []
+    visited: set[int] = set()
+    stack: list[tuple[Tensor, bool]] = [(root, False)]
+    while stack:
+        tensor, children_done = stack.pop()
+        if children_done:
+            order.append(tensor)
+            continue
+        if id(tensor) in visited:
+            continue
+        visited.add(id(tensor))
+        stack.append((tensor, True))
+        ctx = tensor._ctx
+        if ctx is None:
+            continue
+        if ctx.released:
+            raise RuntimeError(
+                f"backward through {ctx.fn.__name__} a second time: its saved arrays were freed "
+                "after the first backward; pass retain_graph=True to the first call"
+            )
+        for parent in ctx.parents:
+            if parent is not None and id(parent) not in visited:
+                stack.append((parent, False))
+    return order
+
+
+def tensor(data, dtype=None, requires_grad: bool = False) -> Tensor:
+    """Make a leaf Tensor (float data defaults to float32, as in PyTorch)."""
+    return Tensor(data, requires_grad=requires_grad, dtype=dtype)
+
+
+def zeros(*shape, dtype=DEFAULT_DTYPE, requires_grad: bool = False) -> Tensor:
+    return Tensor(np.zeros(_shape_arg(shape), dtype=dtype), requires_grad=requires_grad)
+
+
+def ones(*shape, dtype=DEFAULT_DTYPE, requires_grad: bool = False) -> Tensor:
+    return Tensor(np.ones(_shape_arg(shape), dtype=dtype), requires_grad=requires_grad)
+
+
+def _shape_arg(shape) -> tuple[int, ...]:
+    return tuple(shape[0]) if len(shape) == 1 and not isinstance(shape[0], int) else tuple(shape)
+
+
+# The functional ops import Tensor from this module, so they are bound after it is defined.
+from tinynet import functional as F  # noqa: E402
