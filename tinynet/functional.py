@@ -4,15 +4,10 @@ Each name is defined in ``tinynet.ops.<family>`` next to the Function that holds
 and backward; this module only gathers them (``import tinynet.functional as F``).
 """
 
+# ruff: noqa: F401 - every import here is a re-export
 from tinynet.ops.dropout import dropout
 from tinynet.ops.elementwise import add, cast, div, exp, log, mul, neg, pow, relu, sub
 from tinynet.ops.linalg import linear, matmul
 from tinynet.ops.loss import cross_entropy, log_softmax, softmax
 from tinynet.ops.reduce import max, mean, sum
 from tinynet.ops.shape import cat, concat, flatten, index, permute, reshape, transpose
-
-__all__ = [
-    "add", "cast", "cat", "concat", "cross_entropy", "div", "dropout", "exp", "flatten", "index",
-    "linear", "log", "log_softmax", "matmul", "max", "mean", "mul", "neg", "permute", "pow",
-    "relu", "reshape", "softmax", "sub", "sum", "transpose",
-]
