@@ -22,11 +22,17 @@ def normalize_dims(dim, ndim: int, op: str) -> tuple[int, ...]:
     """``None`` (every axis), an int or a sequence of ints, as sorted non-negative axes."""
     if dim is None:
         return tuple(range(ndim))
-    dims = (dim,) if isinstance(dim, numbers.Integral) else tuple(dim)
+    if isinstance(dim, numbers.Integral):
+        dims = (dim,)
+    elif isinstance(dim, (tuple, list)):
+        dims = tuple(dim)
+    else:
+        raise TypeError(f"{op}: dim must be an int, a tuple of ints or None; got {dim!r}")
+    # A 0-d tensor accepts dim 0 or -1, as in PyTorch, and has no axis to reduce.
     axes = tuple(sorted(normalize_dim(d, max(ndim, 1), op) for d in dims))
     if len(set(axes)) != len(axes):
         raise ValueError(f"{op}: dim {dim!r} repeats an axis")
-    return axes
+    return axes if ndim else ()
 
 
 def pair(value, name: str, op: str, minimum: int) -> tuple[int, int]:

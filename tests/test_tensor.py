@@ -1,0 +1,186 @@
+"""The engine: Tensor construction, backward, accumulation, graph freeing, no_grad, dtypes."""
+
+import gc
+import weakref
+
+import numpy as np
+import pytest
+
+import tinynet
+import tinynet.functional as F
+from tinynet import Tensor
+
+
+def test_python_floats_default_to_float32_and_arrays_keep_their_dtype():
+    assert tinynet.tensor([1.0, 2.0]).dtype == np.float32
+    assert tinynet.tensor(3.0).dtype == np.float32
+    assert tinynet.tensor(np.zeros(2)).dtype == np.float64
+    assert tinynet.tensor([1, 2]).dtype == np.int64
+    assert tinynet.tensor([1, 2], dtype=np.float64).dtype == np.float64
+
+
+def test_requires_grad_on_integers_is_refused():
+    with pytest.raises(TypeError, match="floating-point.*int64"):
+        tinynet.tensor([1, 2], requires_grad=True)
+
+
+def test_scalar_backward_seeds_one():
+    x = tinynet.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    (x * x).sum().backward()
+    np.testing.assert_array_equal(x.grad, [2.0, 4.0, 6.0])
+    assert x.grad.dtype == np.float32
+
+
+def test_non_scalar_backward_needs_a_gradient():
+    x = tinynet.tensor(np.ones((2, 3)), requires_grad=True)
+    y = x * 2.0
+    with pytest.raises(RuntimeError, match=r"shape \(2, 3\).*gradient"):
+        y.backward()
+    with pytest.raises(ValueError, match=r"needs shape \(2, 3\); got \(3,\)"):
+        y.backward(np.ones(3))
+    y.backward(np.full((2, 3), 0.5))
+    np.testing.assert_array_equal(x.grad, np.ones((2, 3)))
+
+
+def test_backward_on_a_tensor_without_graph_is_an_error():
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        tinynet.tensor(1.0).backward()
+
+
+def test_gradients_accumulate_over_several_consumers():
+    # An Inception block's input feeds four branches; their gradients must add up.
+    x = tinynet.tensor(np.arange(6.0).reshape(1, 6), dtype=np.float64, requires_grad=True)
+    branches = [x * float(k) for k in (1, 2, 3, 4)]
+    F.cat(branches, dim=0).sum().backward()
+    np.testing.assert_array_equal(x.grad, np.full((1, 6), 10.0))
+
+
+def test_gradients_accumulate_over_two_backward_passes():
+    x = tinynet.tensor([1.0, -2.0], requires_grad=True)
+    y = (x * x).sum()
+    y.backward(retain_graph=True)
+    y.backward()
+    np.testing.assert_array_equal(x.grad, [4.0, -8.0])
+    z = (x * 3.0).sum()  # a new graph also adds to the existing .grad
+    z.backward()
+    np.testing.assert_array_equal(x.grad, [7.0, -5.0])
+
+
+def test_second_backward_without_retain_graph_is_an_error():
+    x = tinynet.tensor([1.0], requires_grad=True)
+    y = (x * x).sum()
+    y.backward()
+    with pytest.raises(RuntimeError, match="second time.*retain_graph=True"):
+        y.backward()
+
+
+def test_backward_frees_saved_arrays_and_intermediate_gradients():
+    x = tinynet.tensor(np.ones(4), requires_grad=True)
+    hidden = x * x
+    saved = weakref.ref(hidden._ctx)
+    out = hidden.sum()
+    out.backward()
+    assert hidden._ctx.released and hidden._ctx.parents == ()
+    assert hidden.grad is None  # intermediates keep no gradient unless asked
+    del hidden, out
+    gc.collect()
+    assert saved() is None
+
+
+def test_retain_grad_keeps_an_intermediate_gradient():
+    x = tinynet.tensor([1.0, 2.0], requires_grad=True)
+    hidden = x * 3.0
+    hidden.retain_grad()
+    (hidden * hidden).sum().backward()
+    np.testing.assert_array_equal(hidden.grad, [6.0, 12.0])
+
+
+def test_broadcasting_is_summed_back_in_backward():
+    a = tinynet.tensor(np.ones((3, 1)), requires_grad=True)
+    b = tinynet.tensor(np.ones(4), requires_grad=True)
+    (a * b).sum().backward()
+    np.testing.assert_array_equal(a.grad, np.full((3, 1), 4.0))
+    np.testing.assert_array_equal(b.grad, np.full(4, 3.0))
+
+
+def test_each_gradient_keeps_its_inputs_dtype():
+    a = tinynet.tensor(np.ones(3, np.float32), requires_grad=True)
+    b = tinynet.tensor(np.ones(3, np.float64), requires_grad=True)
+    out = (a * b).sum()
+    assert out.dtype == np.float64  # promotion as NumPy and PyTorch
+    out.backward()
+    assert a.grad.dtype == np.float32 and b.grad.dtype == np.float64
+
+
+def test_python_scalars_do_not_promote_float32():
+    x = tinynet.tensor([1.0, 2.0], requires_grad=True)
+    y = 2.5 * x + 1.0 - x / 3.0
+    assert y.dtype == np.float32
+
+
+def test_no_grad_records_nothing_and_works_as_a_decorator():
+    x = tinynet.tensor([1.0], requires_grad=True)
+    with tinynet.no_grad():
+        y = x * 2.0
+        with tinynet.enable_grad():
+            z = x * 2.0
+    assert not y.requires_grad and y.is_leaf
+    assert z.requires_grad
+    assert tinynet.is_grad_enabled()
+
+    @tinynet.no_grad()
+    def infer(t):
+        return t * 2.0
+
+    assert not infer(x).requires_grad
+
+
+def test_deep_graphs_do_not_hit_the_recursion_limit():
+    x = tinynet.tensor([1.0], requires_grad=True)
+    y = x
+    for _ in range(5000):
+        y = y + 1.0
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad, [1.0])
+
+
+def test_detach_shares_memory_and_leaves_the_graph():
+    x = tinynet.tensor([1.0, 2.0], requires_grad=True)
+    d = (x * 2.0).detach()
+    assert not d.requires_grad and d.is_leaf
+    assert np.shares_memory(d.numpy(), d.data)
+
+
+def test_ndarray_operands_defer_to_tensor():
+    x = tinynet.tensor([1.0, 2.0], requires_grad=True)
+    y = np.array([3.0, 4.0], np.float32) * x
+    assert isinstance(y, Tensor)
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad, [3.0, 4.0])
+
+
+def test_unused_inputs_get_no_gradient():
+    a = tinynet.tensor([1.0], requires_grad=True)
+    b = tinynet.tensor([1.0], requires_grad=True)
+    (a * 2.0).sum().backward()
+    assert b.grad is None
+
+
+def test_item_and_repr():
+    x = tinynet.tensor([[1.5]], requires_grad=True)
+    assert x.item() == 1.5
+    assert "requires_grad=True" in repr(x)
+    assert "grad_fn=Mul" in repr(x * 2.0)
+    with pytest.raises(ValueError, match="one element"):
+        tinynet.zeros(2).item()
+
+
+def test_to_casts_and_gradients_flow_back_in_the_original_dtype():
+    x = tinynet.tensor([1.0, 2.0], requires_grad=True)
+    y = x.double()
+    assert y.dtype == np.float64
+    (y * y).sum().backward()
+    assert x.grad.dtype == np.float32
+    np.testing.assert_array_equal(x.grad, [2.0, 4.0])
+    with pytest.raises(TypeError, match="floating"):
+        x.to(np.int32)
