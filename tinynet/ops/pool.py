@@ -1,0 +1,189 @@
+"""Pooling over windows of each (n, c) plane: max, average and adaptive average, as PyTorch.
+
+Sliding pools: along each spatial axis, output i covers the input positions
+[i·stride - padding, i·stride - padding + kernel), and an axis of ``size`` gives
+
+    out = floor((size + 2·padding - kernel + (stride - 1 if ceil_mode else 0)) / stride) + 1
+
+outputs, one fewer under ceil_mode when the last window would start at or after
+size + padding: every window starts inside the input or its left padding (PyTorch's rule).
+Adaptive pooling instead splits an axis of ``size`` into ``out`` windows
+[floor(i·size/out), ceil((i+1)·size/out)).
+
+The ops turn these rules into per-axis window tables (start, end, divisor), clipped to the input;
+the kernels in ``tinynet.kernels.pool`` loop over the tables and never see the padding.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tinynet.function import Function
+from tinynet.kernels import pool
+from tinynet.ops import layout
+from tinynet.ops._args import check_ndim, pair
+from tinynet.tensor import Tensor
+
+
+def pool_output_size(size: int, kernel: int, stride: int, padding: int, ceil_mode: bool) -> int:
+    """The number of windows of a sliding pool along one axis (the module docstring's formula)."""
+    out = (size + 2 * padding - kernel + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
+
+
+def _sliding_windows(size, kernel, stride, padding, out, count_include_pad):
+    """(start, end, divisor) of each sliding window along one axis, start and end clipped to the
+    input; the divisor is the window's length clipped to the padded input if count_include_pad,
+    else the number of input positions in it."""
+    start = np.arange(out) * stride - padding
+    end = np.minimum(start + kernel, size + padding)
+    padded_length = end - start
+    start, end = np.maximum(start, 0), np.minimum(end, size)
+    return start, end, padded_length if count_include_pad else end - start
+
+
+def _adaptive_windows(size, out):
+    """(start, end, length) of the adaptive windows [floor(i·size/out), ceil((i+1)·size/out))."""
+    i = np.arange(out)
+    start = i * size // out
+    end = -(-(i + 1) * size // out)
+    return start, end, end - start
+
+
+def _channel_major(x: np.ndarray) -> np.ndarray:
+    """x (N, C, H, W) as the C-contiguous (C, N, H, W) array the kernels take: a view of x's
+    memory when x is channel-major (as every array allocated here), a copy otherwise."""
+    n, c, h, w = x.shape
+    return layout.channel_rows(x).reshape(c, n, h, w)
+
+
+class MaxPool2d(Function):
+    """y[n, c, i, j] = max of x[n, c] over window (i, j), the padding counting as -inf;
+    dL/dx[n, c, a, b] = Σ g[n, c, i, j] over the windows (i, j) whose maximum is x[n, c, a, b].
+
+    The forward records each window's winner (argmax) as PyTorch's CPU kernel picks it: scanning
+    the window row by row, the first of equal maxima, or the last NaN.
+    rows, cols: (start, end) window tables of ``_sliding_windows``.
+    """
+
+    @staticmethod
+    def forward(ctx, x, rows, cols):
+        n, c, _, _ = x.shape
+        oh, ow = len(rows[0]), len(cols[0])
+        out = layout.empty_nchw(n, c, oh, ow, x.dtype)
+        argmax = np.empty((c, n, oh, ow), dtype=np.int64)
+        pool.max_pool2d_forward(_channel_major(x), _channel_major(out), argmax, rows, cols)
+        ctx.argmax, ctx.shape, ctx.dtype = argmax, x.shape, x.dtype
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad_x = layout.empty_nchw(*ctx.shape, ctx.dtype)
+        pool.max_pool2d_backward(_channel_major(grad), ctx.argmax, _channel_major(grad_x))
+        return grad_x
+
+
+class AvgPool2d(Function):
+    """y[n, c, i, j] = (Σ of x[n, c] over window (i, j)) / d_ij;
+    dL/dx[n, c, a, b] = Σ g[n, c, i, j] / d_ij over the windows (i, j) that hold (a, b).
+
+    Zero padding adds nothing to a sum, so windows are clipped to the input; the divisor d_ij is
+    the product of the per-axis divisors of ``_sliding_windows``.
+    rows, cols: (start, end, divisor) window tables.
+    """
+
+    @staticmethod
+    def forward(ctx, x, rows, cols):
+        n, c, _, _ = x.shape
+        out = layout.empty_nchw(n, c, len(rows[0]), len(cols[0]), x.dtype)
+        pool.avg_pool2d_forward(_channel_major(x), _channel_major(out), rows, cols)
+        ctx.rows, ctx.cols, ctx.shape, ctx.dtype = rows, cols, x.shape, x.dtype
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad_x = layout.empty_nchw(*ctx.shape, ctx.dtype)
+        pool.avg_pool2d_backward(_channel_major(grad), _channel_major(grad_x), ctx.rows, ctx.cols)
+        return grad_x
+
+
+class AdaptiveAvgPool2d(AvgPool2d):
+    """The window mean of ``AvgPool2d`` over the adaptive windows of ``_adaptive_windows``:
+    window (i, j) covers [floor(i·H/OH), ceil((i+1)·H/OH)) x [floor(j·W/OW), ceil((j+1)·W/OW))
+    and d_ij is its number of elements."""
+
+
+def _check_input(x, op: str) -> Tensor:
+    x = x if isinstance(x, Tensor) else Tensor(x)
+    check_ndim(x.shape, (4,), "input", op, "(N, C, H, W)")
+    if x.dtype not in (np.float32, np.float64):
+        raise TypeError(f"{op}: input must be float32 or float64; got {x.dtype}")
+    if 0 in x.shape[1:]:
+        raise ValueError(f"{op}: input must have non-zero C, H and W; got shape {x.shape}")
+    return x
+
+
+def _sliding_tables(op, x, kernel_size, stride, padding, ceil_mode, count_include_pad=True):
+    """Check a sliding pool's arguments and return its (rows, cols) window tables."""
+    kernel = pair(kernel_size, "kernel_size", op, minimum=1)
+    stride = kernel if stride is None else pair(stride, "stride", op, minimum=1)
+    padding = pair(padding, "padding", op, minimum=0)
+    if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
+        raise ValueError(
+            f"{op}: padding must be at most half of kernel_size; got padding={padding} with "
+            f"kernel_size={kernel}"
+        )
+    size = x.shape[2:]
+    out = tuple(
+        pool_output_size(*axis, bool(ceil_mode)) for axis in zip(size, kernel, stride, padding)
+    )
+    if min(out) <= 0:
+        raise ValueError(
+            f"{op}: input size (H, W) = {size} is too small for kernel_size={kernel} with "
+            f"padding={padding} (stride={stride}): the output size would be {out}"
+        )
+    return tuple(
+        _sliding_windows(*axis, count_include_pad)
+        for axis in zip(size, kernel, stride, padding, out)
+    )
+
+
+def max_pool2d(
+    input,  # noqa: A002 - PyTorch's name
+    kernel_size, stride=None, padding=0, ceil_mode=False,
+) -> Tensor:
+    """Max over kernel_size windows every stride (default kernel_size) of input (N, C, H, W)
+    padded with -inf, as ``torch.nn.functional.max_pool2d`` (no dilation, no indices)."""
+    input = _check_input(input, "max_pool2d")
+    rows, cols = _sliding_tables("max_pool2d", input, kernel_size, stride, padding, ceil_mode)
+    return MaxPool2d.apply(input, rows=rows[:2], cols=cols[:2])
+
+
+def avg_pool2d(
+    input,  # noqa: A002 - PyTorch's name
+    kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+) -> Tensor:
+    """Mean over kernel_size windows every stride (default kernel_size) of input (N, C, H, W)
+    padded with zeros, as ``torch.nn.functional.avg_pool2d`` (no divisor_override): the
+    divisor counts the padding if count_include_pad, else only the input elements."""
+    input = _check_input(input, "avg_pool2d")
+    rows, cols = _sliding_tables(
+        "avg_pool2d", input, kernel_size, stride, padding, ceil_mode, bool(count_include_pad)
+    )
+    return AvgPool2d.apply(input, rows=rows, cols=cols)
+
+
+def adaptive_avg_pool2d(input, output_size) -> Tensor:  # noqa: A002 - PyTorch's name
+    """Mean over the windows that split input (N, C, H, W) into output_size (OH, OW) cells, as
+    ``torch.nn.functional.adaptive_avg_pool2d``; output_size is an int or a pair whose None
+    entries keep the input's size."""
+    op = "adaptive_avg_pool2d"
+    input = _check_input(input, op)
+    if isinstance(output_size, (tuple, list)) and len(output_size) == 2:
+        output_size = tuple(s if o is None else o for o, s in zip(output_size, input.shape[2:]))
+    oh, ow = pair(output_size, "output_size", op, minimum=0)
+    h, w = input.shape[2:]
+    rows, cols = _adaptive_windows(h, oh), _adaptive_windows(w, ow)
+    return AdaptiveAvgPool2d.apply(input, rows=rows, cols=cols)
