@@ -1,0 +1,384 @@
+"""max_pool2d, avg_pool2d, adaptive_avg_pool2d: shapes, a slow NumPy oracle, gradients,
+PyTorch parity (ties, GoogLeNet's pools, gradient layouts), hand-computed values, errors."""
+
+import math
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import tinynet
+import tinynet.functional as F
+from reference import assert_close, to_torch
+from strategies import distinct, seeds, uniform
+
+SLIDING = {"max_pool2d": F.max_pool2d, "avg_pool2d": F.avg_pool2d}
+
+
+# ----------------------------------------------------------------- strategies
+@st.composite
+def sliding_cases(draw, op=None):
+    """(op name, input shape, keyword arguments) of a sliding pool whose output is not empty:
+    rectangular kernels, strides (or None), paddings up to half the kernel, ceil_mode, and for
+    avg_pool2d count_include_pad."""
+    name = op or draw(st.sampled_from(sorted(SLIDING)))
+    kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    stride = draw(st.none() | st.tuples(st.integers(1, 3), st.integers(1, 3)))
+    padding = tuple(draw(st.integers(0, k // 2)) for k in kernel)
+    # The padded input must hold at least one whole window.
+    size = tuple(draw(st.integers(max(1, k - 2 * p), 9)) for k, p in zip(kernel, padding))
+    shape = (draw(st.integers(1, 2)), draw(st.integers(1, 3))) + size
+    kwargs = dict(kernel_size=kernel, stride=stride, padding=padding, ceil_mode=draw(st.booleans()))
+    if name == "avg_pool2d":
+        kwargs["count_include_pad"] = draw(st.booleans())
+    return name, shape, kwargs
+
+
+@st.composite
+def adaptive_cases(draw):
+    """(input shape, output_size): an int, or a pair whose entries may be None."""
+    shape = (draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(1, 9)),
+             draw(st.integers(1, 9)))
+    side = st.integers(1, 6)
+    return shape, draw(side | st.tuples(st.none() | side, st.none() | side))
+
+
+# ----------------------------------------------------------------- slow, obvious references
+def _window_starts(size, kernel, stride, padding, ceil_mode):
+    """Where each window starts, counted in the padded input: the windows that fit in it, and
+    under ceil_mode one more over an uncovered end unless it would start in the right padding."""
+    padded = size + 2 * padding
+    starts = list(range(0, padded - kernel + 1, stride))
+    last = starts[-1]
+    if ceil_mode and last + kernel < padded and last + stride < padding + size:
+        starts.append(last + stride)
+    return starts
+
+
+def _oracle_sliding(name, x, kernel_size, stride, padding, ceil_mode, count_include_pad=True):
+    """The pool by its definition, one window at a time, on an explicitly padded copy of x."""
+    (kh, kw), (ph, pw) = kernel_size, padding
+    sh, sw = stride or kernel_size
+    h, w = x.shape[2:]
+    rows = _window_starts(h, kh, sh, ph, ceil_mode)
+    cols = _window_starts(w, kw, sw, pw, ceil_mode)
+    # Pad by the padding, then far enough right and down that a partial window is a full slice.
+    grow = ((ph, ph + kh), (pw, pw + kw))
+    fill = -np.inf if name == "max_pool2d" else 0.0
+    canvas = np.pad(x, ((0, 0), (0, 0)) + grow, constant_values=fill)
+    real = np.pad(np.ones((h, w)), grow)
+    padded = np.pad(np.ones((h + 2 * ph, w + 2 * pw)), ((0, kh), (0, kw)))
+    out = np.empty(x.shape[:2] + (len(rows), len(cols)))
+    for i, top in enumerate(rows):
+        for j, left in enumerate(cols):
+            window = (slice(top, top + kh), slice(left, left + kw))
+            values = canvas[(Ellipsis,) + window]
+            if name == "max_pool2d":
+                out[:, :, i, j] = values.max(axis=(2, 3))
+            else:
+                divisor = (padded if count_include_pad else real)[window].sum()
+                out[:, :, i, j] = values.sum(axis=(2, 3)) / divisor
+    return out
+
+
+def _oracle_adaptive(x, output_size):
+    h, w = x.shape[2:]
+    oh, ow = (output_size, output_size) if isinstance(output_size, int) else output_size
+    oh, ow = oh or h, ow or w
+
+    def window(i, out, size):
+        return slice(math.floor(Fraction(i * size, out)), math.ceil(Fraction((i + 1) * size, out)))
+
+    out = np.empty(x.shape[:2] + (oh, ow))
+    for i in range(oh):
+        for j in range(ow):
+            out[:, :, i, j] = x[:, :, window(i, oh, h), window(j, ow, w)].mean(axis=(2, 3))
+    return out
+
+
+def _in_layout(a, layout):
+    """The values of a (N, C, H, W) in one of the memory layouts an array can reach an op in."""
+    if layout == "channel-major":
+        return np.ascontiguousarray(a.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
+    if layout == "broadcast":
+        return np.broadcast_to(a[:1], a.shape)
+    return np.ascontiguousarray(a)
+
+
+def _assert_matches_torch(torch, name, x_np, seed, layout="plain NCHW", **kwargs):
+    """F.<name> and torch.nn.functional.<name> agree on the output and on dL/dx for a random
+    upstream gradient; x and the gradient reach tinynet in the given memory layout."""
+    x = tinynet.tensor(_in_layout(x_np, layout), requires_grad=True)
+    out = getattr(F, name)(x, **kwargs)
+    g = uniform(seed, out.shape, dtype=x_np.dtype)
+    out.backward(_in_layout(g, layout))
+    tx = to_torch(torch, _in_layout(x_np, layout), requires_grad=True)
+    t_out = getattr(torch.nn.functional, name)(tx, **kwargs)
+    t_out.backward(to_torch(torch, _in_layout(g, layout)))
+    assert out.dtype == x.grad.dtype == x_np.dtype
+    assert_close(out, t_out.detach().numpy())
+    assert_close(x.grad, tx.grad.numpy())
+
+
+# ----------------------------------------------------------------- (a) shapes
+@given(case=sliding_cases())
+def test_output_shape_counts_the_windows(case):
+    name, shape, kwargs = case
+    out = SLIDING[name](tinynet.zeros(*shape), **kwargs)
+    stride = kwargs["stride"] or kwargs["kernel_size"]
+    expected = tuple(
+        len(_window_starts(shape[2 + a], kwargs["kernel_size"][a], stride[a],
+                           kwargs["padding"][a], kwargs["ceil_mode"]))
+        for a in (0, 1)
+    )
+    assert out.shape == shape[:2] + expected
+
+
+@given(case=adaptive_cases())
+def test_adaptive_output_shape(case):
+    shape, output_size = case
+    out = F.adaptive_avg_pool2d(tinynet.zeros(*shape), output_size)
+    pair = (output_size, output_size) if isinstance(output_size, int) else output_size
+    assert out.shape == shape[:2] + tuple(o or s for o, s in zip(pair, shape[2:]))
+
+
+# ----------------------------------------------------------------- (b) forward against the oracle
+@given(case=sliding_cases(), seed=seeds)
+def test_sliding_forward_matches_oracle(case, seed):
+    name, shape, kwargs = case
+    x = uniform(seed, shape)
+    assert_close(SLIDING[name](tinynet.tensor(x), **kwargs), _oracle_sliding(name, x, **kwargs))
+
+
+@given(case=adaptive_cases(), seed=seeds)
+def test_adaptive_forward_matches_oracle(case, seed):
+    shape, output_size = case
+    x = uniform(seed, shape)
+    assert_close(F.adaptive_avg_pool2d(tinynet.tensor(x), output_size),
+                 _oracle_adaptive(x, output_size))
+
+
+# ----------------------------------------------------------------- (c) gradcheck
+@given(case=sliding_cases(), seed=seeds)
+def test_sliding_gradcheck(case, seed):
+    name, shape, kwargs = case
+    # max pooling gets distinct values: each window's unique winner survives the eps step
+    values = distinct(seed, shape) if name == "max_pool2d" else uniform(seed, shape)
+    x = tinynet.tensor(values, requires_grad=True)
+    op = SLIDING[name]
+    assert tinynet.gradcheck(lambda x: op(x, **kwargs), [x], atol=1e-8, rtol=1e-6)
+
+
+@given(case=adaptive_cases(), seed=seeds)
+def test_adaptive_gradcheck(case, seed):
+    shape, output_size = case
+    x = tinynet.tensor(uniform(seed, shape), requires_grad=True)
+    assert tinynet.gradcheck(
+        lambda x: F.adaptive_avg_pool2d(x, output_size), [x], atol=1e-8, rtol=1e-6
+    )
+
+
+# ----------------------------------------------------------------- (d) PyTorch parity
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@given(case=sliding_cases(), seed=seeds)
+def test_sliding_matches_torch(torch, dtype, case, seed):
+    name, shape, kwargs = case
+    _assert_matches_torch(torch, name, uniform(seed, shape, dtype=dtype), seed + 1, **kwargs)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@given(case=adaptive_cases(), seed=seeds)
+def test_adaptive_matches_torch(torch, dtype, case, seed):
+    shape, output_size = case
+    x = uniform(seed, shape, dtype=dtype)
+    _assert_matches_torch(torch, "adaptive_avg_pool2d", x, seed + 1, output_size=output_size)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@given(case=sliding_cases(op="max_pool2d"), seed=seeds)
+def test_max_pool_ties_go_where_torch_sends_them(torch, dtype, case, seed):
+    _, shape, kwargs = case
+    x = np.random.default_rng(seed).integers(0, 3, shape).astype(dtype)  # windows full of ties
+    _assert_matches_torch(torch, "max_pool2d", x, seed + 1, **kwargs)
+
+
+def test_max_pool_nan_and_infinity_as_torch(torch):
+    """A NaN wins its window (the last NaN, scanning by rows); a window of -inf sends its
+    gradient to its first element."""
+    nan, inf = np.nan, np.inf
+    x_np = np.array([[[[nan, 1.0, nan, -inf], [2.0, nan, -inf, -inf], [5.0, nan, 1.0, 4.0]]]])
+    g = np.arange(1.0, 11.0).reshape(1, 1, 2, 5)
+    kwargs = dict(kernel_size=2, stride=1, padding=(0, 1))
+    x = tinynet.tensor(x_np, requires_grad=True)
+    out = F.max_pool2d(x, **kwargs)
+    out.backward(g)
+    tx = to_torch(torch, x_np, requires_grad=True)
+    t_out = torch.nn.functional.max_pool2d(tx, **kwargs)
+    t_out.backward(to_torch(torch, g))
+    np.testing.assert_array_equal(out.data, t_out.detach().numpy())
+    np.testing.assert_array_equal(x.grad, tx.grad.numpy())
+
+
+STEM_POOL = dict(kernel_size=3, stride=2, ceil_mode=True)
+GOOGLENET_POOLS = {
+    # name: (op, input (N, C, H, W), arguments), as torchvision's GoogLeNet uses them at 224x224
+    "maxpool1 3x3/2 ceil": ("max_pool2d", (2, 3, 112, 112), STEM_POOL),
+    "maxpool2 3x3/2 ceil": ("max_pool2d", (2, 3, 56, 56), STEM_POOL),
+    "maxpool3 3x3/2 ceil": ("max_pool2d", (2, 3, 28, 28), STEM_POOL),
+    "maxpool4 2x2/2 ceil": ("max_pool2d", (2, 3, 14, 14), dict(STEM_POOL, kernel_size=2)),
+    "inception pool branch 3x3/1 pad 1": (
+        "max_pool2d", (2, 3, 28, 28), dict(kernel_size=3, stride=1, padding=1, ceil_mode=True)
+    ),
+    "aux avgpool 5x5/3": ("avg_pool2d", (2, 3, 14, 14), dict(kernel_size=5, stride=3)),
+    "aux adaptive 4x4": ("adaptive_avg_pool2d", (2, 3, 14, 14), dict(output_size=4)),
+    "global adaptive 1x1": ("adaptive_avg_pool2d", (2, 3, 7, 7), dict(output_size=1)),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("pool", GOOGLENET_POOLS)
+def test_googlenet_pools_match_torch(torch, pool, dtype):
+    name, shape, kwargs = GOOGLENET_POOLS[pool]
+    _assert_matches_torch(torch, name, uniform(0, shape, dtype=dtype), 1, **kwargs)
+
+
+@pytest.mark.parametrize("layout", ["plain NCHW", "channel-major", "broadcast"])
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [
+        ("max_pool2d", dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)),
+        ("avg_pool2d", dict(kernel_size=3, stride=2, padding=1, count_include_pad=False)),
+        ("adaptive_avg_pool2d", dict(output_size=(2, 3))),
+    ],
+)
+def test_any_input_and_gradient_layout(torch, name, kwargs, layout):
+    _assert_matches_torch(torch, name, uniform(0, (3, 4, 7, 6)), 1, layout=layout, **kwargs)
+
+
+@pytest.mark.parametrize("name", ["max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"])
+def test_output_is_channel_major(name):
+    out = getattr(F, name)(tinynet.tensor(uniform(0, (2, 3, 6, 6))), 2)
+    assert out.data.transpose(1, 0, 2, 3).flags.c_contiguous
+
+
+# ----------------------------------------------------------------- (e) hand-computed values
+def _row(values):
+    """A one-row plane (1, 1, 1, W) that requires grad."""
+    return tinynet.tensor(np.reshape(values, (1, 1, 1, -1)), dtype=np.float64, requires_grad=True)
+
+
+def test_max_pool_2x2_on_a_4x4_plane():
+    x = tinynet.tensor(np.arange(16.0).reshape(1, 1, 4, 4), requires_grad=True)
+    y = F.max_pool2d(x, 2)
+    np.testing.assert_array_equal(y.data, [[[[5.0, 7.0], [13.0, 15.0]]]])
+    y.backward(np.array([[[[1.0, 2.0], [3.0, 4.0]]]]))
+    expected = np.zeros((4, 4))
+    expected[1, 1], expected[1, 3], expected[3, 1], expected[3, 3] = 1.0, 2.0, 3.0, 4.0
+    np.testing.assert_array_equal(x.grad[0, 0], expected)
+
+
+def test_max_pool_overlapping_windows_sum_their_gradients():
+    # windows [0, 3), [1, 4), [2, 5) of a row: 9 wins all three
+    x = _row([1.0, 2.0, 9.0, 3.0, 4.0])
+    y = F.max_pool2d(x, (1, 3), stride=1)
+    np.testing.assert_array_equal(y.data.ravel(), [9.0, 9.0, 9.0])
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad.ravel(), [0.0, 0.0, 3.0, 0.0, 0.0])
+
+
+def test_ceil_mode_adds_a_partial_window():
+    # width 5, kernel 2, stride 2: floor mode [0, 2), [2, 4); ceil mode adds [4, 6) over x[4]
+    x = _row([1.0, 2.0, 3.0, 4.0, 5.0])
+    np.testing.assert_array_equal(F.max_pool2d(x, (1, 2)).data.ravel(), [2.0, 4.0])
+    y = F.max_pool2d(x, (1, 2), ceil_mode=True)
+    np.testing.assert_array_equal(y.data.ravel(), [2.0, 4.0, 5.0])
+    # the partial window's divisor is its length inside the (here unpadded) input: 5 / 1
+    y = F.avg_pool2d(x, (1, 2), ceil_mode=True)
+    np.testing.assert_array_equal(y.data.ravel(), [1.5, 3.5, 5.0])
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad.ravel(), [0.5, 0.5, 0.5, 0.5, 1.0])
+
+
+def test_ceil_mode_drops_a_window_that_starts_in_the_right_padding():
+    # width 3, padding 1, kernel 2, stride 2: windows [-1, 1), [1, 3); the ceil formula's third
+    # window [3, 5) would lie wholly in the right padding, so it is dropped
+    x = _row([1.0, 2.0, 3.0])
+    kwargs = dict(kernel_size=(1, 2), stride=(1, 2), padding=(0, 1), ceil_mode=True)
+    np.testing.assert_array_equal(F.max_pool2d(x, **kwargs).data.ravel(), [1.0, 3.0])
+    np.testing.assert_array_equal(F.avg_pool2d(x, **kwargs).data.ravel(), [0.5, 2.5])
+
+
+def test_avg_pool_divisors_with_padding_and_ceil_mode():
+    # width 4, kernel 3, stride 2, padding 1, ceil mode: windows [-1, 2), [1, 4), [3, 6)
+    x = _row([1.0, 2.0, 3.0, 4.0])
+    kwargs = dict(kernel_size=(1, 3), stride=(1, 2), padding=(0, 1), ceil_mode=True)
+    # counting padding: the last window is clipped to the padded input [3, 5): (4 + 0) / 2
+    y = F.avg_pool2d(x, **kwargs)
+    np.testing.assert_array_equal(y.data.ravel(), [3.0 / 3, 9.0 / 3, 4.0 / 2])
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad.ravel(), [1 / 3, 2 / 3, 1 / 3, 1 / 3 + 1 / 2])
+    # not counting it: only input elements divide
+    y = F.avg_pool2d(x, count_include_pad=False, **kwargs)
+    np.testing.assert_array_equal(y.data.ravel(), [3.0 / 2, 9.0 / 3, 4.0 / 1])
+
+
+def test_adaptive_windows_overlap_when_the_size_does_not_divide():
+    # 5 -> 3: windows [0, 2), [1, 4), [3, 5)
+    x = _row([1.0, 2.0, 3.0, 4.0, 5.0])
+    y = F.adaptive_avg_pool2d(x, (1, 3))
+    np.testing.assert_array_equal(y.data.ravel(), [1.5, 3.0, 4.5])
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad.ravel(), [1 / 2, 1 / 2 + 1 / 3, 1 / 3, 1 / 3 + 1 / 2, 1 / 2])
+
+
+def test_global_average_pool():
+    x = tinynet.tensor(np.arange(8.0).reshape(1, 2, 2, 2), requires_grad=True)
+    y = F.adaptive_avg_pool2d(x, 1)
+    np.testing.assert_array_equal(y.data.ravel(), [1.5, 5.5])
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad, np.full((1, 2, 2, 2), 0.25))
+
+
+# ----------------------------------------------------------------- (f) errors
+@pytest.mark.parametrize("name", sorted(SLIDING))
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(kernel_size=0), ValueError, "kernel_size must be >= 1"),
+        (dict(kernel_size=(2, -1)), ValueError, "kernel_size must be >= 1"),
+        (dict(kernel_size=2, stride=0), ValueError, "stride must be >= 1"),
+        (dict(kernel_size=2, padding=-1), ValueError, "padding must be >= 0"),
+        (dict(kernel_size=(3, 2), padding=(1, 2)), ValueError, "padding must be at most half"),
+        (dict(kernel_size=(2, 2, 2)), TypeError, "kernel_size must be an int or a pair"),
+        (dict(kernel_size=6, padding=1), ValueError, r"input size \(H, W\) = \(3, 4\) is too"),
+    ],
+)
+def test_sliding_argument_errors(name, kwargs, error, match):
+    with pytest.raises(error, match=f"{name}: {match}"):
+        SLIDING[name](tinynet.zeros(1, 1, 3, 4), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "output_size, error",
+    [(-1, ValueError), ((2, -3), ValueError), ((1, 2, 3), TypeError), ((2, "a"), TypeError),
+     ((None, 1.5), TypeError)],
+)
+def test_adaptive_output_size_errors(output_size, error):
+    with pytest.raises(error, match="adaptive_avg_pool2d: output_size"):
+        F.adaptive_avg_pool2d(tinynet.zeros(1, 1, 3, 4), output_size)
+
+
+@pytest.mark.parametrize("name", ["max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"])
+@pytest.mark.parametrize(
+    "x, error, match",
+    [
+        (tinynet.zeros(2, 3, 3), ValueError, r"input must be 4-D \(N, C, H, W\); got shape \(2, 3"),
+        (tinynet.zeros(1, 1, 0, 3), ValueError, "input must have non-zero C, H and W"),
+        (tinynet.tensor(np.zeros((1, 1, 3, 3), dtype=int)), TypeError, "input must be float32"),
+    ],
+)
+def test_input_errors(name, x, error, match):
+    with pytest.raises(error, match=f"{name}: {match}"):
+        getattr(F, name)(x, 1)
