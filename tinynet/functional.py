@@ -5,6 +5,7 @@ and backward; this module only gathers them (``import tinynet.functional as F``)
 """
 
 # ruff: noqa: F401 - every import here is a re-export
+from tinynet.ops.conv import conv2d
 from tinynet.ops.dropout import dropout
 from tinynet.ops.elementwise import add, cast, div, exp, log, mul, neg, pow, relu, sub
 from tinynet.ops.linalg import linear, matmul
