@@ -1,0 +1,324 @@
+"""conv2d: output shapes, a slow NumPy oracle, finite-difference gradients, PyTorch parity,
+hand-computed values, argument errors, and the skipped input gradient."""
+
+from typing import NamedTuple
+
+import numpy as np
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+import tinynet
+import tinynet.functional as F
+from strategies import seeds, uniform
+from reference import assert_close, to_torch
+
+
+class Conv(NamedTuple):
+    """One convolution: the input (n, c_in, h, w), the weight (c_out, c_in, kh, kw), the bias
+    (c_out,) if with_bias, and conv2d's stride and padding arguments as a user passes them."""
+
+    n: int
+    c_in: int
+    c_out: int
+    h: int
+    w: int
+    kh: int
+    kw: int
+    stride: int | tuple[int, int] = 1
+    padding: int | tuple[int, int] | str = 0
+    with_bias: bool = True
+
+    def arrays(self, seed, dtype=np.float64):
+        x = uniform(seed, (self.n, self.c_in, self.h, self.w), dtype=dtype)
+        weight = uniform(seed + 1, (self.c_out, self.c_in, self.kh, self.kw), dtype=dtype)
+        bias = uniform(seed + 2, (self.c_out,), dtype=dtype) if self.with_bias else None
+        return x, weight, bias
+
+
+def pads(padding, kh, kw):
+    """((top, bottom), (left, right)) as PyTorch reads the padding argument: 'same' pads k - 1
+    in total, the odd one of an even kernel at the bottom/right."""
+    if padding == "valid":
+        return (0, 0), (0, 0)
+    if padding == "same":
+        return tuple(((k - 1) // 2, k - 1 - (k - 1) // 2) for k in (kh, kw))
+    ph, pw = (padding, padding) if isinstance(padding, int) else padding
+    return (ph, ph), (pw, pw)
+
+
+def strides(stride):
+    return (stride, stride) if isinstance(stride, int) else stride
+
+
+def output_size(conv):
+    """OH, OW = floor((H + pad_top + pad_bottom - kh) / sh) + 1 (and alike for W)."""
+    (top, bottom), (left, right) = pads(conv.padding, conv.kh, conv.kw)
+    sh, sw = strides(conv.stride)
+    return (conv.h + top + bottom - conv.kh) // sh + 1, (conv.w + left + right - conv.kw) // sw + 1
+
+
+@st.composite
+def convs(draw, max_batch=3, max_channels=4, max_kernel=4, max_side=8):
+    """Random valid convolutions: rectangular kernels, int or pair strides and paddings,
+    'same' (with stride 1, as PyTorch requires) and 'valid'; padding may exceed the kernel."""
+    kh, kw = draw(st.integers(1, max_kernel)), draw(st.integers(1, max_kernel))
+    side_pad = st.integers(0, 3)
+    padding = draw(
+        st.one_of(side_pad, st.tuples(side_pad, side_pad), st.sampled_from(["same", "valid"]))
+    )
+    side_stride = st.integers(1, 3)
+    stride = 1 if padding == "same" else draw(
+        st.one_of(side_stride, st.tuples(side_stride, side_stride))
+    )
+    (top, bottom), (left, right) = pads(padding, kh, kw)
+    return Conv(
+        n=draw(st.integers(1, max_batch)),
+        c_in=draw(st.integers(1, max_channels)),
+        c_out=draw(st.integers(1, max_channels)),
+        h=draw(st.integers(max(1, kh - top - bottom), max_side)),
+        w=draw(st.integers(max(1, kw - left - right), max_side)),
+        kh=kh,
+        kw=kw,
+        stride=stride,
+        padding=padding,
+        with_bias=draw(st.booleans()),
+    )
+
+
+def conv_oracle(x, weight, bias, stride, padding):
+    """The definition, slowly: each output pixel is the sum over its window of the zero-padded
+    input times the kernel, plus the bias."""
+    c_out, _, kh, kw = weight.shape
+    (top, bottom), (left, right) = pads(padding, kh, kw)
+    sh, sw = strides(stride)
+    xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+    oh, ow = (xp.shape[2] - kh) // sh + 1, (xp.shape[3] - kw) // sw + 1
+    out = np.zeros((x.shape[0], c_out, oh, ow), dtype=x.dtype)
+    for p in range(oh):
+        for q in range(ow):
+            window = xp[:, :, p * sh : p * sh + kh, q * sw : q * sw + kw]  # (n, c_in, kh, kw)
+            out[:, :, p, q] = np.einsum("ncij,ocij->no", window, weight)
+    return out if bias is None else out + bias[None, :, None, None]
+
+
+def channel_major(array):
+    """The same (N, C, H, W) values stored as tinynet's conv outputs are: a (C, N, H, W) buffer."""
+    return np.ascontiguousarray(array.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
+
+
+# ------------------------------------------------------------------ shapes and the oracle
+@given(conv=convs(max_side=10), seed=seeds)
+def test_output_shape_follows_the_size_formula(conv, seed):
+    x, weight, bias = conv.arrays(seed, np.float32)
+    out = F.conv2d(x, weight, bias, stride=conv.stride, padding=conv.padding)
+    assert out.shape == (conv.n, conv.c_out) + output_size(conv)
+    assert out.dtype == np.float32
+    if conv.padding == "same":
+        assert out.shape[2:] == (conv.h, conv.w)
+    # Channel-major memory behind the NCHW view, so the next layer's GEMM needs no transpose.
+    assert out.data.transpose(1, 0, 2, 3).flags.c_contiguous
+
+
+@given(conv=convs(), seed=seeds)
+def test_forward_matches_the_oracle(conv, seed):
+    x, weight, bias = conv.arrays(seed)
+    out = F.conv2d(x, weight, bias, stride=conv.stride, padding=conv.padding)
+    expected = conv_oracle(x, weight, bias, conv.stride, conv.padding)
+    assert_close(out, expected, scale=np.abs(expected).max())
+
+
+# ------------------------------------------------------------------ gradients
+@given(conv=convs(max_batch=2, max_channels=3, max_side=6), seed=seeds)
+@example(conv=Conv(2, 3, 2, 4, 5, 1, 1), seed=0)  # the 1x1 path without im2col
+@example(conv=Conv(1, 2, 2, 5, 4, 2, 4, padding="same"), seed=1)  # even kernel, uneven padding
+def test_gradients_match_finite_differences(conv, seed):
+    x, weight, bias = conv.arrays(seed)
+    inputs = [tinynet.tensor(a, requires_grad=True) for a in (x, weight, bias) if a is not None]
+
+    def fn(x, weight, bias=None):
+        return F.conv2d(x, weight, bias, stride=conv.stride, padding=conv.padding)
+
+    assert tinynet.gradcheck(fn, inputs, atol=1e-8, rtol=1e-6)
+
+
+# ------------------------------------------------------------------ PyTorch parity
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel:UserWarning")
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@given(conv=convs(), seed=seeds, input_layout=st.booleans(), grad_layout=st.booleans())
+@example(conv=Conv(2, 4, 3, 5, 6, 1, 1), seed=0, input_layout=True, grad_layout=False)
+@example(conv=Conv(2, 2, 3, 6, 5, 4, 2, padding="same"), seed=1, input_layout=False,
+         grad_layout=False)
+@example(conv=Conv(2, 3, 2, 9, 8, 3, 2, stride=(2, 3), padding=(1, 2)), seed=2,
+         input_layout=True, grad_layout=True)
+def test_matches_torch(torch, dtype, conv, seed, input_layout, grad_layout):
+    """Forward and all three gradients; input_layout / grad_layout: whether the input and the
+    upstream gradient are channel-major (as tinynet's conv outputs) or plain C-contiguous NCHW."""
+    x_np, w_np, b_np = conv.arrays(seed, dtype)
+    x = tinynet.tensor(channel_major(x_np) if input_layout else x_np, requires_grad=True)
+    weight = tinynet.tensor(w_np, requires_grad=True)
+    bias = tinynet.tensor(b_np, requires_grad=True) if conv.with_bias else None
+    out = F.conv2d(x, weight, bias, stride=conv.stride, padding=conv.padding)
+    g = uniform(seed + 3, out.shape, dtype=dtype)
+    out.backward(channel_major(g) if grad_layout else g)
+
+    tx, tw = to_torch(torch, x_np, True), to_torch(torch, w_np, True)
+    tb = to_torch(torch, b_np, True) if conv.with_bias else None
+    t_out = torch.nn.functional.conv2d(tx, tw, tb, stride=conv.stride, padding=conv.padding)
+    t_out.backward(to_torch(torch, g))
+
+    pairs = [(out, t_out), (x.grad, tx.grad), (weight.grad, tw.grad)]
+    pairs += [(bias.grad, tb.grad)] if conv.with_bias else []
+    for actual, expected in pairs:
+        expected = expected.detach().numpy()
+        assert np.dtype(actual.dtype) == dtype
+        assert_close(actual, expected, scale=np.abs(expected).max())
+
+
+def test_broadcast_upstream_gradient_matches_torch(torch):
+    """out.sum().backward() hands conv a broadcast view of ones, not an array it can reshape."""
+    conv = Conv(2, 3, 4, 6, 6, 3, 3, stride=2, padding=1)
+    x_np, w_np, b_np = conv.arrays(0)
+    x, weight = tinynet.tensor(x_np, requires_grad=True), tinynet.tensor(w_np, requires_grad=True)
+    F.conv2d(x, weight, stride=2, padding=1).sum().backward()
+    tx, tw = to_torch(torch, x_np, True), to_torch(torch, w_np, True)
+    torch.nn.functional.conv2d(tx, tw, stride=2, padding=1).sum().backward()
+    assert_close(x.grad, tx.grad.numpy())
+    assert_close(weight.grad, tw.grad.numpy())
+
+
+# ------------------------------------------------------------------ values by hand
+# x = 1..9 in a 3x3 image, W = [[1, 2], [3, 4]]:
+#     out[p, q] = x[p, q] + 2 x[p, q+1] + 3 x[p+1, q] + 4 x[p+1, q+1]
+X = np.arange(1.0, 10.0).reshape(1, 1, 3, 3)
+W = np.array([[[[1.0, 2.0], [3.0, 4.0]]]])
+
+
+def test_hand_computed_forward_and_gradients():
+    x, weight = tinynet.tensor(X, requires_grad=True), tinynet.tensor(W, requires_grad=True)
+    bias = tinynet.tensor(np.array([1.0]), requires_grad=True)
+    out = F.conv2d(x, weight, bias)
+    # 1 + 4 + 12 + 20 = 37 (+1), 2 + 6 + 15 + 24 = 47 (+1), ...
+    np.testing.assert_array_equal(out.data[0, 0], [[38.0, 48.0], [68.0, 78.0]])
+    out.sum().backward()
+    # dW[i, j]: the sum of the 2x2 block of x at offset (i, j), e.g. 1 + 2 + 4 + 5 = 12
+    np.testing.assert_array_equal(weight.grad[0, 0], [[12.0, 16.0], [24.0, 28.0]])
+    np.testing.assert_array_equal(bias.grad, [4.0])  # four output pixels
+    # dx: the kernel weights of every window covering the pixel; the centre is in all four
+    np.testing.assert_array_equal(
+        x.grad[0, 0], [[1.0, 3.0, 2.0], [4.0, 10.0, 6.0], [3.0, 7.0, 4.0]]
+    )
+
+
+def test_hand_computed_padding_and_stride():
+    # A ring of zeros around x and windows of ones two pixels apart: out = [[x00, x01 + x02],
+    # [x10 + x20, x11 + x12 + x21 + x22]]
+    out = F.conv2d(X, np.ones((1, 1, 2, 2)), stride=2, padding=1)
+    np.testing.assert_array_equal(out.data[0, 0], [[1.0, 5.0], [11.0, 28.0]])
+
+
+def test_hand_computed_same_with_an_even_kernel():
+    # 'same' pads 0 rows above and 1 below, 0 columns left and 1 right: the last row and column
+    # see zeros, e.g. out[0, 2] = x[0, 2] + 3 x[1, 2] = 3 + 18
+    out = F.conv2d(X, W, padding="same")
+    np.testing.assert_array_equal(
+        out.data[0, 0], [[37.0, 47.0, 21.0], [67.0, 77.0, 33.0], [23.0, 26.0, 9.0]]
+    )
+
+
+# ------------------------------------------------------------------ errors
+def _zeros(*shape, dtype=np.float32):
+    return tinynet.tensor(np.zeros(shape, dtype=dtype))
+
+
+BAD = {
+    "input not 4-D": (
+        dict(input=_zeros(3, 5, 5), weight=_zeros(2, 3, 3, 3)),
+        ValueError, r"conv2d: input must be 4-D .*got shape \(3, 5, 5\)",
+    ),
+    "weight not 4-D": (
+        dict(input=_zeros(1, 3, 5, 5), weight=_zeros(2, 27)),
+        ValueError, r"conv2d: weight must be 4-D .*got shape \(2, 27\)",
+    ),
+    "channel mismatch": (
+        dict(input=_zeros(1, 3, 5, 5), weight=_zeros(2, 4, 3, 3)),
+        ValueError, r"conv2d: input has 3 channels .* but weight expects C_in=4",
+    ),
+    "bias shape": (
+        dict(input=_zeros(1, 3, 5, 5), weight=_zeros(2, 3, 3, 3), bias=_zeros(3)),
+        ValueError, r"conv2d: bias must have shape \(2,\) .*got \(3,\)",
+    ),
+    "kernel larger than padded input": (
+        dict(input=_zeros(1, 1, 2, 3), weight=_zeros(1, 1, 5, 5), padding=1),
+        ValueError, r"conv2d: kernel size \(5, 5\) of weight is larger than the padded input "
+        r"\(4, 5\)",
+    ),
+    "empty kernel": (
+        dict(input=_zeros(1, 3, 5, 5), weight=_zeros(2, 3, 0, 3)),
+        ValueError, r"conv2d: weight must have C_out, kH and kW >= 1; got .*\(2, 3, 0, 3\)",
+    ),
+    "zero stride": (
+        dict(input=_zeros(1, 1, 5, 5), weight=_zeros(1, 1, 3, 3), stride=(1, 0)),
+        ValueError, r"conv2d: stride must be >= 1; got \(1, 0\)",
+    ),
+    "negative padding": (
+        dict(input=_zeros(1, 1, 5, 5), weight=_zeros(1, 1, 3, 3), padding=-1),
+        ValueError, r"conv2d: padding must be >= 0; got \(-1, -1\)",
+    ),
+    "'same' with a stride": (
+        dict(input=_zeros(1, 1, 5, 5), weight=_zeros(1, 1, 3, 3), stride=2, padding="same"),
+        ValueError, r"conv2d: padding='same' needs stride 1 .*got stride=\(2, 2\)",
+    ),
+    "unknown padding string": (
+        dict(input=_zeros(1, 1, 5, 5), weight=_zeros(1, 1, 3, 3), padding="full"),
+        ValueError, r"conv2d: padding must be an int, a pair of ints, 'same' or 'valid'; "
+        r"got 'full'",
+    ),
+    "weight dtype": (
+        dict(input=_zeros(1, 1, 5, 5), weight=_zeros(1, 1, 3, 3, dtype=np.float64)),
+        TypeError, r"conv2d: input and weight must have the same dtype; got input float32 "
+        r"and weight float64",
+    ),
+    "bias dtype": (
+        dict(input=_zeros(1, 1, 5, 5), weight=_zeros(1, 1, 3, 3),
+             bias=_zeros(1, dtype=np.float64)),
+        TypeError, r"conv2d: input and bias must have the same dtype",
+    ),
+    "integer input": (
+        dict(input=_zeros(1, 1, 5, 5, dtype=np.int64), weight=_zeros(1, 1, 3, 3, dtype=np.int64)),
+        TypeError, r"conv2d: input must be float32 or float64; got int64",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_arguments_raise_clear_errors(case):
+    kwargs, error, message = BAD[case]
+    with pytest.raises(error, match=message):
+        F.conv2d(**kwargs)
+
+
+# ------------------------------------------------------------------ what backward computes
+@pytest.mark.parametrize("needs", [(False, True, True), (True, False, False), (True, True, True)])
+def test_only_requested_gradients_are_computed(needs, monkeypatch):
+    """The network's first conv gets the image, which needs no gradient: its backward must not
+    run the dX GEMM and col2im at all."""
+    x_np, w_np, b_np = Conv(2, 3, 4, 6, 6, 3, 3, padding=1).arrays(0)
+    x, weight, bias = (
+        tinynet.tensor(a, requires_grad=r) for a, r in zip((x_np, w_np, b_np), needs)
+    )
+    if not needs[0]:
+        def fail(*args):
+            raise AssertionError("col2im ran for an input that needs no gradient")
+
+        monkeypatch.setattr("tinynet.ops.conv.col2im", fail)
+    F.conv2d(x, weight, bias, padding=1).sum().backward()
+    assert [t.grad is not None for t in (x, weight, bias)] == list(needs)
+
+
+def test_no_grad_records_nothing():
+    x = _zeros(1, 2, 4, 4)
+    weight = tinynet.tensor(np.ones((3, 2, 3, 3), np.float32), requires_grad=True)
+    with tinynet.no_grad():
+        out = F.conv2d(x, weight)
+    assert out.shape == (1, 3, 2, 2) and not out.requires_grad
