@@ -10,6 +10,7 @@ from tinynet.ops.dropout import dropout
 from tinynet.ops.elementwise import add, cast, div, exp, log, mul, neg, pow, relu, sub
 from tinynet.ops.linalg import linear, matmul
 from tinynet.ops.loss import cross_entropy, log_softmax, softmax
+from tinynet.ops.norm import batch_norm, local_response_norm
 from tinynet.ops.pool import adaptive_avg_pool2d, avg_pool2d, max_pool2d
 from tinynet.ops.reduce import max, mean, sum
 from tinynet.ops.shape import cat, concat, flatten, index, permute, reshape, transpose

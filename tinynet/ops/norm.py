@@ -1,0 +1,214 @@
+"""Normalisation across channels: local response normalisation (GoogLeNet's stem) and batch
+normalisation (Inception-BN).
+
+Both work on the activations as a (C, m) matrix of channel rows, m = N·H·W values per channel:
+for channel-major 4-D tensors that matrix is a view (``tinynet.ops.layout.channel_rows``), so
+each channel's reductions run over contiguous memory. 4-D outputs are channel-major.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from tinynet.function import Function
+from tinynet.kernels.lrn import lrn_backward, lrn_forward
+from tinynet.ops._args import check_ndim
+from tinynet.ops.layout import channel_rows, from_channel_rows
+from tinynet.tensor import Tensor
+
+
+def _rows(a: np.ndarray) -> np.ndarray:
+    """(N, C) or (N, C, H, W) as a (C, m) matrix of channel rows (a view where possible)."""
+    return a.T if a.ndim == 2 else channel_rows(a)
+
+
+def _from_rows(rows: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The inverse of ``_rows`` for an array of ``shape``."""
+    if len(shape) == 2:
+        return rows.T
+    n, _, h, w = shape
+    return from_channel_rows(rows, n, h, w)
+
+
+class LocalResponseNorm(Function):
+    """Local response normalisation across channels, as ``torch.nn.functional.local_response_norm``.
+
+    For x (N, C, H, W), at every pixel, with n = ``size`` and channel c's window
+    W(c) = [c - n//2, c + (n-1)//2] (channels outside [0, C) count as 0, the divisor stays n):
+
+        S_c = k + α/n · Σ_{c' in W(c)} x_{c'}²,        y_c = x_c S_c^{-β}
+
+    Backward. y_c depends on x_j directly when c = j, and through S_c whenever j is in W(c),
+    with ∂S_c/∂x_j = (2α/n) x_j. So
+        ∂y_c/∂x_j = δ_cj S_c^{-β} - β x_c S_c^{-β-1} (2α/n) x_j [j in W(c)],   and
+
+        dL/dx_j = Σ_c g_c ∂y_c/∂x_j
+                = g_j S_j^{-β} - (2αβ/n) x_j Σ_{c : j in W(c)} g_c x_c S_c^{-β-1}
+
+    where j in W(c) exactly when c is in [j - (n-1)//2, j + n//2]: the window, mirrored.
+    The loops are numba kernels (``tinynet.kernels.lrn``) over the (C, N·H·W) channel rows.
+    """
+
+    @staticmethod
+    def forward(ctx, x, size, alpha, beta, k):
+        n, _, h, w = x.shape
+        rows = channel_rows(x)
+        scalars = tuple(x.dtype.type(v) for v in (alpha / size, beta, k))
+        y, s_pow = lrn_forward(rows, size, *scalars)
+        ctx.save_for_backward(rows, s_pow)
+        ctx.size, ctx.scalars = size, scalars
+        return from_channel_rows(y, n, h, w)
+
+    @staticmethod
+    def backward(ctx, grad):
+        rows, s_pow = ctx.saved_tensors
+        n, _, h, w = grad.shape
+        dx = lrn_backward(rows, channel_rows(grad), s_pow, ctx.size, *ctx.scalars)
+        return from_channel_rows(dx, n, h, w)
+
+
+class BatchNorm(Function):
+    """Batch normalisation per channel, as ``torch.nn.functional.batch_norm``.
+
+    For x (N, C) or (N, C, H, W), each channel's m = N·H·W values x_i are normalised with a mean
+    μ and a variance v, then scaled by γ (``weight``) and shifted by β (``bias``):
+
+        σ = sqrt(v + eps),     x̂_i = (x_i - μ) / σ,     y_i = γ x̂_i + β
+
+    Training: μ and v are the batch's mean and biased variance Σ (x_i - μ)² / m, and the running
+    statistics, if given, are updated in place with the unbiased variance:
+        running_mean = (1 - momentum) running_mean + momentum μ
+        running_var  = (1 - momentum) running_var  + momentum Σ (x_i - μ)² / (m - 1)
+    Evaluation: μ and v are running_mean and running_var, constants.
+
+    The output is computed as x·a + b per channel, a = γ/σ and b = β - μ a, as PyTorch does.
+
+    Backward, with g = dL/dy:   dL/dγ = Σ_i g_i x̂_i,   dL/dβ = Σ_i g_i, and
+      evaluation: dL/dx_i = (γ/σ) g_i;
+      training:   μ and σ depend on every x_i too: ∂μ/∂x_j = 1/m and ∂σ/∂x_j = x̂_j / m, so
+                  ∂x̂_i/∂x_j = (δ_ij - 1/m - x̂_i x̂_j / m) / σ, and with dL/dx̂_i = γ g_i
+                  dL/dx_j = Σ_i γ g_i ∂x̂_i/∂x_j = (γ/σ) (g_j - mean(g) - x̂_j mean(g x̂)),
+                  the means taken over the channel's m values.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, running_mean, running_var, training, momentum, eps):
+        rows = _rows(x)
+        if training:
+            mean, var = rows.mean(axis=1), rows.var(axis=1)
+            if running_mean is not None:
+                m = rows.shape[1]
+                running_mean[...] = momentum * mean + (1 - momentum) * running_mean
+                running_var[...] = momentum * var * (m / (m - 1)) + (1 - momentum) * running_var
+        else:
+            mean, var = running_mean.astype(x.dtype), running_var.astype(x.dtype)
+        invstd = 1 / np.sqrt(var + eps)
+        scale = (invstd if weight is None else invstd * weight).astype(x.dtype, copy=False)
+        shift = -mean * scale if bias is None else (bias - mean * scale).astype(x.dtype, copy=False)
+        out = rows * scale[:, None]
+        out += shift[:, None]
+        ctx.save_for_backward(rows, mean, invstd, scale)
+        ctx.shape, ctx.training = x.shape, training
+        return _from_rows(out, x.shape)
+
+    @staticmethod
+    def backward(ctx, grad):
+        rows, mean, invstd, scale = ctx.saved_tensors
+        g = _rows(grad)
+        x_hat = (rows - mean[:, None]) * invstd[:, None]
+        sum_g, sum_g_x_hat = g.sum(axis=1), (g * x_hat).sum(axis=1)
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            if ctx.training:
+                m = rows.shape[1]
+                grad_x = (g - (sum_g / m)[:, None] - x_hat * (sum_g_x_hat / m)[:, None])
+                grad_x *= scale[:, None]
+            else:
+                grad_x = g * scale[:, None]
+            grad_x = _from_rows(grad_x, ctx.shape)
+        grad_weight = sum_g_x_hat if ctx.needs_input_grad[1] else None
+        grad_bias = sum_g if ctx.needs_input_grad[2] else None
+        return grad_x, grad_weight, grad_bias
+
+
+def _float_input(input, op: str) -> Tensor:
+    x = input if isinstance(input, Tensor) else Tensor(input)
+    if x.dtype.kind != "f":
+        raise TypeError(f"{op}: input must be a floating-point tensor; got dtype {x.dtype}")
+    return x
+
+
+def _array(stat):
+    """A running statistic's array, which the op updates in place (a Tensor's ``.data``)."""
+    return stat.data if isinstance(stat, Tensor) else stat
+
+
+def local_response_norm(input, size: int, alpha: float = 1e-4, beta: float = 0.75,
+                        k: float = 1.0) -> Tensor:
+    """Normalise each value by the energy of its ``size`` neighbouring channels, as
+    ``torch.nn.functional.local_response_norm`` (GoogLeNet's stem: size 5, alpha 1e-4,
+    beta 0.75, k 1). ``input`` must be 4-D (N, C, H, W); the math is in ``LocalResponseNorm``.
+    """
+    x = _float_input(input, "local_response_norm")
+    check_ndim(x.shape, (4,), "input", "local_response_norm",
+               "(N, C, H, W) (tinynet's LRN is for 2-D feature maps)")
+    if not isinstance(size, numbers.Integral):
+        raise TypeError(f"local_response_norm: size must be an int; got {size!r}")
+    if size < 1:
+        raise ValueError(f"local_response_norm: size must be >= 1 channel; got {size}")
+    return LocalResponseNorm.apply(x, size=int(size), alpha=float(alpha), beta=float(beta),
+                                   k=float(k))
+
+
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training: bool = False,
+               momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
+    """Batch normalisation of (N, C) or (N, C, H, W) ``input`` per channel, as
+    ``torch.nn.functional.batch_norm``; the math is in ``BatchNorm``.
+
+    running_mean, running_var: (C,) ndarrays or Tensors. training=True normalises with the
+        batch statistics and updates these in place (both may be None: then nothing is
+        updated); training=False normalises with them.
+    weight, bias: (C,) scale γ and shift β, or None (γ = 1, β = 0).
+    momentum: the weight of the batch statistic in the running update, in [0, 1].
+    eps: > 0, added to the variance (torchvision's GoogLeNet uses 0.001).
+    """
+    op = "batch_norm"
+    x = _float_input(input, op)
+    check_ndim(x.shape, (2, 4), "input", op, "(N, C) or (N, C, H, W)")
+    channels = x.shape[1]
+    per_channel = {"running_mean": running_mean, "running_var": running_var, "weight": weight,
+                   "bias": bias}
+    for name, value in per_channel.items():
+        shape = getattr(value, "shape", None)
+        if value is not None and shape != (channels,):
+            raise ValueError(
+                f"{op}: {name} must have shape (C,) = ({channels},) for input of shape "
+                f"{x.shape}; got {shape if shape is not None else type(value).__name__}"
+            )
+    if (running_mean is None) != (running_var is None):
+        missing = "running_mean" if running_mean is None else "running_var"
+        raise ValueError(
+            f"{op}: running_mean and running_var must both be given or both be None; got "
+            f"{missing}=None and the other given"
+        )
+    if not training and running_mean is None:
+        raise ValueError(
+            f"{op}: running_mean and running_var are required when training=False "
+            f"(evaluation normalises with them); got None"
+        )
+    if not isinstance(momentum, numbers.Real) or not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"{op}: momentum must be in [0, 1]; got {momentum!r}")
+    if not isinstance(eps, numbers.Real) or not eps > 0:
+        raise ValueError(f"{op}: eps must be > 0; got {eps!r}")
+    if training and x.shape[0] * int(np.prod(x.shape[2:])) == 1:
+        raise ValueError(
+            f"{op}: Expected more than 1 value per channel when training, got input size "
+            f"{x.shape}"
+        )
+    return BatchNorm.apply(
+        x, weight, bias,
+        running_mean=_array(running_mean), running_var=_array(running_var),
+        training=bool(training), momentum=float(momentum), eps=float(eps),
+    )
