@@ -111,8 +111,10 @@ def main():
         f"{'layer':<15} {'C_in->C_out k/s @ HxW':<24} {'fwd ms':>8} {'f+b ms':>8} "
         f"{'torch fwd':>9} {'torch f+b':>9} {'x fwd':>6} {'x f+b':>6} {'GFLOP/s':>8}"
     )
-    print(f"batch {n}, {ARGS.threads} threads, median of {ARGS.repeat}, float32; "
-          f"x = tinynet time / torch time" + ("" if torch else " (torch not installed)"))
+    print(
+        f"batch {n}, {ARGS.threads} threads, median of {ARGS.repeat}, float32; "
+        f"x = tinynet time / torch time" + ("" if torch else " (torch not installed)")
+    )
     print(header)
     print("-" * len(header))
     totals = np.zeros(4)

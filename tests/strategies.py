@@ -11,9 +11,9 @@ seeds = st.integers(min_value=0, max_value=2**32 - 1)
 
 
 def shapes(min_dims=1, max_dims=4, min_side=1, max_side=5):
-    return st.lists(
-        st.integers(min_side, max_side), min_size=min_dims, max_size=max_dims
-    ).map(tuple)
+    return st.lists(st.integers(min_side, max_side), min_size=min_dims, max_size=max_dims).map(
+        tuple
+    )
 
 
 def uniform(seed, shape, low=-2.0, high=2.0, dtype=np.float64):

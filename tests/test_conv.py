@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 
 import tinynet
 import tinynet.functional as F
-from strategies import seeds, uniform
+
 from reference import assert_close, to_torch
+from strategies import seeds, uniform
 
 
 class Conv(NamedTuple):
@@ -68,8 +69,10 @@ def convs(draw, max_batch=3, max_channels=4, max_kernel=4, max_side=8):
         st.one_of(side_pad, st.tuples(side_pad, side_pad), st.sampled_from(["same", "valid"]))
     )
     side_stride = st.integers(1, 3)
-    stride = 1 if padding == "same" else draw(
-        st.one_of(side_stride, st.tuples(side_stride, side_stride))
+    stride = (
+        1
+        if padding == "same"
+        else draw(st.one_of(side_stride, st.tuples(side_stride, side_stride)))
     )
     (top, bottom), (left, right) = pads(padding, kh, kw)
     return Conv(
@@ -147,10 +150,15 @@ def test_gradients_match_finite_differences(conv, seed):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @given(conv=convs(), seed=seeds, input_layout=st.booleans(), grad_layout=st.booleans())
 @example(conv=Conv(2, 4, 3, 5, 6, 1, 1), seed=0, input_layout=True, grad_layout=False)
-@example(conv=Conv(2, 2, 3, 6, 5, 4, 2, padding="same"), seed=1, input_layout=False,
-         grad_layout=False)
-@example(conv=Conv(2, 3, 2, 9, 8, 3, 2, stride=(2, 3), padding=(1, 2)), seed=2,
-         input_layout=True, grad_layout=True)
+@example(
+    conv=Conv(2, 2, 3, 6, 5, 4, 2, padding="same"), seed=1, input_layout=False, grad_layout=False
+)
+@example(
+    conv=Conv(2, 3, 2, 9, 8, 3, 2, stride=(2, 3), padding=(1, 2)),
+    seed=2,
+    input_layout=True,
+    grad_layout=True,
+)
 def test_matches_torch(torch, dtype, conv, seed, input_layout, grad_layout):
     """Forward and all three gradients; input_layout / grad_layout: whether the input and the
     upstream gradient are channel-major (as tinynet's conv outputs) or plain C-contiguous NCHW."""
@@ -234,59 +242,71 @@ def _zeros(*shape, dtype=np.float32):
 BAD = {
     "input not 4-D": (
         dict(input=_zeros(3, 5, 5), weight=_zeros(2, 3, 3, 3)),
-        ValueError, r"conv2d: input must be 4-D .*got shape \(3, 5, 5\)",
+        ValueError,
+        r"conv2d: input must be 4-D .*got shape \(3, 5, 5\)",
     ),
     "weight not 4-D": (
         dict(input=_zeros(1, 3, 5, 5), weight=_zeros(2, 27)),
-        ValueError, r"conv2d: weight must be 4-D .*got shape \(2, 27\)",
+        ValueError,
+        r"conv2d: weight must be 4-D .*got shape \(2, 27\)",
     ),
     "channel mismatch": (
         dict(input=_zeros(1, 3, 5, 5), weight=_zeros(2, 4, 3, 3)),
-        ValueError, r"conv2d: input has 3 channels .* but weight expects C_in=4",
+        ValueError,
+        r"conv2d: input has 3 channels .* but weight expects C_in=4",
     ),
     "bias shape": (
         dict(input=_zeros(1, 3, 5, 5), weight=_zeros(2, 3, 3, 3), bias=_zeros(3)),
-        ValueError, r"conv2d: bias must have shape \(2,\) .*got \(3,\)",
+        ValueError,
+        r"conv2d: bias must have shape \(2,\) .*got \(3,\)",
     ),
     "kernel larger than padded input": (
         dict(input=_zeros(1, 1, 2, 3), weight=_zeros(1, 1, 5, 5), padding=1),
-        ValueError, r"conv2d: kernel size \(5, 5\) of weight is larger than the padded input "
+        ValueError,
+        r"conv2d: kernel size \(5, 5\) of weight is larger than the padded input "
         r"\(4, 5\)",
     ),
     "empty kernel": (
         dict(input=_zeros(1, 3, 5, 5), weight=_zeros(2, 3, 0, 3)),
-        ValueError, r"conv2d: weight must have C_out, kH and kW >= 1; got .*\(2, 3, 0, 3\)",
+        ValueError,
+        r"conv2d: weight must have C_out, kH and kW >= 1; got .*\(2, 3, 0, 3\)",
     ),
     "zero stride": (
         dict(input=_zeros(1, 1, 5, 5), weight=_zeros(1, 1, 3, 3), stride=(1, 0)),
-        ValueError, r"conv2d: stride must be >= 1; got \(1, 0\)",
+        ValueError,
+        r"conv2d: stride must be >= 1; got \(1, 0\)",
     ),
     "negative padding": (
         dict(input=_zeros(1, 1, 5, 5), weight=_zeros(1, 1, 3, 3), padding=-1),
-        ValueError, r"conv2d: padding must be >= 0; got \(-1, -1\)",
+        ValueError,
+        r"conv2d: padding must be >= 0; got \(-1, -1\)",
     ),
     "'same' with a stride": (
         dict(input=_zeros(1, 1, 5, 5), weight=_zeros(1, 1, 3, 3), stride=2, padding="same"),
-        ValueError, r"conv2d: padding='same' needs stride 1 .*got stride=\(2, 2\)",
+        ValueError,
+        r"conv2d: padding='same' needs stride 1 .*got stride=\(2, 2\)",
     ),
     "unknown padding string": (
         dict(input=_zeros(1, 1, 5, 5), weight=_zeros(1, 1, 3, 3), padding="full"),
-        ValueError, r"conv2d: padding must be an int, a pair of ints, 'same' or 'valid'; "
+        ValueError,
+        r"conv2d: padding must be an int, a pair of ints, 'same' or 'valid'; "
         r"got 'full'",
     ),
     "weight dtype": (
         dict(input=_zeros(1, 1, 5, 5), weight=_zeros(1, 1, 3, 3, dtype=np.float64)),
-        TypeError, r"conv2d: input and weight must have the same dtype; got input float32 "
+        TypeError,
+        r"conv2d: input and weight must have the same dtype; got input float32 "
         r"and weight float64",
     ),
     "bias dtype": (
-        dict(input=_zeros(1, 1, 5, 5), weight=_zeros(1, 1, 3, 3),
-             bias=_zeros(1, dtype=np.float64)),
-        TypeError, r"conv2d: input and bias must have the same dtype",
+        dict(input=_zeros(1, 1, 5, 5), weight=_zeros(1, 1, 3, 3), bias=_zeros(1, dtype=np.float64)),
+        TypeError,
+        r"conv2d: input and bias must have the same dtype",
     ),
     "integer input": (
         dict(input=_zeros(1, 1, 5, 5, dtype=np.int64), weight=_zeros(1, 1, 3, 3, dtype=np.int64)),
-        TypeError, r"conv2d: input must be float32 or float64; got int64",
+        TypeError,
+        r"conv2d: input must be float32 or float64; got int64",
     ),
 }
 
@@ -308,6 +328,7 @@ def test_only_requested_gradients_are_computed(needs, monkeypatch):
         tinynet.tensor(a, requires_grad=r) for a, r in zip((x_np, w_np, b_np), needs)
     )
     if not needs[0]:
+
         def fail(*args):
             raise AssertionError("col2im ran for an input that needs no gradient")
 

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 import tinynet
 import tinynet.functional as F
+
 from strategies import away_from_zero, seeds, shapes
 
 

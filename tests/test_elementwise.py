@@ -8,8 +8,9 @@ from hypothesis.extra.numpy import mutually_broadcastable_shapes
 
 import tinynet
 import tinynet.functional as F
-from strategies import away_from_zero, seeds, uniform
+
 from reference import assert_close, to_torch
+from strategies import away_from_zero, seeds, uniform
 
 
 def _values(kind, seed, shape, dtype=np.float64):

@@ -7,8 +7,9 @@ from hypothesis import strategies as st
 
 import tinynet
 import tinynet.functional as F
-from strategies import seeds, uniform
+
 from reference import assert_close, to_torch
+from strategies import seeds, uniform
 
 
 @st.composite
@@ -63,7 +64,10 @@ def test_match_torch(torch, dtype, shapes, case, seed):
         assert_close(ours, theirs.numpy(), scale=4.0)
 
     lead, n_in, n_out, _ = case
-    x_np, w_np = uniform(seed, lead + (n_in,), dtype=dtype), uniform(seed + 1, (n_out, n_in), dtype=dtype)
+    x_np, w_np = (
+        uniform(seed, lead + (n_in,), dtype=dtype),
+        uniform(seed + 1, (n_out, n_in), dtype=dtype),
+    )
     bias_np = uniform(seed + 2, (n_out,), dtype=dtype)
     x, w, bias = (tinynet.tensor(v, requires_grad=True) for v in (x_np, w_np, bias_np))
     tx, tw, tbias = (to_torch(torch, v, True) for v in (x_np, w_np, bias_np))
@@ -71,7 +75,12 @@ def test_match_torch(torch, dtype, shapes, case, seed):
     g = uniform(seed + 3, out.shape, dtype=dtype)
     out.backward(g)
     t_out.backward(to_torch(torch, g))
-    for ours, theirs in [(out, t_out.detach()), (x.grad, tx.grad), (w.grad, tw.grad), (bias.grad, tbias.grad)]:
+    for ours, theirs in [
+        (out, t_out.detach()),
+        (x.grad, tx.grad),
+        (w.grad, tw.grad),
+        (bias.grad, tbias.grad),
+    ]:
         assert_close(ours, theirs.numpy(), scale=8.0)
 
 

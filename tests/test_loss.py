@@ -7,8 +7,9 @@ from hypothesis import strategies as st
 
 import tinynet
 import tinynet.functional as F
-from strategies import seeds, shapes, uniform
+
 from reference import assert_close, to_torch
+from strategies import seeds, shapes, uniform
 
 
 @st.composite
@@ -65,7 +66,9 @@ def test_stable_for_huge_logits():
     logits = np.array([[1e4, 1e4 - 1.0, -1e4]], np.float32)
     x = tinynet.tensor(logits, requires_grad=True)
     log_p = F.log_softmax(x, 1).data
-    np.testing.assert_allclose(log_p[0, :2], [-np.log1p(np.exp(-1.0)), -1 - np.log1p(np.exp(-1.0))], rtol=1e-6)
+    np.testing.assert_allclose(
+        log_p[0, :2], [-np.log1p(np.exp(-1.0)), -1 - np.log1p(np.exp(-1.0))], rtol=1e-6
+    )
     assert np.isfinite(log_p).all()
     loss = F.cross_entropy(x, [1])
     loss.backward()
@@ -74,7 +77,9 @@ def test_stable_for_huge_logits():
 
 
 def test_cross_entropy_gradient_is_softmax_minus_onehot():
-    x = tinynet.tensor([[0.0, np.log(3.0)], [np.log(2.0), np.log(2.0)]], dtype=np.float64, requires_grad=True)
+    x = tinynet.tensor(
+        [[0.0, np.log(3.0)], [np.log(2.0), np.log(2.0)]], dtype=np.float64, requires_grad=True
+    )
     loss = F.cross_entropy(x, np.array([1, 0]), reduction="sum")
     # p = [[1/4, 3/4], [1/2, 1/2]]: loss = -log(3/4) - log(1/2)
     np.testing.assert_allclose(loss.data, -np.log(0.75) - np.log(0.5))

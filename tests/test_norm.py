@@ -8,9 +8,10 @@ from hypothesis import strategies as st
 
 import tinynet
 import tinynet.functional as F
+from tinynet.ops.layout import empty_nchw
+
 from reference import assert_close, to_torch
 from strategies import distinct, seeds, uniform
-from tinynet.ops.layout import empty_nchw
 
 # ---------------------------------------------------------------- strategies and helpers
 
@@ -18,8 +19,12 @@ from tinynet.ops.layout import empty_nchw
 @st.composite
 def lrn_cases(draw):
     """(shape, size, alpha, beta, k): windows of even and odd sizes, some wider than C."""
-    shape = (draw(st.integers(1, 3)), draw(st.integers(1, 8)), draw(st.integers(1, 4)),
-             draw(st.integers(1, 4)))
+    shape = (
+        draw(st.integers(1, 3)),
+        draw(st.integers(1, 8)),
+        draw(st.integers(1, 4)),
+        draw(st.integers(1, 4)),
+    )
     size = draw(st.integers(1, shape[1] + 3))
     alpha, beta, k = (draw(st.floats(low, high)) for low, high in [(1e-4, 2), (0.1, 1.5), (0.5, 2)])
     return shape, size, alpha, beta, k
@@ -116,12 +121,20 @@ def test_batch_norm_keeps_the_shape(shape, training, layout, seed):
 def test_lrn_matches_the_definition(case, layout, seed):
     shape, size, alpha, beta, k = case
     x = uniform(seed, shape)
-    assert_close(F.local_response_norm(laid_out(x, layout), size, alpha, beta, k),
-                 lrn_oracle(x, size, alpha, beta, k))
+    assert_close(
+        F.local_response_norm(laid_out(x, layout), size, alpha, beta, k),
+        lrn_oracle(x, size, alpha, beta, k),
+    )
 
 
-@given(shape=bn_shapes(), training=st.booleans(), layout=layouts,
-       momentum=st.floats(0.0, 1.0), eps=st.floats(1e-5, 0.1), seed=seeds)
+@given(
+    shape=bn_shapes(),
+    training=st.booleans(),
+    layout=layouts,
+    momentum=st.floats(0.0, 1.0),
+    eps=st.floats(1e-5, 0.1),
+    seed=seeds,
+)
 def test_batch_norm_matches_the_definition(shape, training, layout, momentum, eps, seed):
     x, weight, bias, mean, var = bn_inputs(seed, shape)
     expected = bn_oracle(x, mean, var, weight, bias, training, momentum, eps)
@@ -137,12 +150,18 @@ def test_batch_norm_matches_the_definition(shape, training, layout, momentum, ep
 def test_lrn_gradcheck(case, seed):
     shape, size, alpha, beta, k = case
     x = tinynet.tensor(uniform(seed, shape), requires_grad=True)
-    assert tinynet.gradcheck(lambda x: F.local_response_norm(x, size, alpha, beta, k), [x],
-                             atol=1e-8, rtol=1e-6)
+    assert tinynet.gradcheck(
+        lambda x: F.local_response_norm(x, size, alpha, beta, k), [x], atol=1e-8, rtol=1e-6
+    )
 
 
-@given(shape=bn_shapes(), training=st.booleans(), affine=st.booleans(),
-       eps=st.floats(1e-3, 0.1), seed=seeds)
+@given(
+    shape=bn_shapes(),
+    training=st.booleans(),
+    affine=st.booleans(),
+    eps=st.floats(1e-3, 0.1),
+    seed=seeds,
+)
 def test_batch_norm_gradcheck(shape, training, affine, eps, seed):
     _, weight, bias, mean, var = bn_inputs(seed, shape)
     # Distinct values: no channel's variance is near 0, where x̂ bends too sharply to difference.
@@ -194,10 +213,17 @@ def test_googlenet_lrn_matches_torch(torch, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@given(shape=bn_shapes(), affine=st.booleans(), momentum=st.floats(0.0, 1.0),
-       layout=layouts, grad_layout=grad_layouts, seed=seeds)
-def test_batch_norm_matches_torch_over_training_steps(torch, dtype, shape, affine, momentum,
-                                                      layout, grad_layout, seed):
+@given(
+    shape=bn_shapes(),
+    affine=st.booleans(),
+    momentum=st.floats(0.0, 1.0),
+    layout=layouts,
+    grad_layout=grad_layouts,
+    seed=seeds,
+)
+def test_batch_norm_matches_torch_over_training_steps(
+    torch, dtype, shape, affine, momentum, layout, grad_layout, seed
+):
     """Three training steps on fresh batches, then evaluation with the running statistics."""
     _, weight_np, bias_np, mean, var = bn_inputs(seed, shape, dtype)
     t_mean, t_var = to_torch(torch, mean), to_torch(torch, var)
@@ -211,15 +237,17 @@ def test_batch_norm_matches_torch_over_training_steps(torch, dtype, shape, affin
         t_weight = to_torch(torch, weight_np, True) if affine else None
         t_bias = to_torch(torch, bias_np, True) if affine else None
         y = F.batch_norm(x, mean, var, weight, bias, training, momentum, 1e-3)
-        t_y = torch.nn.functional.batch_norm(tx, t_mean, t_var, t_weight, t_bias, training,
-                                             momentum, 1e-3)
+        t_y = torch.nn.functional.batch_norm(
+            tx, t_mean, t_var, t_weight, t_bias, training, momentum, 1e-3
+        )
         y.backward(laid_out(g, grad_layout))
         t_y.backward(to_torch(torch, laid_out(g, grad_layout)))
         assert_close(y, t_y.detach().numpy(), scale=np.abs(t_y.detach().numpy()).max())
         assert_close(mean, t_mean.numpy())
         assert_close(var, t_var.numpy())
-        pairs = [(x.grad, tx.grad)] + ([(weight.grad, t_weight.grad), (bias.grad, t_bias.grad)]
-                                       if affine else [])
+        pairs = [(x.grad, tx.grad)] + (
+            [(weight.grad, t_weight.grad), (bias.grad, t_bias.grad)] if affine else []
+        )
         for ours, theirs in pairs:
             assert ours.dtype == dtype
             assert_close(ours, theirs.numpy(), scale=np.abs(theirs.numpy()).max())
@@ -228,8 +256,9 @@ def test_batch_norm_matches_torch_over_training_steps(torch, dtype, shape, affin
 def test_batch_norm_without_running_stats_matches_torch(torch):
     x_np = bn_inputs(0, (4, 3, 2, 2))[0]
     y = F.batch_norm(x_np, None, None, training=True)
-    assert_close(y, torch.nn.functional.batch_norm(to_torch(torch, x_np), None, None,
-                                                   training=True).numpy())
+    assert_close(
+        y, torch.nn.functional.batch_norm(to_torch(torch, x_np), None, None, training=True).numpy()
+    )
 
 
 # ---------------------------------------------------------------- (e) hand-computed examples
@@ -286,8 +315,9 @@ def test_batch_norm_eval_hand_computed():
 def test_batch_norm_updates_running_stats_without_grad():
     mean, var = np.zeros(2, np.float32), np.ones(2, np.float32)
     with tinynet.no_grad():
-        F.batch_norm(np.array([[1.0, 2.0], [3.0, 6.0]], np.float32), mean, var, training=True,
-                     momentum=1.0)
+        F.batch_norm(
+            np.array([[1.0, 2.0], [3.0, 6.0]], np.float32), mean, var, training=True, momentum=1.0
+        )
     np.testing.assert_allclose(mean, [2.0, 4.0])
     np.testing.assert_allclose(var, [2.0, 8.0])
 
@@ -311,8 +341,10 @@ def test_lrn_rejects_non_integer_size():
         F.local_response_norm(np.zeros((1, 3, 2, 2)), 2.5)
 
 
-@pytest.mark.parametrize("op", [lambda x: F.local_response_norm(x, 3),
-                                lambda x: F.batch_norm(x, None, None, training=True)])
+@pytest.mark.parametrize(
+    "op",
+    [lambda x: F.local_response_norm(x, 3), lambda x: F.batch_norm(x, None, None, training=True)],
+)
 def test_norms_reject_integer_input(op):
     with pytest.raises(TypeError, match=r"input must be a floating-point tensor"):
         op(np.ones((2, 3, 2, 2), dtype=np.int64))
@@ -326,8 +358,12 @@ def test_batch_norm_rejects_other_ranks(shape):
 
 @pytest.mark.parametrize("name", ["running_mean", "running_var", "weight", "bias"])
 def test_batch_norm_rejects_per_channel_arguments_of_the_wrong_shape(name):
-    args = {"running_mean": np.zeros(3), "running_var": np.ones(3), "weight": np.ones(3),
-            "bias": np.zeros(3)}
+    args = {
+        "running_mean": np.zeros(3),
+        "running_var": np.ones(3),
+        "weight": np.ones(3),
+        "bias": np.zeros(3),
+    }
     args[name] = np.ones(4)
     expected = rf"batch_norm: {name} must have shape \(C,\) = \(3,\).*got \(4,\)"
     with pytest.raises(ValueError, match=expected):

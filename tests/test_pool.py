@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 import tinynet
 import tinynet.functional as F
+
 from reference import assert_close, to_torch
 from strategies import distinct, seeds, uniform
 
@@ -39,8 +40,12 @@ def sliding_cases(draw, op=None):
 @st.composite
 def adaptive_cases(draw):
     """(input shape, output_size): an int, or a pair whose entries may be None."""
-    shape = (draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(1, 9)),
-             draw(st.integers(1, 9)))
+    shape = (
+        draw(st.integers(1, 2)),
+        draw(st.integers(1, 3)),
+        draw(st.integers(1, 9)),
+        draw(st.integers(1, 9)),
+    )
     side = st.integers(1, 6)
     return shape, draw(side | st.tuples(st.none() | side, st.none() | side))
 
@@ -129,8 +134,15 @@ def test_output_shape_counts_the_windows(case):
     out = SLIDING[name](tinynet.zeros(*shape), **kwargs)
     stride = kwargs["stride"] or kwargs["kernel_size"]
     expected = tuple(
-        len(_window_starts(shape[2 + a], kwargs["kernel_size"][a], stride[a],
-                           kwargs["padding"][a], kwargs["ceil_mode"]))
+        len(
+            _window_starts(
+                shape[2 + a],
+                kwargs["kernel_size"][a],
+                stride[a],
+                kwargs["padding"][a],
+                kwargs["ceil_mode"],
+            )
+        )
         for a in (0, 1)
     )
     assert out.shape == shape[:2] + expected
@@ -156,8 +168,9 @@ def test_sliding_forward_matches_oracle(case, seed):
 def test_adaptive_forward_matches_oracle(case, seed):
     shape, output_size = case
     x = uniform(seed, shape)
-    assert_close(F.adaptive_avg_pool2d(tinynet.tensor(x), output_size),
-                 _oracle_adaptive(x, output_size))
+    assert_close(
+        F.adaptive_avg_pool2d(tinynet.tensor(x), output_size), _oracle_adaptive(x, output_size)
+    )
 
 
 # ----------------------------------------------------------------- (c) gradcheck
@@ -229,7 +242,9 @@ GOOGLENET_POOLS = {
     "maxpool3 3x3/2 ceil": ("max_pool2d", (2, 3, 28, 28), STEM_POOL),
     "maxpool4 2x2/2 ceil": ("max_pool2d", (2, 3, 14, 14), dict(STEM_POOL, kernel_size=2)),
     "inception pool branch 3x3/1 pad 1": (
-        "max_pool2d", (2, 3, 28, 28), dict(kernel_size=3, stride=1, padding=1, ceil_mode=True)
+        "max_pool2d",
+        (2, 3, 28, 28),
+        dict(kernel_size=3, stride=1, padding=1, ceil_mode=True),
     ),
     "aux avgpool 5x5/3": ("avg_pool2d", (2, 3, 14, 14), dict(kernel_size=5, stride=3)),
     "aux adaptive 4x4": ("adaptive_avg_pool2d", (2, 3, 14, 14), dict(output_size=4)),
@@ -362,8 +377,13 @@ def test_sliding_argument_errors(name, kwargs, error, match):
 
 @pytest.mark.parametrize(
     "output_size, error",
-    [(-1, ValueError), ((2, -3), ValueError), ((1, 2, 3), TypeError), ((2, "a"), TypeError),
-     ((None, 1.5), TypeError)],
+    [
+        (-1, ValueError),
+        ((2, -3), ValueError),
+        ((1, 2, 3), TypeError),
+        ((2, "a"), TypeError),
+        ((None, 1.5), TypeError),
+    ],
 )
 def test_adaptive_output_size_errors(output_size, error):
     with pytest.raises(error, match="adaptive_avg_pool2d: output_size"):

@@ -7,13 +7,17 @@ from hypothesis import strategies as st
 
 import tinynet
 import tinynet.functional as F
-from strategies import distinct, seeds, shapes, uniform
+
 from reference import assert_close, to_torch
+from strategies import distinct, seeds, shapes, uniform
 
 OPS = {
     "sum": (F.sum, lambda t, x, dim, keep: t.sum(x, dim=dim, keepdim=keep)),
     "mean": (F.mean, lambda t, x, dim, keep: t.mean(x, dim=dim, keepdim=keep)),
-    "max": (F.max, lambda t, x, dim, keep: t.amax(x, dim=dim if dim is not None else (), keepdim=keep)),
+    "max": (
+        F.max,
+        lambda t, x, dim, keep: t.amax(x, dim=dim if dim is not None else (), keepdim=keep),
+    ),
 }
 
 
@@ -28,7 +32,9 @@ def reductions(draw):
     elif kind == "int":
         dim = draw(st.integers(-ndim, ndim - 1))
     else:
-        dim = tuple(draw(st.lists(st.integers(0, ndim - 1), min_size=1, max_size=ndim, unique=True)))
+        dim = tuple(
+            draw(st.lists(st.integers(0, ndim - 1), min_size=1, max_size=ndim, unique=True))
+        )
     return shape, dim, draw(st.booleans())
 
 

@@ -8,8 +8,9 @@ from hypothesis import strategies as st
 import tinynet
 import tinynet.functional as F
 from tinynet.ops.layout import empty_nchw
-from strategies import seeds, shapes, uniform
+
 from reference import assert_close, to_torch
+from strategies import seeds, shapes, uniform
 
 
 def _leaf(seed, shape, dtype=np.float64):
@@ -24,9 +25,7 @@ def test_reshape_and_flatten(shape, seed, data):
     assert F.reshape(x, target).shape == np.empty(shape).reshape(target).shape
     start = data.draw(st.integers(-len(shape), len(shape) - 1))
     end = data.draw(st.integers(start % len(shape), len(shape) - 1))
-    expected = np.empty(shape).reshape(
-        shape[: start % len(shape)] + (-1,) + shape[end + 1 :]
-    ).shape
+    expected = np.empty(shape).reshape(shape[: start % len(shape)] + (-1,) + shape[end + 1 :]).shape
     assert F.flatten(x, start, end).shape == expected
     assert tinynet.gradcheck(lambda x: F.flatten(F.reshape(x, target) * x.sum(), start, end), [x])
 
@@ -103,7 +102,9 @@ def test_match_torch(torch, dtype):
 
 def test_bad_arguments_are_errors():
     x = tinynet.ones(2, 3, 4)
-    with pytest.raises(ValueError, match=r"cannot view a tensor of shape \(2, 3, 4\).*as \(5, -1\)"):
+    with pytest.raises(
+        ValueError, match=r"cannot view a tensor of shape \(2, 3, 4\).*as \(5, -1\)"
+    ):
         F.reshape(x, (5, -1))
     with pytest.raises(ValueError, match=r"cannot view.*\(-1, -1\)"):
         F.reshape(x, (-1, -1))

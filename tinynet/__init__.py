@@ -1,11 +1,11 @@
 """tinynet: a from-scratch NumPy + numba deep-learning framework that builds GoogLeNet.
 
-    import tinynet
-    import tinynet.functional as F
+import tinynet
+import tinynet.functional as F
 
-    x = tinynet.tensor(data, requires_grad=True)
-    loss = F.cross_entropy(model(x), labels)
-    loss.backward()
+x = tinynet.tensor(data, requires_grad=True)
+loss = F.cross_entropy(model(x), labels)
+loss.backward()
 """
 
 from tinynet.tensor import Tensor, ones, tensor, zeros  # noqa: I001 - Tensor first: ops need it
@@ -17,6 +17,17 @@ from tinynet.rng import manual_seed
 __version__ = "0.1.0"
 
 __all__ = [
-    "Function", "GradcheckError", "Tensor", "check_gradients", "enable_grad", "functional",
-    "gradcheck", "is_grad_enabled", "manual_seed", "no_grad", "ones", "tensor", "zeros",
+    "Function",
+    "GradcheckError",
+    "Tensor",
+    "check_gradients",
+    "enable_grad",
+    "functional",
+    "gradcheck",
+    "is_grad_enabled",
+    "manual_seed",
+    "no_grad",
+    "ones",
+    "tensor",
+    "zeros",
 ]

@@ -95,4 +95,3 @@ class Function:
         ctx.fn = cls
         ctx.parents = tuple(x if needed else None for x, needed in zip(inputs, needs_input_grad))
         return Tensor._from_op(output, ctx)
-

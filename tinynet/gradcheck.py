@@ -161,7 +161,12 @@ def _compare(fn, inputs, checked, eps, atol, rtol, seed) -> GradcheckResult:
 
 
 def gradcheck(
-    fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1e-3, seed: int = 0,
+    fn,
+    inputs,
+    eps: float = 1e-6,
+    atol: float = 1e-5,
+    rtol: float = 1e-3,
+    seed: int = 0,
     raise_exception: bool = True,
 ) -> bool:
     """True if ``fn``'s backward matches central differences for every input that requires grad.

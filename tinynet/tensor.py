@@ -254,7 +254,9 @@ class Tensor:
         return F.max(self, dim, keepdim)
 
     def reshape(self, *shape):
-        return F.reshape(self, shape[0] if len(shape) == 1 and not isinstance(shape[0], int) else shape)
+        return F.reshape(
+            self, shape[0] if len(shape) == 1 and not isinstance(shape[0], int) else shape
+        )
 
     def transpose(self, dim0, dim1):
         return F.transpose(self, dim0, dim1)

@@ -54,7 +54,8 @@ def im2col(x, kernel, stride, padding, out_size, cols):
 def col2im(cols, kernel, stride, padding, out_size, x):
     """Add cols (C·kh·kw, N·OH·OW) back into x (C, N, H, W), the adjoint of ``im2col``:
 
-        x[c, n, p·sh + i - pad_top, q·sw + j - pad_left] += cols[(c·kh + i)·kw + j, (n·OH + p)·OW + q]
+        x[c, n, p·sh + i - pad_top, q·sw + j - pad_left]
+            += cols[(c·kh + i)·kw + j, (n·OH + p)·OW + q]
 
     for every (i, j, p, q) that lands inside the image (pass x zero-filled to get col2im(cols)).
     One thread per input channel, so no two threads write the same element. Returns x.

@@ -39,8 +39,11 @@ def pair(value, name: str, op: str, minimum: int) -> tuple[int, int]:
     """An int or a pair of ints (height, width), each at least ``minimum``."""
     if isinstance(value, numbers.Integral):
         value = (value, value)
-    value = tuple(value)
-    if len(value) != 2 or not all(isinstance(v, numbers.Integral) for v in value):
+    if (
+        not isinstance(value, (tuple, list))
+        or len(value) != 2
+        or not all(isinstance(v, numbers.Integral) for v in value)
+    ):
         raise TypeError(f"{op}: {name} must be an int or a pair of ints; got {value!r}")
     if min(value) < minimum:
         raise ValueError(f"{op}: {name} must be >= {minimum}; got {value!r}")

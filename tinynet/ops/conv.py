@@ -25,13 +25,12 @@ def _is_pointwise(kernel, stride, padding) -> bool:
 
 def _columns(x, kernel, stride, padding, out_size) -> np.ndarray:
     """The (C·kh·kw, N·OH·OW) column matrix of x (N, C, H, W)."""
-    n, c, h, w = x.shape
-    rows = layout.channel_rows(x)
     if _is_pointwise(kernel, stride, padding):
-        return rows
+        return layout.channel_rows(x)
+    n, c, _, _ = x.shape
     (top, _), (left, _) = padding
     cols = np.empty((c * kernel[0] * kernel[1], n * out_size[0] * out_size[1]), dtype=x.dtype)
-    return im2col(rows.reshape(c, n, h, w), kernel, stride, (top, left), out_size, cols)
+    return im2col(layout.channel_major(x), kernel, stride, (top, left), out_size, cols)
 
 
 def _columns_adjoint(grad_cols, shape, kernel, stride, padding, out_size) -> np.ndarray:

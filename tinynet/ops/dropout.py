@@ -13,8 +13,7 @@ from tinynet.tensor import Tensor
 
 
 class Dropout(Function):
-    """y = x * m / (1 - p), m_i ~ Bernoulli(1 - p) drawn once per call;  dL/dx = g * m / (1 - p).
-    """
+    """y = x * m / (1 - p), m_i ~ Bernoulli(1 - p) drawn once per call;  dL/dx = g * m / (1 - p)."""
 
     @staticmethod
     def forward(ctx, x, p, generator):

@@ -95,9 +95,7 @@ class Div(Function):
     def backward(ctx, grad):
         a, b = ctx.saved_tensors
         grad_a = unbroadcast(grad / b, np.shape(a)) if ctx.needs_input_grad[0] else None
-        grad_b = (
-            unbroadcast(-grad * a / (b * b), np.shape(b)) if ctx.needs_input_grad[1] else None
-        )
+        grad_b = unbroadcast(-grad * a / (b * b), np.shape(b)) if ctx.needs_input_grad[1] else None
         return grad_a, grad_b
 
 

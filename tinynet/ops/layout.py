@@ -28,6 +28,13 @@ def channel_rows(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(1, 0, 2, 3)).reshape(c, n * h * w)
 
 
+def channel_major(x: np.ndarray) -> np.ndarray:
+    """x (N, C, H, W) as the C-contiguous (C, N, H, W) array the kernels take: a view if x is
+    channel-major, a copy otherwise."""
+    n, c, h, w = x.shape
+    return channel_rows(x).reshape(c, n, h, w)
+
+
 def from_channel_rows(rows: np.ndarray, n: int, h: int, w: int) -> np.ndarray:
     """The inverse of ``channel_rows``: a (C, N·H·W) matrix as an (N, C, H, W) view."""
     return rows.reshape(rows.shape[0], n, h, w).transpose(1, 0, 2, 3)

@@ -123,7 +123,7 @@ class BatchNorm(Function):
         if ctx.needs_input_grad[0]:
             if ctx.training:
                 m = rows.shape[1]
-                grad_x = (g - (sum_g / m)[:, None] - x_hat * (sum_g_x_hat / m)[:, None])
+                grad_x = g - (sum_g / m)[:, None] - x_hat * (sum_g_x_hat / m)[:, None]
                 grad_x *= scale[:, None]
             else:
                 grad_x = g * scale[:, None]
@@ -145,25 +145,40 @@ def _array(stat):
     return stat.data if isinstance(stat, Tensor) else stat
 
 
-def local_response_norm(input, size: int, alpha: float = 1e-4, beta: float = 0.75,
-                        k: float = 1.0) -> Tensor:
+def local_response_norm(
+    input, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0
+) -> Tensor:
     """Normalise each value by the energy of its ``size`` neighbouring channels, as
     ``torch.nn.functional.local_response_norm`` (GoogLeNet's stem: size 5, alpha 1e-4,
     beta 0.75, k 1). ``input`` must be 4-D (N, C, H, W); the math is in ``LocalResponseNorm``.
     """
     x = _float_input(input, "local_response_norm")
-    check_ndim(x.shape, (4,), "input", "local_response_norm",
-               "(N, C, H, W) (tinynet's LRN is for 2-D feature maps)")
+    check_ndim(
+        x.shape,
+        (4,),
+        "input",
+        "local_response_norm",
+        "(N, C, H, W) (tinynet's LRN is for 2-D feature maps)",
+    )
     if not isinstance(size, numbers.Integral):
         raise TypeError(f"local_response_norm: size must be an int; got {size!r}")
     if size < 1:
         raise ValueError(f"local_response_norm: size must be >= 1 channel; got {size}")
-    return LocalResponseNorm.apply(x, size=int(size), alpha=float(alpha), beta=float(beta),
-                                   k=float(k))
+    return LocalResponseNorm.apply(
+        x, size=int(size), alpha=float(alpha), beta=float(beta), k=float(k)
+    )
 
 
-def batch_norm(input, running_mean, running_var, weight=None, bias=None, training: bool = False,
-               momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
+def batch_norm(
+    input,
+    running_mean,
+    running_var,
+    weight=None,
+    bias=None,
+    training: bool = False,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> Tensor:
     """Batch normalisation of (N, C) or (N, C, H, W) ``input`` per channel, as
     ``torch.nn.functional.batch_norm``; the math is in ``BatchNorm``.
 
@@ -178,8 +193,12 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     x = _float_input(input, op)
     check_ndim(x.shape, (2, 4), "input", op, "(N, C) or (N, C, H, W)")
     channels = x.shape[1]
-    per_channel = {"running_mean": running_mean, "running_var": running_var, "weight": weight,
-                   "bias": bias}
+    per_channel = {
+        "running_mean": running_mean,
+        "running_var": running_var,
+        "weight": weight,
+        "bias": bias,
+    }
     for name, value in per_channel.items():
         shape = getattr(value, "shape", None)
         if value is not None and shape != (channels,):
@@ -204,11 +223,15 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         raise ValueError(f"{op}: eps must be > 0; got {eps!r}")
     if training and x.shape[0] * int(np.prod(x.shape[2:])) == 1:
         raise ValueError(
-            f"{op}: Expected more than 1 value per channel when training, got input size "
-            f"{x.shape}"
+            f"{op}: Expected more than 1 value per channel when training, got input size {x.shape}"
         )
     return BatchNorm.apply(
-        x, weight, bias,
-        running_mean=_array(running_mean), running_var=_array(running_var),
-        training=bool(training), momentum=float(momentum), eps=float(eps),
+        x,
+        weight,
+        bias,
+        running_mean=_array(running_mean),
+        running_var=_array(running_var),
+        training=bool(training),
+        momentum=float(momentum),
+        eps=float(eps),
     )

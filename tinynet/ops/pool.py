@@ -52,13 +52,6 @@ def _adaptive_windows(size, out):
     return start, end, end - start
 
 
-def _channel_major(x: np.ndarray) -> np.ndarray:
-    """x (N, C, H, W) as the C-contiguous (C, N, H, W) array the kernels take: a view of x's
-    memory when x is channel-major (as every array allocated here), a copy otherwise."""
-    n, c, h, w = x.shape
-    return layout.channel_rows(x).reshape(c, n, h, w)
-
-
 class MaxPool2d(Function):
     """y[n, c, i, j] = max of x[n, c] over window (i, j), the padding counting as -inf;
     dL/dx[n, c, a, b] = Σ g[n, c, i, j] over the windows (i, j) whose maximum is x[n, c, a, b].
@@ -74,14 +67,18 @@ class MaxPool2d(Function):
         oh, ow = len(rows[0]), len(cols[0])
         out = layout.empty_nchw(n, c, oh, ow, x.dtype)
         argmax = np.empty((c, n, oh, ow), dtype=np.int64)
-        pool.max_pool2d_forward(_channel_major(x), _channel_major(out), argmax, rows, cols)
+        pool.max_pool2d_forward(
+            layout.channel_major(x), layout.channel_major(out), argmax, rows, cols
+        )
         ctx.argmax, ctx.shape, ctx.dtype = argmax, x.shape, x.dtype
         return out
 
     @staticmethod
     def backward(ctx, grad):
         grad_x = layout.empty_nchw(*ctx.shape, ctx.dtype)
-        pool.max_pool2d_backward(_channel_major(grad), ctx.argmax, _channel_major(grad_x))
+        pool.max_pool2d_backward(
+            layout.channel_major(grad), ctx.argmax, layout.channel_major(grad_x)
+        )
         return grad_x
 
 
@@ -98,14 +95,16 @@ class AvgPool2d(Function):
     def forward(ctx, x, rows, cols):
         n, c, _, _ = x.shape
         out = layout.empty_nchw(n, c, len(rows[0]), len(cols[0]), x.dtype)
-        pool.avg_pool2d_forward(_channel_major(x), _channel_major(out), rows, cols)
+        pool.avg_pool2d_forward(layout.channel_major(x), layout.channel_major(out), rows, cols)
         ctx.rows, ctx.cols, ctx.shape, ctx.dtype = rows, cols, x.shape, x.dtype
         return out
 
     @staticmethod
     def backward(ctx, grad):
         grad_x = layout.empty_nchw(*ctx.shape, ctx.dtype)
-        pool.avg_pool2d_backward(_channel_major(grad), _channel_major(grad_x), ctx.rows, ctx.cols)
+        pool.avg_pool2d_backward(
+            layout.channel_major(grad), layout.channel_major(grad_x), ctx.rows, ctx.cols
+        )
         return grad_x
 
 
@@ -152,7 +151,10 @@ def _sliding_tables(op, x, kernel_size, stride, padding, ceil_mode, count_includ
 
 def max_pool2d(
     input,  # noqa: A002 - PyTorch's name
-    kernel_size, stride=None, padding=0, ceil_mode=False,
+    kernel_size,
+    stride=None,
+    padding=0,
+    ceil_mode=False,
 ) -> Tensor:
     """Max over kernel_size windows every stride (default kernel_size) of input (N, C, H, W)
     padded with -inf, as ``torch.nn.functional.max_pool2d`` (no dilation, no indices)."""
@@ -163,7 +165,11 @@ def max_pool2d(
 
 def avg_pool2d(
     input,  # noqa: A002 - PyTorch's name
-    kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+    kernel_size,
+    stride=None,
+    padding=0,
+    ceil_mode=False,
+    count_include_pad=True,
 ) -> Tensor:
     """Mean over kernel_size windows every stride (default kernel_size) of input (N, C, H, W)
     padded with zeros, as ``torch.nn.functional.avg_pool2d`` (no divisor_override): the

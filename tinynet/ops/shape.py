@@ -148,8 +148,10 @@ def cat(tensors, dim: int = 0) -> Tensor:
     first = tensors[0]
     axis = normalize_dim(dim, max(first.ndim, 1), "cat")
     for i, t in enumerate(tensors):
-        if t.ndim != first.ndim or t.ndim == 0 or any(
-            a != b for k, (a, b) in enumerate(zip(t.shape, first.shape)) if k != axis
+        if (
+            t.ndim != first.ndim
+            or t.ndim == 0
+            or any(a != b for k, (a, b) in enumerate(zip(t.shape, first.shape)) if k != axis)
         ):
             raise ValueError(
                 f"cat: tensor {i} has shape {t.shape} but tensor 0 has shape {first.shape}; "
