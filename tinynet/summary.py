@@ -1,0 +1,143 @@
+"""``tinynet.summary``: a table of a network's layers with output shapes, parameters and
+multiply-adds, measured by running one forward pass (eval mode, no graph recorded).
+
+Multiply-adds count the convolutions and fully connected layers, as the GoogLeNet paper's
+table does: a Conv2d costs out_elements · in_channels · kh · kw, a Linear out_elements ·
+in_features; pooling, normalisation and ReLU are not counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from tinynet.function import no_grad
+from tinynet.nn import Conv2d, Linear, Module
+
+
+@dataclass
+class SummaryRow:
+    name: str
+    type: str
+    output_shape: tuple[int, ...] | None  # None: not run in eval mode (e.g. auxiliary heads)
+    params: int
+    macs: int  # per image
+
+
+@dataclass
+class Summary:
+    model_name: str
+    input_shape: tuple[int, ...]
+    dtype: np.dtype
+    rows: list[SummaryRow]
+    total_params: int
+    inference_params: int  # parameters of the layers that ran
+    total_macs: int  # per image
+
+    def __str__(self) -> str:
+        header = ("name", "type", "output shape", "params", "MACs")
+        lines = [
+            (
+                r.name,
+                r.type,
+                str(r.output_shape) if r.output_shape else "not run in eval",
+                f"{r.params:,}",
+                f"{r.macs / 1e6:,.1f}M" if r.output_shape else "-",
+            )
+            for r in self.rows
+        ]
+        widths = [max(len(row[i]) for row in [header, *lines]) for i in range(5)]
+        fmt = lambda row: "  ".join(  # noqa: E731
+            cell.ljust(w) if i < 3 else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(row, widths))
+        )
+        rule = "-" * len(fmt(header))
+        return "\n".join(
+            [
+                f"{self.model_name} on input {self.input_shape} ({self.dtype})",
+                rule,
+                fmt(header),
+                rule,
+                *map(fmt, lines),
+                rule,
+                f"parameters: {self.total_params:,} ({self.inference_params:,} used at inference)",
+                f"multiply-adds per image: {self.total_macs / 1e9:,.3f}G",
+            ]
+        )
+
+
+def _macs(module: Module, output) -> int:
+    if isinstance(module, Conv2d):
+        kh, kw = module.kernel_size
+        return output.size * module.in_channels * kh * kw
+    if isinstance(module, Linear):
+        return output.size * module.in_features
+    return 0
+
+
+def summary(model: Module, input_shape, depth: int = 1, dtype=np.float32) -> Summary:
+    """Tabulate ``model``'s modules down to ``depth`` levels (1: its direct children, such as
+    GoogLeNet's stem layers and whole Inception blocks).
+
+    input_shape: (C, H, W) for one image, or (N, C, H, W). MACs are reported per image.
+    The model's train/eval mode is restored afterwards.
+    """
+    shape = tuple(int(s) for s in input_shape)
+    if len(shape) == 3:
+        shape = (1, *shape)
+    if len(shape) != 4:
+        raise ValueError(
+            f"summary: input_shape must be (C, H, W) or (N, C, H, W); got {input_shape}"
+        )
+    named = list(model.named_modules())
+    reported = [(name, m) for name, m in named if name and name.count(".") < depth]
+    outputs: dict[str, tuple[int, ...]] = {}
+    leaf_macs: dict[str, int] = {}
+    handles = []
+    for name, module in named:
+
+        def hook(module, inputs, output, name=name):
+            outputs[name] = tuple(output.shape)
+            leaf_macs[name] = leaf_macs.get(name, 0) + _macs(module, output)
+
+        handles.append(module.register_forward_hook(hook))
+
+    was_training = model.training
+    model.eval()
+    try:
+        with no_grad():
+            model(np.zeros(shape, dtype=dtype))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+
+    def owned(prefix: str):
+        return lambda name: name == prefix or name.startswith(prefix + ".")
+
+    rows = []
+    for name, module in reported:
+        inside = owned(name)
+        rows.append(
+            SummaryRow(
+                name=name,
+                type=type(module).__name__,
+                output_shape=outputs.get(name),
+                params=sum(p.size for p in module.parameters()),
+                macs=sum(m for leaf, m in leaf_macs.items() if inside(leaf)) // shape[0],
+            )
+        )
+    # A parameter is used at inference if the module that owns it ran.
+    inference_params = sum(
+        p.size for pname, p in model.named_parameters() if pname.rpartition(".")[0] in outputs
+    )
+    return Summary(
+        model_name=type(model).__name__,
+        input_shape=shape,
+        dtype=np.dtype(dtype),
+        rows=rows,
+        total_params=sum(p.size for p in model.parameters()),
+        inference_params=inference_params,
+        total_macs=sum(leaf_macs.values()) // shape[0],
+    )
