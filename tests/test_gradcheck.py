@@ -47,7 +47,7 @@ def test_a_wrong_backward_is_caught_with_its_location_and_values():
     with pytest.raises(GradcheckError) as failure:
         tinynet.gradcheck(SquareWithBug.apply, [x])
     message = str(failure.value)
-    assert "input 0 (2, 3)" in message and "FAILED" in message
+    assert "input 0 (2, 3), 6 elements compared" in message and "FAILED" in message
     assert "at (1, 1)" in message  # flat element 4 of a (2, 3) tensor
     assert "analytic" in message and "numeric" in message and "abs error" in message
 
@@ -94,3 +94,25 @@ def test_inputs_grad_and_values_are_left_as_they_were():
 def test_non_contiguous_inputs_are_handled():
     x = tinynet.tensor(np.random.default_rng(1).uniform(-1, 1, (3, 4)).T, requires_grad=True)
     assert tinynet.gradcheck(Square.apply, [x])
+
+
+def test_samples_checks_a_seeded_subset_and_still_catches_errors():
+    x = _x((4, 5))
+    result = tinynet.check_gradients(Square.apply, [x], samples=6)
+    assert result.ok and result.inputs[0].compared == 6
+    # Element 4 is wrong; with every element sampled the bug is found.
+    assert not tinynet.check_gradients(SquareWithBug.apply, [x], samples=20).ok
+    with pytest.raises(ValueError, match="samples must be a positive int"):
+        tinynet.check_gradients(Square.apply, [x], samples=0)
+
+
+def test_skip_kinks_skips_an_element_at_a_kink_and_still_catches_bugs():
+    # |x| has a kink at 0: the element there is skipped, the others compared.
+    x = tinynet.tensor([1e-7, 0.5, -2.0], dtype=np.float64, requires_grad=True)
+    absolute = lambda x: F.relu(x) + F.relu(-x)
+    assert not tinynet.check_gradients(absolute, [x]).ok  # the kink breaks a plain check
+    result = tinynet.check_gradients(absolute, [x], skip_kinks=True)
+    assert result.ok and (result.inputs[0].compared, result.inputs[0].skipped) == (2, 1)
+    assert "1 skipped at kinks" in str(result)
+    # A wrong backward on smooth ground is still caught.
+    assert not tinynet.check_gradients(SquareWithBug.apply, [_x()], skip_kinks=True).ok

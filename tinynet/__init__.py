@@ -8,11 +8,17 @@ loss = F.cross_entropy(model(x), labels)
 loss.backward()
 """
 
-from tinynet.tensor import Tensor, ones, tensor, zeros  # noqa: I001 - Tensor first: ops need it
+# isort: off
+from tinynet import _threads  # before NumPy loads: see tinynet/_threads.py
+from tinynet.tensor import Tensor, ones, tensor, zeros  # Tensor before the ops that use it
+
+# isort: on
 from tinynet import functional
 from tinynet.function import Function, enable_grad, is_grad_enabled, no_grad
 from tinynet.gradcheck import GradcheckError, check_gradients, gradcheck
 from tinynet.rng import manual_seed
+
+_threads.configure_numba()
 
 __version__ = "0.1.0"
 
