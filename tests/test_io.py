@@ -1,0 +1,99 @@
+"""tinynet.save / tinynet.load: round trips, atomic writes, and clear errors for bad files."""
+
+import os
+
+import numpy as np
+import pytest
+
+import tinynet
+from tinynet.io import load, save
+from tinynet.models import googlenet_small
+
+
+def test_nested_checkpoints_round_trip(tmp_path):
+    checkpoint = {
+        "model": {
+            "w": np.arange(6, dtype=np.float32).reshape(2, 3),
+            "steps": np.zeros((), np.int64),
+        },
+        "optimizer": {"state": [{"momentum": np.ones(3)}, {}], "lr": 0.1},
+        "rng": {"bit_generator": "PCG64", "state": {"state": 2**127 + 5, "inc": 7}},
+        "epoch": 4,
+        "done": False,
+        "name": "googlenet",
+        "note": None,
+        "flags": np.array([True, False]),
+    }
+    save(checkpoint, tmp_path / "run.npz")
+    loaded = load(tmp_path / "run.npz")
+    assert loaded["epoch"] == 4 and loaded["done"] is False and loaded["note"] is None
+    assert loaded["rng"]["state"]["state"] == 2**127 + 5
+    assert loaded["optimizer"]["lr"] == 0.1 and loaded["optimizer"]["state"][1] == {}
+    np.testing.assert_array_equal(loaded["model"]["w"], checkpoint["model"]["w"])
+    assert loaded["model"]["w"].dtype == np.float32 and loaded["model"]["steps"].shape == ()
+    np.testing.assert_array_equal(loaded["optimizer"]["state"][0]["momentum"], np.ones(3))
+    assert loaded["flags"].dtype == bool
+
+
+def test_a_model_state_dict_round_trips(tmp_path):
+    tinynet.manual_seed(1)
+    model = googlenet_small()
+    save(model.state_dict(), tmp_path / "weights.npz")
+    fresh = googlenet_small()
+    fresh.load_state_dict(load(tmp_path / "weights.npz"))
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(fresh.state_dict()[key], value)
+
+
+def test_a_failed_write_leaves_no_file_and_keeps_the_old_one(tmp_path, monkeypatch):
+    path = tmp_path / "ckpt.npz"
+    save({"v": np.ones(2)}, path)
+
+    def crash(file, **arrays):
+        file.write(b"PK partial")
+        raise KeyboardInterrupt  # Ctrl-C in the middle of the write
+
+    monkeypatch.setattr(np, "savez", crash)
+    with pytest.raises(KeyboardInterrupt):
+        save({"v": np.zeros(2)}, path)
+    assert os.listdir(tmp_path) == ["ckpt.npz"]  # no temporary file left behind
+    monkeypatch.undo()
+    np.testing.assert_array_equal(load(path)["v"], np.ones(2))
+
+
+def test_corrupt_truncated_and_foreign_files_are_named(tmp_path):
+    good = tmp_path / "good.npz"
+    save({"v": np.arange(1000.0)}, good)
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(good.read_bytes()[:200])
+    with pytest.raises(ValueError, match=r"truncated\.npz is corrupt or truncated"):
+        load(truncated)
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"\x00" * 64)
+    with pytest.raises(ValueError, match=r"garbage\.npz is corrupt or truncated"):
+        load(garbage)
+    foreign = tmp_path / "foreign.npz"
+    np.savez(foreign, weights=np.ones(3))
+    with pytest.raises(
+        ValueError, match=r"foreign\.npz is an \.npz archive but was not written by tinynet"
+    ):
+        load(foreign)
+    single = tmp_path / "single.npy"
+    np.save(single, np.ones(3))
+    with pytest.raises(ValueError, match=r"single\.npy holds a single \.npy array"):
+        load(single)
+    with pytest.raises(FileNotFoundError, match=r"no such file: .*missing\.npz"):
+        load(tmp_path / "missing.npz")
+
+
+def test_unsavable_values_are_refused_before_anything_is_written(tmp_path):
+    target = tmp_path / "x.npz"
+    with pytest.raises(TypeError, match="dtype object"):
+        save({"a": np.array([{}, None])}, target)
+    with pytest.raises(TypeError, match="keys must be strings without '/'"):
+        save({"a/b": np.ones(1)}, target)
+    with pytest.raises(TypeError, match="cannot save a set at 'a'"):
+        save({"a": {1, 2}}, target)
+    with pytest.raises(TypeError, match="obj must be a dict"):
+        save([np.ones(1)], target)
+    assert not target.exists()
