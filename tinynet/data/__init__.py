@@ -1,16 +1,32 @@
-"""tinynet.data: a seeded resumable DataLoader, and batch transforms in NumPy.
+"""tinynet.data: datasets, a seeded resumable DataLoader, and batch transforms in NumPy.
 
-    from tinynet.data import DataLoader, TensorDataset, transforms as T
+    from tinynet.data import DataLoader, load_dataset, transforms as T
 
+    train, test, classes = load_dataset("digits")            # no network, no files
     augment = T.Compose([T.RandomCrop(32, padding=2), T.RandomHorizontalFlip()])
     loader = DataLoader(train, batch_size=64, shuffle=True, seed=0, transform=augment)
     for images, labels in loader:                           # float32 NCHW, int64
         ...
     checkpoint["loader"] = loader.state_dict()              # resume with load_state_dict
+
+Modules: dataset (Dataset, TensorDataset, DataSplits), loader (DataLoader), transforms,
+multicrop (ten_crop, paper_crops, average_softmax), datasets (digits, mnist, fashion_mnist,
+cifar10, load_dataset), folder (image_folder), formats (IDX and CIFAR readers), download.
 """
 
 from tinynet.data import transforms
 from tinynet.data.dataset import Dataset, DataSplits, TensorDataset, seeded_split
+from tinynet.data.datasets import (
+    cifar10,
+    default_data_dir,
+    digits,
+    fashion_mnist,
+    load_dataset,
+    mnist,
+)
+from tinynet.data.download import DownloadError
+from tinynet.data.folder import image_folder
+from tinynet.data.formats import DatasetError
 from tinynet.data.loader import DataLoader
 from tinynet.data.multicrop import average_softmax, five_crop, paper_crops, ten_crop
 from tinynet.data.transforms import (
@@ -28,13 +44,22 @@ __all__ = [
     "DataLoader",
     "DataSplits",
     "Dataset",
+    "DatasetError",
+    "DownloadError",
     "Normalize",
     "RandomCrop",
     "RandomHorizontalFlip",
     "Resize",
     "TensorDataset",
     "average_softmax",
+    "cifar10",
+    "default_data_dir",
+    "digits",
+    "fashion_mnist",
     "five_crop",
+    "image_folder",
+    "load_dataset",
+    "mnist",
     "paper_crops",
     "seeded_split",
     "ten_crop",
