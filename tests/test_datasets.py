@@ -3,11 +3,13 @@ exact formats (and broken in each way they check); downloads from a local HTTP s
 
 import gzip
 import http.server
+import importlib.util
 import io
 import os
 import pickle
 import socket
 import struct
+import sys
 import tarfile
 import threading
 from pathlib import Path
@@ -28,6 +30,18 @@ from tinynet.data import (
 from tinynet.data import datasets as D
 from tinynet.data.download import download_file, fetch, sha256_file
 from tinynet.data.formats import read_idx
+
+
+def installed(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+# The optional `train` extra: tests that need it skip cleanly (and say why) without it.
+needs_sklearn = pytest.mark.skipif(not installed("sklearn"), reason="digits needs scikit-learn")
+needs_pillow = pytest.mark.skipif(not installed("PIL"), reason="image_folder needs Pillow")
 
 
 # ================================================================= file writers
@@ -128,6 +142,7 @@ def leftovers(folder: Path) -> list[str]:
 
 
 # ================================================================= digits
+@needs_sklearn
 def test_digits_sizes_split_range_and_classes():
     data = digits()
     train_images, train_labels = data.train.arrays
@@ -144,6 +159,7 @@ def test_digits_sizes_split_range_and_classes():
         assert counts.min() >= least, counts
 
 
+@needs_sklearn
 def test_digits_match_scikit_learn_and_resize():
     from sklearn.datasets import load_digits
 
@@ -160,6 +176,7 @@ def test_digits_match_scikit_learn_and_resize():
     )
 
 
+@needs_sklearn
 def test_digits_split_is_deterministic_per_seed():
     a, b, c = digits(seed=1), digits(seed=1), digits(seed=2)
     np.testing.assert_array_equal(a.test.arrays[0], b.test.arrays[0])
@@ -168,16 +185,23 @@ def test_digits_split_is_deterministic_per_seed():
     assert len(digits(test_fraction=0.5).test) == 898  # round(898.5) = 898, half to even
 
 
-def test_digits_errors(monkeypatch):
+@needs_sklearn
+def test_digits_errors():
     with pytest.raises(ValueError, match=r"test_fraction must be in \(0, 1\); got 1.5"):
         digits(test_fraction=1.5)
     with pytest.raises(ValueError, match="leaves 0 for testing"):
         digits(test_fraction=0.0001)
     with pytest.raises(TypeError, match="image_size must be an int"):
         digits(image_size=2.5)
-    monkeypatch.setattr(D.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(ImportError, match=r"pip install 'tinynet\[train\]'"):
+
+
+def test_without_the_train_extra_the_error_says_what_to_install(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # import sklearn now fails
+    monkeypatch.setitem(sys.modules, "PIL", None)
+    with pytest.raises(ImportError, match=r"scikit-learn, .*pip install 'tinynet\[train\]'"):
         digits()
+    with pytest.raises(ImportError, match=r"Pillow, .*pip install 'tinynet\[train\]'"):
+        image_folder(tmp_path, 8)
 
 
 # ================================================================= IDX: MNIST, Fashion-MNIST
@@ -359,14 +383,14 @@ def test_truncated_cifar_pickle_is_named(tmp_path):
 
 
 # ================================================================= image folders
-PIL = pytest.importorskip("PIL.Image", reason="Pillow reads the image folders")
-
-
 def write_image(path: Path, color, size=(10, 6), mode="RGB"):
+    from PIL import Image
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    PIL.new(mode, size, color).save(path)
+    Image.new(mode, size, color).save(path)
 
 
+@needs_pillow
 def test_image_folder_reads_sorted_classes_in_rgb(tmp_path):
     write_image(tmp_path / "zebra" / "a.png", (255, 0, 0))
     write_image(tmp_path / "zebra" / "b.JPG", (0, 255, 0))
@@ -383,6 +407,7 @@ def test_image_folder_reads_sorted_classes_in_rgb(tmp_path):
     assert (255, 0, 0) in colours and (0, 0, 255) in colours and (128, 128, 128) in colours
 
 
+@needs_pillow
 def test_image_folder_grayscale_and_exact_size(tmp_path):
     write_image(tmp_path / "train" / "a" / "1.png", (200, 200, 200))
     write_image(tmp_path / "train" / "b" / "1.png", (10, 10, 10))
@@ -393,6 +418,7 @@ def test_image_folder_grayscale_and_exact_size(tmp_path):
     np.testing.assert_allclose(data.train.arrays[0][0], 200 / 255, atol=1e-6)
 
 
+@needs_pillow
 def test_image_folder_errors_name_the_file(tmp_path):
     write_image(tmp_path / "cat" / "good.png", (1, 2, 3))
     bad = tmp_path / "cat" / "broken.jpg"
@@ -412,6 +438,7 @@ def test_image_folder_errors_name_the_file(tmp_path):
         image_folder(tmp_path / "nowhere", 8)
 
 
+@needs_pillow
 def test_image_folder_truncated_png_is_named(tmp_path):
     write_image(tmp_path / "a" / "x.png", (1, 2, 3), size=(64, 64))
     write_image(tmp_path / "b" / "y.png", (1, 2, 3))
@@ -543,6 +570,7 @@ def test_cifar10_downloads_the_archive_and_extracts_it(server, tmp_path, monkeyp
 
 
 # ================================================================= by name
+@needs_sklearn
 def test_load_dataset_by_name_and_unknown_names(tmp_path):
     data = load_dataset("digits", image_size=16, seed=4)
     assert data.train.arrays[0].shape[1:] == (1, 16, 16)

@@ -159,19 +159,25 @@ def _load_digits() -> tuple[np.ndarray, np.ndarray]:
     digits.csv.gz``, 64 pixel columns then the label) found without importing the package,
     and calls load_digits itself only if that file is not where scikit-learn keeps it.
     """
-    spec = importlib.util.find_spec("sklearn")
+    missing = ImportError(
+        f"digits() reads the handwritten digits bundled with scikit-learn, which is not "
+        f"installed: {INSTALL_HINT}"
+    )
+    try:
+        spec = importlib.util.find_spec("sklearn")
+    except (ImportError, ValueError):  # ValueError: sys.modules["sklearn"] is None
+        spec = None
     if spec is None or spec.origin is None:
-        raise ImportError(
-            f"digits() reads the handwritten digits bundled with scikit-learn, which is not "
-            f"installed: {INSTALL_HINT}"
-        )
+        raise missing
     csv = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz"
     if csv.is_file():
         table = np.loadtxt(csv, delimiter=",", dtype=np.float32)
         if table.shape == (1797, 65):
             return table[:, :64], table[:, 64].astype(np.int64)
-    from sklearn.datasets import load_digits
-
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as error:
+        raise missing from error
     bunch = load_digits()
     return bunch.data.astype(np.float32), bunch.target.astype(np.int64)
 
