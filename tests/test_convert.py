@@ -1,11 +1,16 @@
-"""tinynet.convert: PyTorch writes checkpoints, tinynet reads them without torch. Every dtype,
-views and shared storages, wrappers, GoogLeNet end to end against PyTorch's logits, and the
-files it must refuse, each with a message that names the file and the problem."""
+"""tinynet.convert: PyTorch writes checkpoints, tinynet reads them without torch, in both of
+torch.save's formats (zip, and legacy). Every dtype, views and shared storages, wrappers,
+GoogLeNet end to end against PyTorch's logits, and the files it must refuse, each with a message
+that names the file and the problem."""
 
+import pickle
+import pickletools
 import subprocess
 import sys
+import tarfile
 import warnings
 import zipfile
+from collections import OrderedDict
 
 import numpy as np
 import pytest
@@ -27,8 +32,16 @@ def _expected(torch, tensor):
     return tensor.numpy()
 
 
-def _assert_same_as_torch_load(torch, path, ours):
-    theirs = torch.load(path)
+FORMATS = ["zip", "legacy"]
+
+
+def _save(torch, obj, path, fmt):
+    """torch.save in the zip format (the default since PyTorch 1.6) or the legacy one."""
+    torch.save(obj, path, _use_new_zipfile_serialization=fmt == "zip")
+
+
+def _assert_same(torch, ours, theirs):
+    """ours holds the tensors of theirs (what torch.load gives), in order, as exact arrays."""
     assert list(ours) == [key for key, value in theirs.items() if isinstance(value, torch.Tensor)]
     for key, array in ours.items():
         expected = _expected(torch, theirs[key])
@@ -36,6 +49,23 @@ def _assert_same_as_torch_load(torch, path, ours):
         assert array.shape == expected.shape, key
         assert array.flags.c_contiguous, key
         np.testing.assert_array_equal(array, expected, err_msg=key)
+
+
+def _assert_same_as_torch_load(torch, path, ours):
+    _assert_same(torch, ours, torch.load(path))
+
+
+def _storage_keys(path):
+    """The storage keys of a checkpoint of either format, read with plain zipfile and pickle."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            return [name for name in archive.namelist() if "/data/" in name]
+    with open(path, "rb") as file:
+        for _ in range(3):  # magic number, protocol version, sys_info
+            pickle.load(file)
+        for _ in pickletools.genops(file):  # the object pickle, skipped without running it
+            pass
+        return pickle.load(file)
 
 
 def _rewrite(src, dst, drop=(), replace=None):
@@ -73,7 +103,8 @@ DTYPES = [
 ]
 
 
-def test_every_dtype_reads_as_torch_load_gives_it(torch, tmp_path):
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_every_dtype_reads_as_torch_load_gives_it(torch, tmp_path, fmt):
     generator = torch.Generator().manual_seed(0)
     state = {}
     for name in DTYPES:
@@ -85,13 +116,17 @@ def test_every_dtype_reads_as_torch_load_gives_it(torch, tmp_path):
         elif name.startswith("complex"):
             values = torch.complex(values, -values)
         state[name] = values.to(getattr(torch, name))
-    torch.save(state, tmp_path / "dtypes.pth")
+    _save(torch, state, tmp_path / "dtypes.pth", fmt)
     ours = read_torch_checkpoint(tmp_path / "dtypes.pth")
-    _assert_same_as_torch_load(torch, tmp_path / "dtypes.pth", ours)
+    # torch 2.13 writes uint16/32/64 into legacy files (an untyped storage, _rebuild_tensor_v3)
+    # but cannot load them back ('UntypedStorage' has no attribute 'dtype'): there, compare with
+    # the tensors that were saved.
+    _assert_same(torch, ours, torch.load(tmp_path / "dtypes.pth") if fmt == "zip" else state)
     assert ours["bfloat16"].dtype == np.float32  # widened, exactly
 
 
-def test_views_offsets_and_shared_storages_become_contiguous_copies(torch, tmp_path):
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_views_offsets_and_shared_storages_become_contiguous_copies(torch, tmp_path, fmt):
     base = torch.arange(60, dtype=torch.float32).reshape(3, 4, 5)
     state = {
         "base": base,
@@ -103,22 +138,21 @@ def test_views_offsets_and_shared_storages_become_contiguous_copies(torch, tmp_p
         "conj_bit": torch.tensor([1 + 2j, 3 - 4j]).conj(),
         "empty": base[:, :0],
     }
-    torch.save(state, tmp_path / "views.pth")
-    with zipfile.ZipFile(tmp_path / "views.pth") as archive:
-        storages = [name for name in archive.namelist() if "/data/" in name]
-    assert len(storages) == 4  # base and its four views share the first
+    _save(torch, state, tmp_path / "views.pth", fmt)
+    assert len(_storage_keys(tmp_path / "views.pth")) == 4  # base and its four views share one
     ours = read_torch_checkpoint(tmp_path / "views.pth")
     _assert_same_as_torch_load(torch, tmp_path / "views.pth", ours)
     ours["transposed"][0, 0, 0] = -1.0  # copies: no array shares memory with another
     assert ours["base"][0, 0, 0] == 0.0
 
 
-def test_batchnorm_state_with_a_0d_counter_and_metadata(torch, tmp_path):
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_batchnorm_state_with_a_0d_counter_and_metadata(torch, tmp_path, fmt):
     bn = torch.nn.BatchNorm2d(3)
     bn.num_batches_tracked += 7
     state = bn.state_dict()
     assert hasattr(state, "_metadata")
-    torch.save(state, tmp_path / "bn.pth")
+    _save(torch, state, tmp_path / "bn.pth", fmt)
     ours = read_torch_checkpoint(tmp_path / "bn.pth")
     assert list(ours) == ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"]
     counter = ours["num_batches_tracked"]
@@ -133,7 +167,7 @@ def test_entries_that_are_not_tensors_are_skipped_and_reported(torch, tmp_path):
     assert len(notes) == 1 and "'step' (int)" in notes[0] and "'names' (list)" in notes[0]
 
 
-def test_big_endian_checkpoints_are_byte_swapped(torch, tmp_path):
+def test_big_endian_zip_checkpoints_are_byte_swapped(torch, tmp_path):
     torch.save(
         {"f": torch.tensor([1.5, -2.25]), "i": torch.tensor([1, -(2**40)])}, tmp_path / "le.pth"
     )
@@ -148,11 +182,85 @@ def test_big_endian_checkpoints_are_byte_swapped(torch, tmp_path):
     assert ours["i"].dtype == np.int64 and ours["i"].tolist() == [1, -(2**40)]
 
 
+# ------------------------------------------------------------------ the legacy format
+class _StorageId:
+    """Pickled as the persistent id ``pid`` (see _LegacyPickler): a storage, or a storage view."""
+
+    def __init__(self, pid):
+        self.pid = pid
+
+
+class _Reduced:
+    """Pickled as the call ``function(*args)``, as torch pickles its tensors."""
+
+    def __init__(self, function, *args):
+        self.reduce = (function, args)
+
+    def __reduce__(self):
+        return self.reduce
+
+
+class _LegacyPickler(pickle.Pickler):
+    def persistent_id(self, obj):
+        return obj.pid if isinstance(obj, _StorageId) else None
+
+
+def _write_legacy(path, obj, storages):
+    """A legacy checkpoint written by hand, part by part as torch/serialization.py's
+    _legacy_save writes it; storages: key -> the tensor whose values it holds."""
+    sys_info = {"protocol_version": 1001, "little_endian": True}
+    sys_info["type_sizes"] = {"short": 2, "int": 4, "long": 4}
+    with open(path, "wb") as file:
+        for header in (0x1950A86A20F9469CFC6C, 1001, sys_info):
+            pickle.dump(header, file, protocol=2)
+        _LegacyPickler(file, protocol=2).dump(obj)
+        pickle.dump(list(storages), file, protocol=2)
+        for values in storages.values():
+            file.write(values.numel().to_bytes(8, "little") + values.numpy().tobytes())
+
+
+def test_storage_views_and_pre_0_4_tensors_read_as_torch_load_gives_them(torch, tmp_path):
+    # PyTorch before 0.4 could save a storage view, a window of another storage, and pickled
+    # tensors with _rebuild_tensor. torch 2.13 writes neither (its view_metadata is always None),
+    # but still reads both: this file is written by hand, and torch.load is the reference.
+    whole = _StorageId(("storage", torch.FloatStorage, "140", "cpu", 10, None))
+    window = _StorageId(("storage", torch.FloatStorage, "140", "cpu", 10, ("141", 3, 4)))
+    v2, v1 = torch._utils._rebuild_tensor_v2, torch._utils._rebuild_tensor
+    state = OrderedDict(
+        whole=_Reduced(v2, whole, 0, (10,), (1,), False, OrderedDict()),
+        in_window=_Reduced(v2, window, 1, (3,), (1,), False, OrderedDict()),
+        pre_0_4=_Reduced(v1, window, 0, (2, 2), (1, 2)),
+    )
+    _write_legacy(tmp_path / "old.pth", state, {"140": torch.arange(10.0)})
+    ours = read_torch_checkpoint(tmp_path / "old.pth")
+    _assert_same_as_torch_load(torch, tmp_path / "old.pth", ours)
+    assert ours["in_window"].tolist() == [4.0, 5.0, 6.0]
+    assert ours["pre_0_4"].tolist() == [[3.0, 5.0], [4.0, 6.0]]
+
+    # A tensor may not reach past its window, though the storage goes on (nor does torch.load).
+    state["in_window"] = _Reduced(v2, window, 1, (4,), (1,), False, OrderedDict())
+    _write_legacy(tmp_path / "outside.pth", state, {"140": torch.arange(10.0)})
+    with pytest.raises(CheckpointError, match="reaches element 4 of storage 141, which has 4"):
+        read_torch_checkpoint(tmp_path / "outside.pth")
+
+
+def test_legacy_files_pickled_with_a_newer_protocol(torch, tmp_path):
+    # pickle_protocol=4 frames each pickle: the magic number no longer opens the file.
+    state = {"w": torch.arange(6.0).reshape(2, 3)}
+    torch.save(state, tmp_path / "p4.pth", pickle_protocol=4, _use_new_zipfile_serialization=False)
+    assert (tmp_path / "p4.pth").read_bytes()[:3] == b"\x80\x04\x95"  # PROTO 4, FRAME
+    ours = read_torch_checkpoint(tmp_path / "p4.pth")
+    # torch's weights_only unpickler refuses FRAME ("Unsupported operand 149"); this file is ours.
+    _assert_same(torch, ours, torch.load(tmp_path / "p4.pth", weights_only=False))
+
+
 # ------------------------------------------------------------------ wrappers
+@pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("key", ["state_dict", "model", "model_state_dict"])
-def test_a_training_checkpoint_yields_the_state_dict_under_its_key(torch, tmp_path, key):
+def test_a_training_checkpoint_yields_the_state_dict_under_its_key(torch, tmp_path, key, fmt):
     model = torch.nn.Linear(3, 2)
-    torch.save({"epoch": 4, key: model.state_dict(), "best_acc": 0.5}, tmp_path / "ckpt.pth")
+    checkpoint = {"epoch": 4, key: model.state_dict(), "best_acc": 0.5}
+    _save(torch, checkpoint, tmp_path / "ckpt.pth", fmt)
     notes = []
     ours = read_torch_checkpoint(tmp_path / "ckpt.pth", log=notes.append)
     assert list(ours) == ["weight", "bias"]
@@ -160,10 +268,11 @@ def test_a_training_checkpoint_yields_the_state_dict_under_its_key(torch, tmp_pa
     assert any(repr(key) in note and "epoch" in note for note in notes)
 
 
-def test_the_data_parallel_prefix_is_removed(torch, tmp_path):
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_the_data_parallel_prefix_is_removed(torch, tmp_path, fmt):
     model = torch.nn.DataParallel(torch.nn.Sequential(torch.nn.Linear(3, 2)))
     assert all(key.startswith("module.") for key in model.state_dict())
-    torch.save({"state_dict": model.state_dict()}, tmp_path / "dp.pth")
+    _save(torch, {"state_dict": model.state_dict()}, tmp_path / "dp.pth", fmt)
     notes = []
     assert list(read_torch_checkpoint(tmp_path / "dp.pth", log=notes.append)) == [
         "0.weight",
@@ -173,7 +282,8 @@ def test_the_data_parallel_prefix_is_removed(torch, tmp_path):
 
 
 # ------------------------------------------------------------------ GoogLeNet end to end
-def test_googlenet_from_pytorch_gives_pytorchs_logits(torch, tmp_path):
+@pytest.mark.parametrize("fmt", FORMATS)  # torchvision's googlenet-1378be20.pth (2019): legacy
+def test_googlenet_from_pytorch_gives_pytorchs_logits(torch, tmp_path, fmt):
     from torch_googlenet import TorchGoogLeNet
 
     torch.manual_seed(0)
@@ -186,7 +296,7 @@ def test_googlenet_from_pytorch_gives_pytorchs_logits(torch, tmp_path):
                 module.running_mean.uniform_(-0.1, 0.1)
                 module.running_var.uniform_(0.5, 1.5)
                 module.num_batches_tracked.fill_(100)
-    torch.save(theirs.state_dict(), tmp_path / "googlenet.pth")
+    _save(torch, theirs.state_dict(), tmp_path / "googlenet.pth", fmt)
 
     state = convert_torch_checkpoint(tmp_path / "googlenet.pth", tmp_path / "googlenet.npz")
     saved = tinynet.io.load(tmp_path / "googlenet.npz")
@@ -205,14 +315,6 @@ def test_googlenet_from_pytorch_gives_pytorchs_logits(torch, tmp_path):
 
 
 # ------------------------------------------------------------------ files it must refuse
-def _legacy(torch, path):
-    torch.save({"w": torch.ones(2)}, path, _use_new_zipfile_serialization=False)
-
-
-def _whole_model(torch, path):
-    torch.save(torch.nn.Sequential(torch.nn.Linear(2, 2)), path)
-
-
 def _truncated(torch, path):
     torch.save({"w": torch.ones(1000)}, path)
     path.write_bytes(path.read_bytes()[:2500])
@@ -237,35 +339,80 @@ def _tinynet_npz(torch, path):
     tinynet.io.save({"w": np.ones(2)}, path)
 
 
-def _a_tensor(torch, path):
-    torch.save(torch.ones(2), path)
+def _legacy_cut(keep):
+    """A legacy checkpoint of 1000 float32s, only its first ``keep`` bytes (negative: all but)."""
+
+    def write(torch, path):
+        _save(torch, {"w": torch.ones(1000)}, path, "legacy")
+        path.write_bytes(path.read_bytes()[:keep])
+
+    return write
 
 
-def _no_tensors(torch, path):
-    torch.save({"epoch": 3, "weights": {"w": 1}}, path)
+def _legacy_sys_info(**change):
+    """A legacy checkpoint whose sys_info (its third pickle) has the entries ``change``."""
+
+    def write(torch, path):
+        _save(torch, {"w": torch.ones(2)}, path, "legacy")
+        with open(path, "rb") as file:
+            headers = [pickle.load(file) for _ in range(3)]
+            rest = file.read()
+        with open(path, "wb") as file:
+            for header in (*headers[:2], {**headers[2], **change}):
+                pickle.dump(header, file, protocol=2)
+            file.write(rest)
+
+    return write
+
+
+def _legacy_unlisted_storage(torch, path):
+    storage = _StorageId(("storage", torch.FloatStorage, "140", "cpu", 2, None))
+    rebuild = torch._utils._rebuild_tensor_v2
+    _write_legacy(path, {"w": _Reduced(rebuild, storage, 0, (2,), (1,), False, None)}, {})
+
+
+def _tar(torch, path):
+    # PyTorch 0.1.x: a tar of 'sys_info', 'pickle', 'storages' and 'tensors'.
+    (path.parent / "pickle").write_bytes(pickle.dumps({}, protocol=2))
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
+        tar.add(path.parent / "pickle", arcname="pickle")
 
 
 BAD_FILES = {
-    "legacy": (_legacy, ["legacy format", "torch.save(torch.load("]),
-    "whole model": (
-        _whole_model,
-        ["torch.nn.modules.container.Sequential", "torch.save(model.state_dict(), path)"],
-    ),
-    "truncated": (_truncated, ["truncated", "starts as a zip archive"]),
-    "random bytes": (_random_bytes, ["not a PyTorch checkpoint", "not one"]),
+    "truncated zip": (_truncated, ["truncated", "starts as a zip archive"]),
+    "random bytes": (_random_bytes, ["not a PyTorch checkpoint", "neither"]),
     "missing storage": (_missing_storage, ["data/1 is missing from the archive"]),
     "torchscript": (_torchscript, ["TorchScript", "torch.jit.load"]),
     "tinynet npz": (_tinynet_npz, ["NumPy .npz archive", "tinynet.io.load"]),
-    "a tensor": (_a_tensor, ["holds a single tensor, not a state dict"]),
-    "no tensors": (_no_tensors, ["without tensors", "state_dict", "epoch, weights"]),
+    "legacy, cut in its storages": (
+        _legacy_cut(-1000),
+        ["is truncated: storage", "promises 1000 torch.float32 values (4000 bytes)", "only 3000"],
+    ),
+    "legacy, cut in its pickle": (_legacy_cut(150), ["is truncated: it ends inside the pickled"]),
+    "legacy, big-endian": (_legacy_sys_info(little_endian=False), ["big-endian", "torch.save("]),
+    "legacy, odd type sizes": (
+        _legacy_sys_info(type_sizes={"short": 2, "int": 4, "long": 8}),
+        ["type sizes", "PyTorch always wrote"],
+    ),
+    "legacy, unlisted storage": (_legacy_unlisted_storage, ["storages the pickle names (140)"]),
+    "tar": (_tar, ["tar archive", "0.1.x", "torch.save(torch.load("]),
+}
+
+# What either format may hold and tinynet still refuses: callables of torch, giving the object.
+BAD_CONTENTS = {
+    "whole model": (
+        lambda torch: torch.nn.Sequential(torch.nn.Linear(2, 2)),
+        ["torch.nn.modules.container.Sequential", "torch.save(model.state_dict(), path)"],
+    ),
+    "a tensor": (lambda torch: torch.ones(2), ["holds a single tensor, not a state dict"]),
+    "no tensors": (
+        lambda torch: {"epoch": 3, "weights": {"w": 1}},
+        ["without tensors", "state_dict", "epoch, weights"],
+    ),
 }
 
 
-@pytest.mark.parametrize("case", BAD_FILES)
-def test_bad_files_are_refused_naming_the_file_and_nothing_is_written(torch, tmp_path, case):
-    write, phrases = BAD_FILES[case]
-    src, dst = tmp_path / "bad.pth", tmp_path / "out" / "converted.npz"
-    write(torch, src)
+def _assert_refused(src, dst, phrases):
     with pytest.raises(CheckpointError) as error:
         convert_torch_checkpoint(src, dst)
     message = str(error.value)
@@ -273,6 +420,21 @@ def test_bad_files_are_refused_naming_the_file_and_nothing_is_written(torch, tmp
     for phrase in phrases:
         assert phrase in message
     assert not dst.parent.exists()  # not even the folder, let alone a partial file
+
+
+@pytest.mark.parametrize("case", BAD_FILES)
+def test_bad_files_are_refused_naming_the_file_and_nothing_is_written(torch, tmp_path, case):
+    write, phrases = BAD_FILES[case]
+    write(torch, tmp_path / "bad.pth")
+    _assert_refused(tmp_path / "bad.pth", tmp_path / "out" / "converted.npz", phrases)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("case", BAD_CONTENTS)
+def test_what_is_not_a_state_dict_is_refused_in_either_format(torch, tmp_path, case, fmt):
+    make, phrases = BAD_CONTENTS[case]
+    _save(torch, make(torch), tmp_path / "bad.pth", fmt)
+    _assert_refused(tmp_path / "bad.pth", tmp_path / "out" / "converted.npz", phrases)
 
 
 def test_a_missing_file_is_named(tmp_path):
@@ -294,8 +456,9 @@ def test_the_converter_does_not_import_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_a_checkpoint_reads_where_torch_cannot_be_imported(torch, tmp_path):
-    torch.save({"w": torch.arange(6.0).reshape(2, 3).t()}, tmp_path / "w.pth")
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_checkpoint_reads_where_torch_cannot_be_imported(torch, tmp_path, fmt):
+    _save(torch, {"w": torch.arange(6.0).reshape(2, 3).t()}, tmp_path / "w.pth", fmt)
     code = (
         "import sys; sys.modules['torch'] = None\n"  # any `import torch` now fails
         "from tinynet.convert import read_torch_checkpoint\n"

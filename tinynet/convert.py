@@ -1,48 +1,83 @@
 """Reading PyTorch ``.pth`` checkpoints without PyTorch, and converting them to tinynet's format.
 
-What ``torch.save`` writes (the zip format, the default since PyTorch 1.6)
---------------------------------------------------------------------------
-A ``.pth`` file is an ordinary, uncompressed zip archive. Every entry sits under one folder
-(``archive/`` or the file's stem, e.g. ``googlenet/``):
-
-    googlenet/data.pkl         the object that was saved (usually the state dict), as a pickle
-    googlenet/data/0, /1, ...  the raw bytes of each *storage*: one flat buffer of numbers
-    googlenet/byteorder        b"little" or b"big": the byte order of those buffers
-    googlenet/version, .format_version, .storage_alignment, .data/serialization_id  bookkeeping
-
-A tensor is a *view* of a storage: a dtype, an offset into the buffer, a shape and strides (how
-many elements to step per index of each dimension). Several tensors may share one storage (a
-tensor and its transpose, slices of one buffer), so the pickle does not hold the numbers at all.
-It names a rebuild function and its arguments, for example
+What ``torch.save`` writes
+--------------------------
+``torch.save(obj, path)`` pickles ``obj`` (usually a state dict: parameter names -> tensors), but
+keeps the numbers out of the pickle. A tensor is a *view* of a *storage*, one flat buffer of
+numbers: a dtype, an offset into the buffer, a shape and strides (how many elements to step per
+index of each dimension). Several tensors may share one storage (a tensor and its transpose,
+slices of one buffer), so the pickle does not hold the numbers. It names a rebuild function and
+its arguments, for example
 
     torch._utils._rebuild_tensor_v2(storage, storage_offset, size, stride,
                                     requires_grad, backward_hooks[, metadata])
 
 where ``storage`` is a *persistent id*, a tuple the pickle hands to the loader instead of an
-object: ``('storage', torch.FloatStorage, '0', 'cpu', numel)`` means "the numel float32 values in
-``data/0``". The storage type fixes the dtype (``FloatStorage`` float32, ``LongStorage`` int64,
-``BFloat16Storage`` bfloat16, ...). Newer dtypes (uint16/32/64, float8) are written with
-``_rebuild_tensor_v3``, an untyped (byte) storage and the dtype as an extra argument.
-``_rebuild_parameter`` wraps a tensor into an ``nn.Parameter``, ``collections.OrderedDict``
-holds the state dict, and ``metadata`` may set a tensor's conjugate or negative bit.
+object: ``('storage', torch.FloatStorage, '0', 'cpu', numel)`` means "the numel float32 values
+stored under the key '0'". The storage type fixes the dtype (``FloatStorage`` float32,
+``LongStorage`` int64, ``BFloat16Storage`` bfloat16, ...). Newer dtypes (uint16/32/64, float8)
+are written with ``_rebuild_tensor_v3``, an untyped (byte) storage and the dtype as an extra
+argument. ``_rebuild_parameter`` wraps a tensor into an ``nn.Parameter``,
+``collections.OrderedDict`` holds the state dict, and ``metadata`` may set a tensor's conjugate
+or negative bit.
+
+Where the storages' bytes are depends on the *container*. ``torch.save`` has written two.
+
+The zip format (the default since PyTorch 1.6)
+----------------------------------------------
+An ordinary, uncompressed zip archive. Every entry sits under one folder (``archive/`` or the
+file's stem, e.g. ``googlenet/``):
+
+    googlenet/data.pkl         the saved object, as a pickle
+    googlenet/data/0, /1, ...  the raw bytes of each storage, one entry per key
+    googlenet/byteorder        b"little" or b"big": the byte order of those bytes
+    googlenet/version, .format_version, .storage_alignment, .data/serialization_id  bookkeeping
+
+The legacy format (PyTorch 0.2 to 1.5, and ``_use_new_zipfile_serialization=False`` since)
+-------------------------------------------------------------------------------------------
+One stream of four pickles, then the storages' bytes:
+
+    1. the magic number 0x1950a86a20f9469cfc6c   (this is a legacy torch checkpoint)
+    2. the protocol version 1001                  (the only one there has been)
+    3. sys_info: {'protocol_version': 1001, 'little_endian': True,
+                  'type_sizes': {'short': 2, 'int': 4, 'long': 4}}
+    4. the saved object, as above, with a sixth entry in each persistent id:
+       ('storage', torch.FloatStorage, '94340678914112', 'cpu', numel, view)
+    5. the list of storage keys, in the order their bytes follow; then for each key
+       numel as 8 bytes little-endian, and its numel values (numel * itemsize bytes,
+       little-endian whatever machine wrote them)
+
+A key is the storage's memory address at save time. ``view`` is None, except in files from
+PyTorch before 0.4, which could save a *storage view*: ``(view_key, offset, size)``, the
+``size`` elements of the storage from ``offset`` on, with tensors placed relative to that
+window. Those files also pickle tensors with the older ``_rebuild_tensor(storage, offset, size,
+stride)``. The type sizes are always 2, 4 and 4 (PyTorch took them from ``struct``'s standard
+sizes, the same on every machine); the format itself uses fixed widths, so they change nothing.
+
+Because the bytes come after the pickle, nothing can be built while unpickling. So both formats
+go the same three steps: unpickle the object, with every storage an empty ``_Storage`` and every
+tensor a ``_Tensor`` record; let the container fill in each storage's bytes (zip: its entry;
+legacy: the stream after the pickles); then turn every record into an array.
+
+Not read, each refused with a message that says so: the tar format of PyTorch's first releases
+(0.1.x, before the magic number), TorchScript archives (``torch.jit.save``), legacy files whose
+sys_info says big-endian (PyTorch's byte order for the storage counts changed over the versions,
+and no such file is at hand to check against) or shows other type sizes.
 
 Why no ``import torch``
 -----------------------
-Every one of those rebuild steps is simple array work: read the bytes, view them with the
-storage's dtype, apply offset, shape and strides. So this module unpickles ``data.pkl`` with
+Every rebuild step is simple array work: read the bytes, view them with the storage's dtype,
+apply offset, shape and strides. So this module unpickles with
 ``tinynet.safe_pickle.RestrictedUnpickler``, mapping each name torch's pickle may refer to onto a
-small stand-in below (``_rebuild_tensor_v2`` builds a NumPy array, ``torch.FloatStorage`` is a
+small stand-in below (``_rebuild_tensor_v2`` records a ``_Tensor``, ``torch.FloatStorage`` is a
 ``_StorageType`` carrying float32). Any other name is refused, so loading never runs code a
 checkpoint names: a whole pickled model, which would need torch's (and your) classes, is
 rejected with the advice to save its ``state_dict()`` instead.
-
-The legacy format (``torch.save(..., _use_new_zipfile_serialization=False)`` and every PyTorch
-before 1.6) is a stream of several pickles, not a zip; it is detected and refused with the advice
-to load it in a current PyTorch and save it again.
 """
 
 from __future__ import annotations
 
+import os
 import pickle
 import zipfile
 from collections import OrderedDict
@@ -58,6 +93,13 @@ from tinynet.safe_pickle import RestrictedUnpickler
 
 class CheckpointError(ValueError):
     """A file that is not a PyTorch checkpoint tinynet can read; the message names the file."""
+
+
+_RESAVE = (
+    "load it in PyTorch and save it again with a current version: "
+    "torch.save(torch.load(old_path), new_path)"
+)
+_CUT_SHORT = "Was the download or the save cut short? Fetch or save it again"
 
 
 # ----------------------------------------------------------------------------- dtypes
@@ -115,21 +157,49 @@ _STORAGE_TYPES = {
     "ComplexFloatStorage": "complex64",
 }
 
-# ----------------------------------------------------------------------------- rebuilding
+
+# ----------------------------------------------------------------------------- storages, tensors
+class _Storage:
+    """One storage: ``numel`` values of ``dtype``, named by ``key``. The pickle creates it; the
+    container fills in its bytes afterwards (``raw``, uint8, and their byte order). A storage
+    *view* (legacy files before PyTorch 0.4) has no bytes of its own: it is the window of
+    ``numel`` elements of ``root`` that starts at element ``start``."""
+
+    def __init__(self, key: str, dtype: str, numel: int, root: _Storage | None = None, start=0):
+        self.key, self.dtype, self.numel, self.root, self.start = key, dtype, numel, root, start
+        self.raw: np.ndarray | None = None
+        self.byteorder = "<"  # '<' or '>'
+
+    @property
+    def itemsize(self) -> int:
+        return np.dtype(_NUMPY[self.dtype]).itemsize
+
+    def data(self) -> tuple[np.ndarray, str]:
+        """The storage's bytes (uint8) and their byte order."""
+        if self.root is None:
+            if self.raw is None:
+                raise ValueError(f"storage {self.key} was never given its bytes")
+            return self.raw, self.byteorder
+        raw, byteorder = self.root.data()
+        return raw[
+            self.start * self.itemsize : (self.start + self.numel) * self.itemsize
+        ], byteorder
 
 
-class _Storage(NamedTuple):
-    """One ``data/<key>`` buffer: its raw bytes and the dtype of its elements."""
+class _Tensor(NamedTuple):
+    """A tensor as the pickle describes it: a view of a storage, built by ``_array`` once the
+    storage holds its bytes. ``dtype`` is the storage's, or ``_rebuild_tensor_v3``'s."""
 
-    key: str
-    raw: np.ndarray  # uint8, as read from the archive
-    dtype: str  # a torch dtype name
-    byteorder: str  # '<' or '>'
+    storage: _Storage
+    offset: int
+    size: tuple
+    stride: tuple
+    dtype: str
+    metadata: dict | None
 
 
-def _as_array(storage, offset, size, stride, dtype: str | None = None) -> np.ndarray:
-    """The view (offset, size, stride) of ``storage`` as a contiguous NumPy array; ``dtype``
-    overrides the storage's (``_rebuild_tensor_v3`` views an untyped byte storage)."""
+def _tensor(storage, offset, size, stride, dtype: str | None = None, metadata=None) -> _Tensor:
+    """The record of one tensor, its arguments checked."""
     if not isinstance(storage, _Storage):
         raise TypeError(f"a tensor's storage must be a persistent storage id; got {storage!r}")
     dtype = dtype or storage.dtype
@@ -138,17 +208,26 @@ def _as_array(storage, offset, size, stride, dtype: str | None = None) -> np.nda
             f"a tensor of dtype torch.{dtype}, which NumPy cannot hold; convert it in PyTorch "
             f"first (e.g. tensor.float())"
         )
-    numpy_dtype = np.dtype(storage.byteorder + _NUMPY[dtype])
     size, stride = tuple(size), tuple(stride)
     numbers = (offset, *size, *stride)
     if not all(isinstance(n, int) and n >= 0 for n in numbers) or len(size) != len(stride):
         raise ValueError(f"a tensor with offset {offset}, size {size} and stride {stride}")
-    if len(storage.raw) % numpy_dtype.itemsize:
+    if not isinstance(metadata, (dict, type(None))):
+        raise TypeError(f"tensor metadata must be a dict; got {metadata!r}")
+    return _Tensor(storage, offset, size, stride, dtype, metadata)
+
+
+def _array(tensor: _Tensor) -> np.ndarray:
+    """The tensor as a contiguous NumPy array: its own copy of the values it views."""
+    storage, offset, size, stride, dtype, metadata = tensor
+    raw, byteorder = storage.data()
+    numpy_dtype = np.dtype(byteorder + _NUMPY[dtype])
+    if len(raw) % numpy_dtype.itemsize:
         raise ValueError(
-            f"storage data/{storage.key} holds {len(storage.raw)} bytes, not a whole number of "
+            f"storage {storage.key} holds {len(raw)} bytes, not a whole number of "
             f"torch.{dtype} values"
         )
-    elements = storage.raw.view(numpy_dtype)
+    elements = raw.view(numpy_dtype)
     if 0 in size:
         array = np.empty(size, numpy_dtype)
     else:
@@ -158,7 +237,7 @@ def _as_array(storage, offset, size, stride, dtype: str | None = None) -> np.nda
         if last >= len(elements):
             raise ValueError(
                 f"a tensor of size {size}, stride {stride} at offset {offset} reaches element "
-                f"{last} of storage data/{storage.key}, which has {len(elements)}"
+                f"{last} of storage {storage.key}, which has {len(elements)}"
             )
         itemsize = numpy_dtype.itemsize
         view = np.lib.stride_tricks.as_strided(
@@ -168,13 +247,7 @@ def _as_array(storage, offset, size, stride, dtype: str | None = None) -> np.nda
     array = array.astype(numpy_dtype.newbyteorder("="), copy=False)
     if dtype == "bfloat16":
         array = (array.astype(np.uint32) << 16).view(np.float32)
-    return array
-
-
-def _apply_metadata(array: np.ndarray, metadata) -> np.ndarray:
-    """torch's lazy conjugate and negative bits: the storage holds the values before them."""
-    if not isinstance(metadata, (dict, type(None))):
-        raise TypeError(f"tensor metadata must be a dict; got {metadata!r}")
+    # torch's lazy conjugate and negative bits: the storage holds the values before them.
     for name, value in (metadata or {}).items():
         if name not in ("conj", "neg"):
             raise ValueError(f"unknown tensor metadata {name!r}")
@@ -183,14 +256,46 @@ def _apply_metadata(array: np.ndarray, metadata) -> np.ndarray:
     return array
 
 
+def _materialize(obj, done: dict[int, Any] | None = None):
+    """``obj`` with every ``_Tensor`` record replaced by its array. Dicts and lists are changed
+    in place (the pickle may share them, even in cycles), tuples rebuilt; a tensor the pickle
+    shares (one record, reached twice) becomes one array."""
+    done = {} if done is None else done
+    if id(obj) in done:
+        return done[id(obj)]
+    if isinstance(obj, _Tensor):
+        result = _array(obj)
+    elif isinstance(obj, dict):
+        done[id(obj)] = obj
+        for key, value in list(obj.items()):
+            obj[key] = _materialize(value, done)
+        return obj
+    elif isinstance(obj, list):
+        done[id(obj)] = obj
+        obj[:] = [_materialize(value, done) for value in obj]
+        return obj
+    elif type(obj) is tuple:
+        result = tuple(_materialize(value, done) for value in obj)
+    else:
+        return obj
+    done[id(obj)] = result
+    return result
+
+
+# ----------------------------------------------------------------------------- the allow-list
+def _rebuild_tensor(storage, offset, size, stride):
+    # PyTorch 0.2 and 0.3 (legacy files): no requires_grad, hooks or metadata yet.
+    return _tensor(storage, offset, size, stride)
+
+
 def _rebuild_tensor_v2(storage, offset, size, stride, requires_grad, hooks, metadata=None):
-    return _apply_metadata(_as_array(storage, offset, size, stride), metadata)
+    return _tensor(storage, offset, size, stride, metadata=metadata)
 
 
 def _rebuild_tensor_v3(storage, offset, size, stride, requires_grad, hooks, dtype, metadata=None):
     if not isinstance(dtype, _DType):
         raise TypeError(f"_rebuild_tensor_v3 needs a torch dtype; got {dtype!r}")
-    return _apply_metadata(_as_array(storage, offset, size, stride, dtype.name), metadata)
+    return _tensor(storage, offset, size, stride, dtype.name, metadata)
 
 
 def _rebuild_parameter(data, requires_grad, hooks, state=None):
@@ -204,7 +309,7 @@ def _rebuild_from_type_v2(func, new_type, args, state):
     return func(*args)
 
 
-_REBUILD_FUNCTIONS = (_rebuild_tensor_v2, _rebuild_tensor_v3, _rebuild_parameter)
+_REBUILD_FUNCTIONS = (_rebuild_tensor, _rebuild_tensor_v2, _rebuild_tensor_v3, _rebuild_parameter)
 
 
 class _TensorType(NamedTuple):
@@ -224,6 +329,7 @@ def _allowed_globals() -> dict[tuple[str, str], Any]:
     """Every (module, name) a state-dict checkpoint may name, each mapped to its stand-in."""
     allowed: dict[tuple[str, str], Any] = {
         ("collections", "OrderedDict"): OrderedDict,
+        ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
         ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
         ("torch._utils", "_rebuild_tensor_v3"): _rebuild_tensor_v3,
         ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
@@ -261,14 +367,30 @@ class _Refused(Exception):
         self.name = name
 
 
-class _TorchUnpickler(RestrictedUnpickler):
-    """Unpickles ``data.pkl``: globals through the allow-list, storages from the archive."""
+def _text(value) -> str:
+    return value.decode("ascii") if isinstance(value, bytes) else str(value)
 
-    def __init__(self, file, archive: zipfile.ZipFile, prefix: str, byteorder: str):
-        super().__init__(file, _ALLOWED)
-        self.archive, self.prefix, self.byteorder = archive, prefix, byteorder
-        self.names = set(archive.namelist())
+
+class _TorchUnpickler(RestrictedUnpickler):
+    """Unpickles one pickle of a checkpoint: globals through ``allowed``, each persistent id
+    (a tuple of ``pid_length`` entries; None: no persistent ids) to a ``_Storage``, registered
+    by key in ``storages`` for the container to fill."""
+
+    def __init__(self, file, allowed=_ALLOWED, pid_length: int | None = None):
+        super().__init__(file, allowed)
+        self.pid_length = pid_length
         self.storages: dict[str, _Storage] = {}
+        self.views: dict[str, _Storage] = {}
+
+    def load(self):
+        try:
+            return super().load()
+        except (AttributeError, ArithmeticError, MemoryError, SystemError) as error:
+            # What a corrupt opcode stream makes pickle raise (an APPEND onto a dict, a length
+            # beyond memory, ...); legacy files, unlike zip entries, carry no checksum.
+            raise pickle.UnpicklingError(
+                f"its pickle is corrupt ({type(error).__name__}: {error})"
+            ) from error
 
     def find_class(self, module: str, name: str):
         try:
@@ -277,68 +399,67 @@ class _TorchUnpickler(RestrictedUnpickler):
             raise _Refused(f"{module}.{name}") from None
 
     def persistent_load(self, pid):
-        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] in ("storage", b"storage")):
+        if not (
+            isinstance(pid, tuple) and len(pid) == self.pid_length and _text(pid[0]) == "storage"
+        ):
             raise ValueError(f"an unknown persistent id {pid!r} (expected a storage)")
-        _, storage_type, key, _location, numel = pid
+        _, storage_type, key, _location, numel, *view = pid
+        key = _text(key)
         if not isinstance(storage_type, _StorageType):
-            raise ValueError(f"storage {key!r} has type {storage_type!r}, not a torch storage")
-        key = key.decode("ascii") if isinstance(key, bytes) else str(key)
-        if key not in self.storages:  # tensors that share a storage share one read
-            name = f"{self.prefix}data/{key}"
-            if name not in self.names:
-                raise ValueError(
-                    f"storage {name} is missing from the archive (incomplete or altered)"
-                )
-            raw = np.frombuffer(self.archive.read(name), np.uint8)
-            expected = numel * np.dtype(_NUMPY[storage_type.dtype]).itemsize
-            if len(raw) != expected:
-                raise ValueError(
-                    f"storage {name} holds {len(raw)} bytes; the pickle expects {numel} "
-                    f"torch.{storage_type.dtype} values ({expected} bytes)"
-                )
-            self.storages[key] = _Storage(key, raw, storage_type.dtype, self.byteorder)
-        return self.storages[key]
+            raise ValueError(f"storage {key} has type {storage_type!r}, not a torch storage")
+        if not (isinstance(numel, int) and numel >= 0):
+            raise ValueError(f"storage {key} has {numel!r} elements")
+        # Tensors that share a storage name it again: one _Storage, filled once.
+        storage = self.storages.setdefault(key, _Storage(key, storage_type.dtype, numel))
+        if (storage.dtype, storage.numel) != (storage_type.dtype, numel):
+            raise ValueError(
+                f"storage {key} is named both as {storage.numel} torch.{storage.dtype} values "
+                f"and as {numel} torch.{storage_type.dtype} values"
+            )
+        if view and view[0] is not None:
+            return self._view(storage, view[0])
+        return storage
+
+    def _view(self, root: _Storage, view) -> _Storage:
+        if not (isinstance(view, tuple) and len(view) == 3):
+            raise ValueError(f"storage {root.key} has view {view!r}, not (key, offset, size)")
+        key, start, numel = _text(view[0]), view[1], view[2]
+        if not (isinstance(start, int) and isinstance(numel, int) and 0 <= start):
+            raise ValueError(f"storage view {key} has offset {start!r} and size {numel!r}")
+        if not 0 <= numel <= root.numel - start:
+            raise ValueError(
+                f"storage view {key} of elements {start} to {start + numel} lies outside "
+                f"storage {root.key}, which has {root.numel}"
+            )
+        view = self.views.setdefault(key, _Storage(key, root.dtype, numel, root, start))
+        if (view.root, view.start, view.numel) != (root, start, numel):
+            raise ValueError(f"storage view {key} is named as two different windows")
+        return view
 
 
-# ----------------------------------------------------------------------------- the archive
-# The first bytes of a legacy checkpoint: pickle protocol 2, then the long 0x1950a86a20f9469cfc6c.
-_LEGACY_MAGIC = b"\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
-
-
-def _not_a_zip(path: Path) -> CheckpointError:
-    """The error for a file zipfile cannot open, saying what the file looks like instead."""
-    with open(path, "rb") as file:
-        head = file.read(512)
-    resave = (
-        "load it in PyTorch and save it again with a current version: "
-        "torch.save(torch.load(old_path), new_path)"
-    )
+# ----------------------------------------------------------------------------- the zip format
+def _not_a_zip(path: Path, head: bytes) -> CheckpointError:
+    """The error for a file neither container reads, saying what it looks like instead."""
     if not head:
         return CheckpointError(f"{path} is empty, not a PyTorch checkpoint")
     if head.startswith(b"PK\x03\x04"):
         return CheckpointError(
             f"{path} is truncated or corrupt: it starts as a zip archive (as torch.save writes) "
-            f"but its end, the archive's table of contents, is missing or damaged. Was the "
-            f"download or the save cut short? Fetch or save it again"
-        )
-    if _LEGACY_MAGIC in head[:16]:
-        return CheckpointError(
-            f"{path} is a PyTorch checkpoint in the legacy format (PyTorch before 1.6, or "
-            f"_use_new_zipfile_serialization=False), which tinynet does not read; {resave}"
+            f"but its end, the archive's table of contents, is missing or damaged. {_CUT_SHORT}"
         )
     if head[257:262] == b"ustar":
         return CheckpointError(
-            f"{path} is a tar archive: a PyTorch checkpoint in the pre-0.4 legacy format, "
-            f"which tinynet does not read; {resave}"
+            f"{path} is a tar archive: a PyTorch checkpoint in the tar format of PyTorch's "
+            f"first releases (0.1.x), which tinynet does not read; {_RESAVE}"
         )
     if head[:1] == b"\x80":
         return CheckpointError(
-            f"{path} is a bare pickle, not a zip archive written by torch.save (PyTorch >= 1.6); "
-            f"if it came from an old PyTorch, {resave}"
+            f"{path} is a bare pickle, neither a zip archive nor a legacy checkpoint as "
+            f"torch.save writes them; if it came from an old PyTorch, {_RESAVE}"
         )
     return CheckpointError(
-        f"{path} is not a PyTorch checkpoint: torch.save writes a zip archive, and this file "
-        f"is not one (it starts with {head[:8]!r})"
+        f"{path} is not a PyTorch checkpoint: torch.save writes a zip archive or a legacy "
+        f"pickle stream, and this file is neither (it starts with {head[:8]!r})"
     )
 
 
@@ -365,20 +486,141 @@ def _record_prefix(path: Path, archive: zipfile.ZipFile) -> str:
     return prefix
 
 
-def _unpickle(path: Path, archive: zipfile.ZipFile):
-    """The object torch.save saved, with every tensor rebuilt as a NumPy array."""
-    prefix = _record_prefix(path, archive)
-    byteorder = "little"
-    if prefix + "byteorder" in archive.namelist():
-        byteorder = archive.read(prefix + "byteorder").decode("ascii", "replace")
-        if byteorder not in ("little", "big"):
-            raise CheckpointError(
-                f"{path}: unknown byte order {byteorder!r} in its byteorder entry"
-            )
-    with archive.open(prefix + "data.pkl") as file:
-        unpickler = _TorchUnpickler(file, archive, prefix, "<" if byteorder == "little" else ">")
+def _read_zip(path: Path, file):
+    """The zip container: the object from data.pkl, each storage's bytes from data/<key>."""
+    try:
+        with zipfile.ZipFile(file) as archive:
+            prefix = _record_prefix(path, archive)
+            names = set(archive.namelist())
+            byteorder = "little"
+            if prefix + "byteorder" in names:
+                byteorder = archive.read(prefix + "byteorder").decode("ascii", "replace")
+                if byteorder not in ("little", "big"):
+                    raise CheckpointError(
+                        f"{path}: unknown byte order {byteorder!r} in its byteorder entry"
+                    )
+            with archive.open(prefix + "data.pkl") as pickled:
+                unpickler = _TorchUnpickler(pickled, pid_length=5)
+                obj = unpickler.load()
+            for key, storage in unpickler.storages.items():
+                name = f"{prefix}data/{key}"
+                if name not in names:
+                    raise ValueError(
+                        f"storage {name} is missing from the archive (incomplete or altered)"
+                    )
+                raw = np.frombuffer(archive.read(name), np.uint8)
+                expected = storage.numel * storage.itemsize
+                if len(raw) != expected:
+                    raise ValueError(
+                        f"storage {name} holds {len(raw)} bytes; the pickle expects "
+                        f"{storage.numel} torch.{storage.dtype} values ({expected} bytes)"
+                    )
+                storage.raw, storage.byteorder = raw, "<" if byteorder == "little" else ">"
+            return obj
+    except (zipfile.BadZipFile, NotImplementedError) as error:  # what zipfile says of damage
         try:
-            return unpickler.load()
+            has_end_record = zipfile.is_zipfile(file)
+        except zipfile.BadZipFile:  # it has one, but one zipfile refuses
+            has_end_record = True
+        if not has_end_record:
+            file.seek(0)
+            raise _not_a_zip(path, file.read(512)) from None
+        raise CheckpointError(f"{path} is corrupt ({error}); fetch or save it again") from error
+
+
+# ----------------------------------------------------------------------------- the legacy format
+_LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
+# How pickle (protocol 2 or later) writes that number: LONG1 of 10 bytes. It opens the file,
+# after the protocol opcode (and, from protocol 4 on, a frame header).
+_LEGACY_MAGIC = b"\x8a\x0a" + _LEGACY_MAGIC_NUMBER.to_bytes(10, "little")
+_LEGACY_PROTOCOL_VERSION = 1001
+_LEGACY_TYPE_SIZES = {"short": 2, "int": 4, "long": 4}
+
+
+def _is_legacy(head: bytes) -> bool:
+    return head[:1] == b"\x80" and _LEGACY_MAGIC in head[:32]
+
+
+def _legacy_pickle(path: Path, file, size: int, what: str, unpickler=None):
+    """The next pickle of a legacy stream: by default one that may name no globals and no
+    storages (the magic number, the version, sys_info, the storage keys)."""
+    unpickler = unpickler or _TorchUnpickler(file, allowed={})
+    try:
+        return unpickler.load()
+    except (EOFError, pickle.UnpicklingError):
+        if file.tell() < size:
+            raise
+        raise CheckpointError(f"{path} is truncated: it ends inside {what}. {_CUT_SHORT}") from None
+
+
+def _check_sys_info(path: Path, sys_info) -> None:
+    if not isinstance(sys_info, dict):
+        raise CheckpointError(f"{path}: its legacy sys_info is {sys_info!r}, not a dict")
+    if sys_info.get("little_endian") is not True:
+        raise CheckpointError(
+            f"{path} was saved on a big-endian machine (its sys_info says little_endian="
+            f"{sys_info.get('little_endian')!r}); tinynet reads legacy checkpoints from "
+            f"little-endian machines only; {_RESAVE}"
+        )
+    sizes = sys_info.get("type_sizes")
+    if not isinstance(sizes, dict) or any(sizes.get(k) != n for k, n in _LEGACY_TYPE_SIZES.items()):
+        raise CheckpointError(
+            f"{path}: its legacy sys_info gives the type sizes {sizes!r}, where PyTorch always "
+            f"wrote {_LEGACY_TYPE_SIZES}; tinynet does not know what wrote it"
+        )
+
+
+def _read_legacy(path: Path, file):
+    """The legacy container: four pickles, then each storage's count and bytes in key order."""
+    size = os.fstat(file.fileno()).st_size
+    magic = _legacy_pickle(path, file, size, "its magic number")
+    if magic != _LEGACY_MAGIC_NUMBER:
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint (it opens with {magic!r})")
+    version = _legacy_pickle(path, file, size, "its protocol version")
+    if version != _LEGACY_PROTOCOL_VERSION:
+        raise CheckpointError(
+            f"{path} is a legacy checkpoint of protocol version {version!r}; tinynet reads "
+            f"{_LEGACY_PROTOCOL_VERSION}, the only one PyTorch has written"
+        )
+    _check_sys_info(path, _legacy_pickle(path, file, size, "its sys_info"))
+    unpickler = _TorchUnpickler(file, pid_length=6)
+    obj = _legacy_pickle(path, file, size, "the pickled object", unpickler)
+    keys = _legacy_pickle(path, file, size, "the list of storage keys")
+    if not (isinstance(keys, list) and all(isinstance(key, (str, bytes)) for key in keys)):
+        raise ValueError(f"the list of storage keys is {keys!r}")
+    keys = [_text(key) for key in keys]
+    if sorted(keys) != sorted(unpickler.storages):
+        raise ValueError(
+            f"the storages the pickle names ({', '.join(sorted(unpickler.storages)) or 'none'}) "
+            f"are not those whose bytes the file lists ({', '.join(keys) or 'none'})"
+        )
+    for key in keys:
+        storage = unpickler.storages[key]
+        count, nbytes = file.read(8), storage.numel * storage.itemsize
+        remaining = size - file.tell()
+        if len(count) < 8 or remaining < nbytes:
+            raise CheckpointError(
+                f"{path} is truncated: storage {key} promises {storage.numel} "
+                f"torch.{storage.dtype} values ({nbytes} bytes), but only "
+                f"{max(remaining, 0)} bytes remain. {_CUT_SHORT}"
+            )
+        if int.from_bytes(count, "little") != storage.numel:
+            raise ValueError(
+                f"storage {key}: the file counts {int.from_bytes(count, 'little')} values where "
+                f"its pickle names {storage.numel} torch.{storage.dtype} values"
+            )
+        storage.raw = np.frombuffer(file.read(nbytes), np.uint8)  # always little-endian
+    return obj
+
+
+# ----------------------------------------------------------------------------- either container
+def _load(path: Path):
+    """The object torch.save saved, with every tensor rebuilt as a NumPy array."""
+    with open(path, "rb") as file:
+        read = _read_legacy if _is_legacy(file.read(32)) else _read_zip
+        file.seek(0)
+        try:
+            return _materialize(read(path, file))
         except _Refused as refused:
             raise CheckpointError(
                 f"{path}: its pickle names {refused.name}, which is not part of a plain state "
@@ -388,7 +630,16 @@ def _unpickle(path: Path, archive: zipfile.ZipFile):
                 f"torch.save(model.state_dict(), path). Quantized and sparse tensors are not "
                 f"supported either"
             ) from None
-        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, LookupError) as error:
+        except (
+            pickle.UnpicklingError,
+            EOFError,
+            ValueError,
+            TypeError,
+            LookupError,
+            RecursionError,
+        ) as error:
+            if isinstance(error, CheckpointError):
+                raise
             raise CheckpointError(f"{path}: cannot rebuild its contents: {error}") from error
 
 
@@ -419,7 +670,7 @@ def _find_state_dict(path: Path, obj, log: Callable[[str], None]) -> dict:
 
 
 def read_torch_checkpoint(path, log: Callable[[str], None] | None = None) -> dict[str, np.ndarray]:
-    """The tensors of a PyTorch ``.pth`` checkpoint (zip format) as NumPy arrays, by name.
+    """The tensors of a PyTorch ``.pth`` checkpoint (zip or legacy format) as NumPy arrays, by name.
 
     Each array is a contiguous copy with the tensor's shape and dtype, exactly as ``torch.load``
     would give it (views, offsets and shared storages resolved); bfloat16 becomes float32, which
@@ -431,20 +682,15 @@ def read_torch_checkpoint(path, log: Callable[[str], None] | None = None) -> dic
     entries skipped), e.g. ``log=print``; by default they are not reported.
 
     Raises FileNotFoundError for a missing file, CheckpointError (a ValueError) naming the file
-    and the problem for anything else (legacy format, truncated file, a pickled model, ...).
+    and the problem for anything else (truncated file, a pickled model, TorchScript, ...).
     """
     log = log or (lambda message: None)
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"read_torch_checkpoint: no such file: {path}")
     try:
-        with zipfile.ZipFile(path) as archive:
-            obj = _unpickle(path, archive)
-    except zipfile.BadZipFile as error:
-        if not zipfile.is_zipfile(path):
-            raise _not_a_zip(path) from None
-        raise CheckpointError(f"{path} is corrupt ({error}); fetch or save it again") from error
-    except (EOFError, OSError) as error:
+        obj = _load(path)
+    except OSError as error:
         if isinstance(error, FileNotFoundError):
             raise
         raise CheckpointError(f"{path} is truncated or unreadable ({error})") from error
