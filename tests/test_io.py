@@ -97,3 +97,12 @@ def test_unsavable_values_are_refused_before_anything_is_written(tmp_path):
     with pytest.raises(TypeError, match="obj must be a dict"):
         save([np.ones(1)], target)
     assert not target.exists()
+
+
+def test_saved_files_get_ordinary_permissions(tmp_path):
+    current = os.umask(0o022)
+    try:
+        save({"v": np.ones(1)}, tmp_path / "w.npz")
+    finally:
+        os.umask(current)
+    assert (tmp_path / "w.npz").stat().st_mode & 0o777 == 0o644

@@ -19,6 +19,7 @@ import json
 import os
 import tempfile
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -74,27 +75,43 @@ def _unflatten(skeleton, arrays) -> object:
     return skeleton
 
 
-def save(obj: dict, path) -> None:
-    """Write ``obj`` (a dict, e.g. ``model.state_dict()``) to ``path`` atomically."""
-    if not isinstance(obj, dict):
-        raise TypeError(
-            f"tinynet.save: obj must be a dict such as model.state_dict(); got {type(obj).__name__}"
-        )
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+@contextmanager
+def atomic_write(path, mode: str = "wb"):
+    """Open a temporary file beside ``path`` for writing; when the block ends normally, flush
+    it to disk and rename it over ``path``; if it raises (Ctrl-C included), delete it. Readers
+    see the old file or the new one, never a half-written one."""
     path = Path(path)
-    arrays: dict[str, np.ndarray] = {}
-    skeleton = _flatten(obj, "", arrays)
-    meta = json.dumps({"format": FORMAT, "version": VERSION, "tree": skeleton})
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(handle, "wb") as file:
-            np.savez(file, **{_META: np.array(meta)}, **arrays)
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; a saved file is 0644-like
+        with os.fdopen(handle, mode) as file:
+            yield file
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def save(obj: dict, path) -> None:
+    """Write ``obj`` (a dict, e.g. ``model.state_dict()``) to ``path`` atomically."""
+    if not isinstance(obj, dict):
+        raise TypeError(
+            f"tinynet.save: obj must be a dict such as model.state_dict(); got {type(obj).__name__}"
+        )
+    arrays: dict[str, np.ndarray] = {}
+    skeleton = _flatten(obj, "", arrays)
+    meta = json.dumps({"format": FORMAT, "version": VERSION, "tree": skeleton})
+    with atomic_write(path) as file:
+        np.savez(file, **{_META: np.array(meta)}, **arrays)
 
 
 def load(path) -> dict:

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import os
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Callable, Sequence
+
+from tinynet.io import atomic_write
 
 CHUNK = 1 << 20  # bytes read and hashed at a time
 USER_AGENT = "tinynet-data/0.1 (Python urllib)"
@@ -49,20 +49,15 @@ def download_file(
     """Download ``url`` to ``path`` if its SHA-256 is ``sha256``; return the path.
 
     Nothing appears at ``path`` unless the whole file arrived and matched: on any failure the
-    temporary file (``.NAME.*.part`` beside it) is removed and ``DownloadError`` raised.
+    temporary file (``.NAME.*.tmp`` beside it) is removed and ``DownloadError`` raised.
     ``timeout`` bounds each blocking network operation, in seconds.
     """
     path = Path(path)
     expected = sha256.lower()
     if len(expected) != 64 or any(c not in "0123456789abcdef" for c in expected):
         raise ValueError(f"download_file: sha256 must be 64 hex digits; got {sha256!r}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            digest, received, total = _stream(url, file, timeout, progress)
-            file.flush()
-            os.fsync(file.fileno())
+    with atomic_write(path) as file:
+        digest, received, total = _stream(url, file, timeout, progress)
         if total is not None and received < total:
             raise DownloadError(
                 f"{url}: transfer cut off after {received} of {total} bytes (Content-Length)"
@@ -72,10 +67,6 @@ def download_file(
                 f"{url}: SHA-256 mismatch: got {digest}, expected {expected} ({received} bytes "
                 f"received); the file was not saved"
             )
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
     return path
 
 
