@@ -25,7 +25,7 @@ from tinynet.data.datasets import (
     mnist,
 )
 from tinynet.data.download import DownloadError
-from tinynet.data.folder import image_folder
+from tinynet.data.folder import image_folder, read_image
 from tinynet.data.formats import DatasetError
 from tinynet.data.loader import DataLoader
 from tinynet.data.multicrop import average_softmax, five_crop, paper_crops, ten_crop
@@ -58,6 +58,7 @@ __all__ = [
     "fashion_mnist",
     "five_crop",
     "image_folder",
+    "read_image",
     "load_dataset",
     "mnist",
     "paper_crops",

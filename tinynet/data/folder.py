@@ -45,12 +45,7 @@ def image_folder(
                    ``np.random.default_rng(seed)`` and the last ``round(N * test_fraction)``
                    are the test set, as ``digits`` does
     """
-    try:
-        from PIL import Image
-    except ImportError as error:
-        raise ImportError(
-            f"image_folder reads images with Pillow, which is not installed: {INSTALL_HINT}"
-        ) from error
+    Image = _pillow("image_folder")
     root = Path(root).expanduser()
     if not root.is_dir():
         raise NotADirectoryError(f"image_folder: root {root} is not a directory")
@@ -66,6 +61,26 @@ def image_folder(
     classes = _class_folders(root)
     images, labels = _read_split(root, classes, size, mode, Image)
     return seeded_split(images, labels, classes, seed, test_fraction, "image_folder")
+
+
+def read_image(path, image_size, mode: str = "RGB") -> np.ndarray:
+    """One image file as float32 (C, H, W) in [0, 1], decoded and resized exactly as
+    ``image_folder`` does (e.g. to classify it with a network trained on such folders)."""
+    if mode not in MODES:
+        raise ValueError(f"read_image: mode must be one of {sorted(MODES)}; got {mode!r}")
+    pixels = _decode(Path(path), _target_size(image_size), mode, _pillow("read_image"))
+    pixels = pixels.reshape(pixels.shape[0], pixels.shape[1], -1)
+    return to_unit_float(pixels.transpose(2, 0, 1))
+
+
+def _pillow(caller: str):
+    try:
+        from PIL import Image
+    except ImportError as error:
+        raise ImportError(
+            f"{caller} reads images with Pillow, which is not installed: {INSTALL_HINT}"
+        ) from error
+    return Image
 
 
 def _target_size(image_size):
