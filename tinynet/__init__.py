@@ -13,10 +13,12 @@ from tinynet import _threads  # before NumPy loads: see tinynet/_threads.py
 from tinynet.tensor import Tensor, ones, tensor, zeros  # Tensor before the ops that use it
 
 # isort: on
-from tinynet import functional
+from tinynet import functional, models, nn, optim
 from tinynet.function import Function, enable_grad, is_grad_enabled, no_grad
 from tinynet.gradcheck import GradcheckError, check_gradients, gradcheck
+from tinynet.io import load, save
 from tinynet.rng import manual_seed
+from tinynet.summary import summary  # the function; the module stays tinynet.summary in sys.modules
 
 _threads.configure_numba()
 
@@ -31,9 +33,15 @@ __all__ = [
     "functional",
     "gradcheck",
     "is_grad_enabled",
+    "load",
     "manual_seed",
+    "models",
+    "nn",
     "no_grad",
     "ones",
+    "optim",
+    "save",
+    "summary",
     "tensor",
     "zeros",
 ]
