@@ -235,8 +235,8 @@ def _locate(name, data_dir: Path, filename, download, mirrors, progress) -> Path
             return candidate
     if not download:
         raise FileNotFoundError(
-            f"{name}: {filename} is not in {data_dir}; pass download=True to fetch it, or put "
-            f"the file there"
+            f"{name}: {filename} is not in {data_dir}; pass download=True (tinynet train "
+            f"--download) to fetch it, or put the file there"
         )
     return fetch(
         filename,

@@ -1,0 +1,226 @@
+"""tinynet.train: the Trainer's files, exact resumption, Ctrl-C, divergence, configuration errors,
+and the metrics and progress helpers it uses. Runs are a few batches of a narrow network."""
+
+import io as stdio
+import json
+
+import numpy as np
+import pytest
+
+import tinynet
+from tinynet.data import DataSplits, TensorDataset, load_dataset
+from tinynet.metrics import topk_correct
+from tinynet.progress import ProgressBar
+from tinynet.train import (
+    CHECKPOINT,
+    CURVES,
+    METRICS,
+    TrainConfig,
+    Trainer,
+    TrainingError,
+    evaluate,
+    load_trained_model,
+)
+
+from datafiles import installed, needs_sklearn
+
+pytestmark = needs_sklearn  # the runs below train on the bundled digits
+
+
+def tiny(tmp_path, **changes) -> TrainConfig:
+    """A run of a few 16-image batches of a width-0.125 small GoogLeNet on digits."""
+    options = dict(width=0.125, batch_size=16, max_batches=3, epochs=2, out_dir=str(tmp_path))
+    return TrainConfig(**{**options, **changes})
+
+
+def quiet(message):
+    pass
+
+
+@pytest.fixture(scope="module")
+def data():
+    """The bundled digits, cut to 96 training and 64 test images so a tiny run is quick."""
+    train, test, classes = load_dataset("digits")
+    return DataSplits(TensorDataset(*train[:96]), TensorDataset(*test[:64]), classes)
+
+
+def weights(trainer):
+    return {k: v.copy() for k, v in trainer.model.state_dict().items()}
+
+
+# ------------------------------------------------------------------ a run and its files
+def test_a_run_writes_checkpoint_metrics_and_curves(tmp_path, data):
+    history = Trainer(tiny(tmp_path), data, log=quiet).fit()
+    assert [record["epoch"] for record in history] == [1, 2]
+    lines = (tmp_path / METRICS).read_text().splitlines()
+    assert [json.loads(line) for line in lines] == history
+    for record in history:
+        assert np.isfinite(record["train_loss"]) and 0 <= record["test_top1"] <= 1
+        assert record["test_top1"] <= record["test_top5"] <= 1
+    if installed("matplotlib"):
+        assert (tmp_path / CURVES).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    checkpoint = tinynet.load(tmp_path / CHECKPOINT)
+    assert checkpoint["config"]["classes"] == [str(d) for d in range(10)]
+    assert checkpoint["loader"]["epoch"] == 2
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_the_checkpoint_gives_back_the_evaluated_network(tmp_path, data):
+    trainer = Trainer(tiny(tmp_path, epochs=1), data, log=quiet)
+    [record] = trainer.fit()
+    model, config = load_trained_model(tmp_path / CHECKPOINT)  # the EMA weights, as evaluated
+    assert not model.training and config.input_size == 32 and config.channels == 1
+    again = evaluate(model, trainer.data.test, trainer.normalize, max_batches=config.max_batches)
+    assert again["top1"] == record["test_top1"] and again["loss"] == pytest.approx(
+        record["test_loss"], rel=1e-6
+    )
+    last, _ = load_trained_model(tmp_path / CHECKPOINT, averaged=False)
+    for name, value in last.state_dict().items():
+        np.testing.assert_array_equal(value, trainer.model.state_dict()[name], err_msg=name)
+
+
+# ------------------------------------------------------------------ resuming exactly
+def interrupt_at_step(trainer, step):
+    """Make the trainer's optimiser raise KeyboardInterrupt (as Ctrl-C) at its ``step``-th step."""
+    original, calls = trainer.optimizer.step, []
+
+    def step_or_interrupt():
+        calls.append(1)
+        if len(calls) == step:
+            raise KeyboardInterrupt
+        original()
+
+    trainer.optimizer.step = step_or_interrupt
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{}, {"optimizer": "adamw", "schedule": "step", "warmup_epochs": 1, "ema_decay": None}],
+    ids=["sgd-cosine-ema", "adamw-warmup-step"],
+)
+def test_a_resumed_run_repeats_the_uninterrupted_one_exactly(tmp_path, changes, data):
+    whole = Trainer(tiny(tmp_path / "whole", **changes), data, log=quiet)
+    expected = whole.fit()
+
+    interrupted = Trainer(tiny(tmp_path / "split", **changes), data, log=quiet)
+    interrupt_at_step(interrupted, interrupted.steps_per_epoch + 2)  # inside epoch 2
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.fit()
+    resumed = Trainer.resume(tmp_path / "split", data=data, log=quiet)
+    assert [r["epoch"] for r in resumed.history] == [1]
+    got = resumed.fit()
+
+    assert len(got) == len(expected) == 2
+    for a, b in zip(got, expected):  # dropout, crops, shuffling, lr: all continue as they were
+        for key in ("train_loss", "train_top1", "test_loss", "test_top1", "lr"):
+            assert a[key] == b[key], (a["epoch"], key)
+    for name, value in weights(whole).items():
+        np.testing.assert_array_equal(resumed.model.state_dict()[name], value, err_msg=name)
+
+
+def test_resume_refuses_what_is_not_a_training_checkpoint(tmp_path):
+    tinynet.save({"w": np.ones(2)}, tmp_path / CHECKPOINT)
+    with pytest.raises(ValueError, match="is not a tinynet training checkpoint"):
+        Trainer.resume(tmp_path)
+    with pytest.raises(ValueError, match="is not a tinynet training checkpoint"):
+        load_trained_model(tmp_path / CHECKPOINT)
+
+
+def test_a_checkpoint_whose_weights_do_not_fit_is_named(tmp_path, data):
+    Trainer(tiny(tmp_path, epochs=1), data, log=quiet).fit()
+    checkpoint = tinynet.load(tmp_path / CHECKPOINT)
+    checkpoint["model"]["fc.weight"] = np.zeros((3, 3), np.float32)
+    checkpoint["ema"] = None
+    tinynet.save(checkpoint, tmp_path / CHECKPOINT)
+    with pytest.raises(ValueError, match=r"(?s)checkpoint.npz does not fit .*fc.weight"):
+        load_trained_model(tmp_path / CHECKPOINT)
+    with pytest.raises(ValueError, match=r"(?s)checkpoint.npz does not fit this model.*fc.weight"):
+        Trainer.resume(tmp_path, data=data, log=quiet)
+
+
+# ------------------------------------------------------------------ interruptions and failures
+def test_ctrl_c_leaves_the_last_epochs_checkpoint_as_it_was(tmp_path, data):
+    Trainer(tiny(tmp_path, epochs=1), data, log=quiet).fit()
+    before = {name: (tmp_path / name).read_bytes() for name in (CHECKPOINT, METRICS)}
+    trainer = Trainer.resume(tmp_path, epochs=3, data=data, log=quiet)
+    interrupt_at_step(trainer, 2)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    assert {name: (tmp_path / name).read_bytes() for name in before} == before
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_ctrl_c_while_saving_leaves_the_previous_files(tmp_path, monkeypatch, data):
+    trainer = Trainer(tiny(tmp_path, epochs=2), data, log=quiet)
+    trainer.fit()
+    before = (tmp_path / CHECKPOINT).read_bytes()
+    trainer.config.epochs = 3
+
+    def interrupted_savez(file, **arrays):
+        file.write(b"PK\x03\x04 half a file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez", interrupted_savez)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    assert (tmp_path / CHECKPOINT).read_bytes() == before
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_diverging_run_stops_with_advice(tmp_path, data):
+    trainer = Trainer(tiny(tmp_path, lr=1e30, ema_decay=None), data, log=quiet)
+    with pytest.raises(TrainingError, match=r"the loss became (nan|inf).*lower the learning rate"):
+        trainer.fit()
+
+
+@pytest.mark.parametrize(
+    "field, value, expected",
+    [
+        ("model", "resnet", "model must be one of"),
+        ("optimizer", "rmsprop", "optimizer must be one of"),
+        ("schedule", "poly", "schedule must be one of"),
+        ("epochs", 0, "epochs must be a positive int; got 0"),
+        ("batch_size", 2.5, "batch_size must be a positive int; got 2.5"),
+        ("lr", -0.1, "lr must be > 0; got -0.1"),
+        ("warmup_epochs", 2, r"warmup_epochs must be in \[0, epochs\); got 2"),
+        ("ema_decay", 1.0, r"ema_decay must be in \(0, 1\); got 1.0"),
+        ("label_smoothing", 1.0, r"label_smoothing must be in \[0, 1\)"),
+    ],
+)
+def test_bad_settings_are_named(field, value, expected):
+    with pytest.raises(ValueError, match=expected):
+        TrainConfig(**{"epochs": 2, field: value})
+
+
+def test_an_unknown_dataset_is_named(tmp_path):
+    with pytest.raises(ValueError, match="unknown dataset 'svhn'; known: cifar10, digits"):
+        Trainer(tiny(tmp_path, dataset="svhn"), log=quiet)
+
+
+# ------------------------------------------------------------------ metrics and progress
+def test_topk_correct_by_hand():
+    logits = np.array([[0.1, 0.9, 0.0], [0.8, 0.1, 0.05], [0.2, 0.3, 0.5]])
+    labels = np.array([1, 2, 1])
+    assert topk_correct(logits, labels, 1) == 1
+    assert topk_correct(logits, labels, 2) == 2  # row 2: label 1 is second; row 1: 2 is third
+    assert topk_correct(logits, labels, 5) == 3  # k >= classes: every row counts
+    with pytest.raises(ValueError, match=r"logits must be \(N, C\) and labels \(N,\); got"):
+        topk_correct(logits, labels[:2], 1)
+
+
+def test_the_progress_bar_prints_one_line_per_epoch_when_not_a_terminal():
+    stream = stdio.StringIO()
+    bar = ProgressBar(4, "epoch 1/2", stream=stream)
+    for _ in range(4):
+        bar.update(16, loss=0.5)
+    bar.close(loss=0.25, acc=0.75)
+    [line] = stream.getvalue().splitlines()
+    assert line.startswith("epoch 1/2 [" + "#" * 24 + "] 4/4  loss 0.25  acc 0.75  ")
+    assert "img/s" in line
+
+
+def test_evaluate_restores_the_mode_and_counts_every_image():
+    model = tinynet.models.googlenet_small(num_classes=3, in_channels=1, width=0.125)
+    images = np.random.default_rng(0).normal(size=(5, 1, 32, 32)).astype(np.float32)
+    result = evaluate(model.train(), TensorDataset(images, np.array([0, 1, 2, 0, 1])), None, 2)
+    assert model.training and result["images"] == 5 and result["top5"] == 1.0

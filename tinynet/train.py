@@ -1,0 +1,415 @@
+"""Training a GoogLeNet: the configuration, the loop, evaluation and exact resumption.
+
+    config = TrainConfig(dataset="digits", epochs=6, out_dir="runs/digits")
+    history = Trainer(config).fit()
+
+Each epoch trains on the training split with the paper's loss (main + 0.3 x each auxiliary
+head), evaluates top-1/top-5 on the test split (with the Polyak-averaged weights when EMA is
+on, as the paper evaluated), and writes, each atomically, into ``out_dir``:
+
+    checkpoint.npz   model, optimiser, schedule, EMA, data-loader and RNG states, history
+    metrics.jsonl    one JSON record per epoch
+    curves.png       loss and accuracy per epoch (if matplotlib is installed)
+
+``Trainer.resume(out_dir)`` restores every one of those states, so a resumed run computes
+exactly the losses an uninterrupted run with the same seed would have.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tinynet import io
+from tinynet.data import DataLoader, DataSplits, load_dataset
+from tinynet.data import transforms as T
+from tinynet.function import no_grad
+from tinynet.functional import cross_entropy
+from tinynet.metrics import topk_correct
+from tinynet.models import GoogLeNet, GoogLeNetOutputs, googlenet_loss
+from tinynet.models.googlenet import PAPER, SMALL, TORCHVISION
+from tinynet.optim import (
+    SGD,
+    Adam,
+    AdamW,
+    CosineAnnealingLR,
+    ExponentialMovingAverage,
+    LinearWarmup,
+    SequentialLR,
+    StepLR,
+    clip_grad_norm_,
+)
+from tinynet.progress import ProgressBar
+from tinynet.rng import default_generator, manual_seed
+
+PRESETS = {"small": SMALL, "paper": PAPER, "torchvision": TORCHVISION}
+OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
+SCHEDULES = ("cosine", "step", "constant")
+DEFAULT_LR = {"sgd": 0.1, "adam": 1e-3, "adamw": 1e-3}
+CHECKPOINT, METRICS, CURVES = "checkpoint.npz", "metrics.jsonl", "curves.png"
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. the loss became NaN); the message says what to change."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run; stored in its checkpoint.
+
+    model:        'small' (BatchNorm, small-image stem), 'paper' or 'torchvision'
+    width:        channel multiplier (None: the preset's, 0.25 for 'small')
+    dataset:      digits | mnist | fashion_mnist | cifar10 | image_folder
+    data_dir:     where the dataset's files are (not needed for digits)
+    download:     fetch missing dataset files (SHA-256 verified)
+    image_size:   side of the square images fed to the network (None: the dataset's own, 32
+                  for digits; needed for image_folder)
+    optimizer:    sgd (momentum, Nesterov) | adam | adamw;  lr None: 0.1 for SGD, 1e-3 otherwise
+    schedule:     cosine (to 0 over the run) | step (the paper's: x0.96 every 8 epochs) |
+                  constant; after warmup_epochs of linear warm-up
+    ema_decay:    Polyak averaging of the weights for evaluation (None: off)
+    augment:      random crops (4-pixel padding for 32px) and, for natural images, mirroring
+    max_batches:  stop each epoch's training and evaluation after this many batches (smoke runs)
+    """
+
+    model: str = "small"
+    width: float | None = None
+    dataset: str = "digits"
+    data_dir: str | None = None
+    download: bool = False
+    image_size: int | None = None
+    epochs: int = 6
+    batch_size: int = 64
+    optimizer: str = "sgd"
+    lr: float | None = None
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.0
+    aux_weight: float = 0.3
+    ema_decay: float | None = 0.999
+    grad_clip: float | None = None
+    augment: bool = True
+    seed: int = 0
+    out_dir: str = "runs/digits"
+    max_batches: int | None = None
+    # Set from the data when the run starts, then fixed (prediction needs them):
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    classes: list[str] = field(default_factory=list)
+    channels: int | None = None
+    input_size: int | None = None
+
+    def __post_init__(self):
+        checks = [
+            ("model", self.model in PRESETS, f"one of {sorted(PRESETS)}"),
+            ("optimizer", self.optimizer in OPTIMIZERS, f"one of {sorted(OPTIMIZERS)}"),
+            ("schedule", self.schedule in SCHEDULES, f"one of {list(SCHEDULES)}"),
+            ("epochs", _positive_int(self.epochs), "a positive int"),
+            ("batch_size", _positive_int(self.batch_size), "a positive int"),
+            ("width", self.width is None or self.width > 0, "> 0"),
+            ("lr", self.lr is None or self.lr > 0, "> 0"),
+            ("image_size", self.image_size is None or _positive_int(self.image_size), "> 0"),
+            ("warmup_epochs", 0 <= self.warmup_epochs < self.epochs, "in [0, epochs)"),
+            ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
+            ("ema_decay", self.ema_decay is None or 0 < self.ema_decay < 1, "in (0, 1)"),
+            ("grad_clip", self.grad_clip is None or self.grad_clip > 0, "> 0"),
+            ("max_batches", self.max_batches is None or _positive_int(self.max_batches), "> 0"),
+        ]
+        for name, ok, expected in checks:
+            if not ok:
+                raise ValueError(f"{name} must be {expected}; got {getattr(self, name)!r}")
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value > 0
+
+
+def build_model(config: TrainConfig) -> GoogLeNet:
+    """The configured preset for the data's channels and classes, at the configured width."""
+    options = {"in_channels": config.channels, "num_classes": len(config.classes)}
+    if config.width is not None:
+        options["width"] = config.width
+    return GoogLeNet(PRESETS[config.model], **options)
+
+
+def load_data(config: TrainConfig) -> DataSplits:
+    """The configured dataset's train and test splits."""
+    options = {"seed": config.seed} if config.dataset == "digits" else {}
+    return load_dataset(
+        config.dataset, config.data_dir, config.download, config.image_size, **options
+    )
+
+
+class Trainer:
+    """Trains ``config``'s model on ``data`` (loaded from the config if not given).
+
+    log: where one-line messages go (default: stderr); the progress bar writes to stderr.
+    """
+
+    def __init__(self, config: TrainConfig, data: DataSplits | None = None, log=None):
+        self.log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+        self.data = data if data is not None else load_data(config)
+        train_images = self.data.train.arrays[0]
+        if config.mean is None:  # fixed at the start of a run, then kept in the checkpoint
+            config.mean = [float(v) for v in train_images.mean(axis=(0, 2, 3))]
+            config.std = [float(v) + 1e-6 for v in train_images.std(axis=(0, 2, 3))]
+            config.classes = [str(c) for c in self.data.classes]
+            config.channels = int(train_images.shape[1])
+            config.input_size = int(train_images.shape[2])
+        self.config = config
+        self.out_dir = Path(config.out_dir)
+
+        manual_seed(config.seed)
+        self.model = build_model(config)
+        self.normalize = T.Normalize(config.mean, config.std)
+        self.loader = DataLoader(
+            self.data.train, config.batch_size, shuffle=True, drop_last=False,
+            seed=config.seed, transform=self._train_transform(),
+        )  # fmt: skip
+        self.steps_per_epoch = min(len(self.loader), config.max_batches or len(self.loader))
+        self.optimizer = self._optimizer()
+        self.scheduler = self._scheduler()
+        self.ema = (
+            ExponentialMovingAverage(self.model, config.ema_decay) if config.ema_decay else None
+        )
+        self.history: list[dict] = []
+
+    # ------------------------------------------------------------------ construction
+    def _train_transform(self):
+        steps = []
+        if self.config.augment:
+            size = self.data.image_size[0]
+            steps.append(T.RandomCrop(size, padding=max(1, size // 8)))
+            if self.config.dataset in ("cifar10", "image_folder"):  # not for digits or letters
+                steps.append(T.RandomHorizontalFlip())
+        steps.append(self.normalize)
+        return T.Compose(steps)
+
+    def _optimizer(self):
+        c = self.config
+        params = list(self.model.parameters())
+        if c.optimizer == "sgd":
+            return SGD(params, c.learning_rate, momentum=c.momentum, nesterov=c.nesterov,
+                       weight_decay=c.weight_decay)  # fmt: skip
+        return OPTIMIZERS[c.optimizer](params, c.learning_rate, weight_decay=c.weight_decay)
+
+    def _scheduler(self):
+        """Stepped once per batch; the warm-up then the chosen decay, in batches."""
+        c, steps = self.config, self.steps_per_epoch
+        warmup = int(round(c.warmup_epochs * steps))
+        total = c.epochs * steps - warmup
+        if c.schedule == "cosine":
+            decay = CosineAnnealingLR(self.optimizer, T_max=max(total, 1))
+        elif c.schedule == "step":
+            decay = StepLR(self.optimizer, step_size=8 * steps, gamma=0.96)
+        else:
+            decay = StepLR(self.optimizer, step_size=max(total, 1), gamma=1.0)
+        if not warmup:
+            return decay
+        ramp = LinearWarmup(self.optimizer, warmup, start_factor=0.1)
+        return SequentialLR(self.optimizer, [ramp, decay], milestones=[warmup])
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self) -> list[dict]:
+        """Train until ``config.epochs``; returns the per-epoch records. Ctrl-C stops at once
+        and leaves the last epoch's checkpoint as it was."""
+        c = self.config
+        self.log(
+            f"training {c.model} GoogLeNet (width {self.model.config.width}, "
+            f"{sum(p.size for p in self.model.parameters()):,} parameters) on {c.dataset}: "
+            f"{len(self.data.train)} train / {len(self.data.test)} test images of "
+            f"{tuple(self.data.train.arrays[0].shape[1:])}, {len(c.classes)} classes"
+        )
+        while self.loader.epoch < c.epochs:
+            epoch = self.loader.epoch + 1
+            start = time.perf_counter()
+            train = self.train_epoch(epoch)
+            seconds = time.perf_counter() - start
+            test = self.evaluate(self.data.test)
+            record = {
+                "epoch": epoch,
+                "train_loss": train["loss"],
+                "train_top1": train["top1"],
+                "test_loss": test["loss"],
+                "test_top1": test["top1"],
+                "test_top5": test["top5"],
+                "lr": self.scheduler.get_last_lr()[0],
+                "seconds": seconds,
+                "images_per_second": train["images"] / seconds,
+            }
+            self.history.append(record)
+            self.log(
+                f"epoch {epoch}/{c.epochs}: train loss {train['loss']:.4f}, test loss "
+                f"{test['loss']:.4f}, test top-1 {100 * test['top1']:.2f}%, top-5 "
+                f"{100 * test['top5']:.2f}% ({seconds:.1f} s, "
+                f"{record['images_per_second']:.0f} img/s)"
+            )
+            self.save()
+        return self.history
+
+    def train_epoch(self, epoch: int) -> dict:
+        """One pass over the training split: the mean loss and top-1 accuracy of the main head."""
+        c = self.config
+        self.model.train()
+        bar = ProgressBar(self.steps_per_epoch, f"epoch {epoch}/{c.epochs}")
+        total_loss = correct = seen = 0
+        for step, (images, labels) in enumerate(self.loader):
+            if step == self.steps_per_epoch:
+                break
+            outputs = self.model(images)
+            loss = googlenet_loss(outputs, labels, c.aux_weight, c.label_smoothing)
+            value = loss.item()
+            if not math.isfinite(value):
+                raise TrainingError(
+                    f"the loss became {value} at epoch {epoch}, batch {step + 1}; training "
+                    f"diverged: lower the learning rate (--lr, now {c.learning_rate}) or add "
+                    f"warm-up (--warmup-epochs)"
+                )
+            self.optimizer.zero_grad()
+            loss.backward()
+            if c.grad_clip is not None:
+                clip_grad_norm_(self.model.parameters(), c.grad_clip)
+            self.optimizer.step()
+            self.scheduler.step()
+            if self.ema is not None:
+                self.ema.update()
+            logits = outputs.logits if isinstance(outputs, GoogLeNetOutputs) else outputs
+            total_loss += value * len(labels)
+            correct += topk_correct(logits.data, labels, 1)
+            seen += len(labels)
+            bar.update(len(labels), loss=total_loss / seen, acc=correct / seen)
+        bar.close(loss=total_loss / seen, acc=correct / seen)
+        return {"loss": total_loss / seen, "top1": correct / seen, "images": seen}
+
+    def evaluate(self, dataset, batch_size: int = 256) -> dict:
+        """Loss, top-1 and top-5 accuracy on ``dataset`` in eval mode, with the averaged weights
+        if EMA is on."""
+        averaged = self.ema.average_parameters() if self.ema else contextlib.nullcontext()
+        with averaged:
+            return evaluate(
+                self.model, dataset, self.normalize, batch_size, self.config.max_batches
+            )
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        return {
+            "format": "tinynet-train-checkpoint",
+            "config": self.config.to_dict(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "loader": self.loader.state_dict(),
+            "rng": default_generator().bit_generator.state,
+            "history": self.history,
+        }
+
+    def save(self) -> None:
+        """Checkpoint, metrics and curves into out_dir, each written atomically."""
+        io.save(self.state_dict(), self.out_dir / CHECKPOINT)
+        with io.atomic_write(self.out_dir / METRICS, "w") as file:
+            file.writelines(json.dumps(record) + "\n" for record in self.history)
+        try:
+            from tinynet.plot import plot_history
+
+            plot_history(self.history, self.out_dir / CURVES)
+        except ImportError as error:
+            if len(self.history) == 1:
+                self.log(f"note: no {CURVES}: {error}")
+
+    @classmethod
+    def resume(cls, out_dir, epochs: int | None = None, data=None, log=None) -> Trainer:
+        """The run checkpointed in ``out_dir``, ready to continue (to ``epochs`` if given)."""
+        path = Path(out_dir) / CHECKPOINT
+        checkpoint = io.load(path)
+        if checkpoint.get("format") != "tinynet-train-checkpoint":
+            raise ValueError(f"{path} is not a tinynet training checkpoint")
+        config = TrainConfig.from_dict(checkpoint["config"])
+        config.out_dir = str(out_dir)
+        if epochs is not None:
+            config.epochs = epochs
+        trainer = cls(config, data=data, log=log)
+        trainer.load_state_dict(checkpoint, path)
+        return trainer
+
+    def load_state_dict(self, checkpoint: dict, source="the checkpoint") -> None:
+        try:
+            self.model.load_state_dict(checkpoint["model"])
+        except ValueError as error:
+            raise ValueError(f"{source} does not fit this model: {error}") from error
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scheduler.load_state_dict(checkpoint["scheduler"])
+        if self.ema is not None and checkpoint["ema"] is not None:
+            self.ema.load_state_dict(checkpoint["ema"])
+        self.loader.load_state_dict(checkpoint["loader"])
+        default_generator().bit_generator.state = checkpoint["rng"]
+        self.history = list(checkpoint["history"])
+
+
+def evaluate(model, dataset, normalize=None, batch_size=256, max_batches=None) -> dict:
+    """Mean cross-entropy, top-1 and top-5 accuracy of ``model`` on ``dataset`` in eval mode
+    (the model's mode is restored afterwards)."""
+    was_training = model.training
+    model.eval()
+    loss = top1 = top5 = seen = 0
+    try:
+        with no_grad():
+            loader = DataLoader(dataset, batch_size, transform=normalize)
+            for step, (images, labels) in enumerate(loader):
+                if max_batches is not None and step == max_batches:
+                    break
+                logits = model(images)
+                loss += cross_entropy(logits, labels, reduction="sum").item()
+                top1 += topk_correct(logits.data, labels, 1)
+                top5 += topk_correct(logits.data, labels, 5)
+                seen += len(labels)
+    finally:
+        model.train(was_training)
+    return {"loss": loss / seen, "top1": top1 / seen, "top5": top5 / seen, "images": seen}
+
+
+def load_trained_model(path, averaged: bool = True) -> tuple[GoogLeNet, TrainConfig]:
+    """The network of a training checkpoint, in eval mode, and the run's configuration.
+
+    averaged: use the Polyak-averaged (EMA) weights when the run kept them, as its evaluation
+    did; otherwise the last weights.
+    """
+    checkpoint = io.load(path)
+    if checkpoint.get("format") != "tinynet-train-checkpoint":
+        raise ValueError(
+            f"{path} is not a tinynet training checkpoint (write one with `tinynet train`; "
+            f"plain weights load with model.load_state_dict(tinynet.io.load(path)))"
+        )
+    config = TrainConfig.from_dict(checkpoint["config"])
+    model = build_model(config)
+    weights = checkpoint["model"]
+    if averaged and checkpoint.get("ema"):
+        weights = checkpoint["ema"]["shadow"]
+    try:
+        model.load_state_dict(weights)
+    except ValueError as error:
+        raise ValueError(f"{path} does not fit its own configuration: {error}") from error
+    return model.eval(), config
