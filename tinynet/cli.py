@@ -1,0 +1,294 @@
+"""The ``tinynet`` command (also ``python -m tinynet``).
+
+    tinynet train                    train the default GoogLeNet on the bundled digits
+    tinynet evaluate RUN/checkpoint.npz [--multi-crop 10|144]
+    tinynet predict RUN/checkpoint.npz image.png ...
+    tinynet summary --model paper --input-shape 3 224 224
+    tinynet gradcheck inception
+    tinynet convert googlenet.pth googlenet.npz
+
+Errors are one line on stderr and a non-zero exit code; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
+
+
+def _train_parser(commands):
+    p = commands.add_parser(
+        "train",
+        help="train a GoogLeNet (default: the small BatchNorm one on the bundled digits)",
+        description="Train a GoogLeNet. Every epoch writes OUT/checkpoint.npz, "
+        "OUT/metrics.jsonl and OUT/curves.png; --resume continues a run exactly.",
+    )
+    g = p.add_argument_group("model and data")
+    g.add_argument(
+        "--model",
+        choices=["small", "paper", "torchvision"],
+        help="preset: small (BatchNorm, small-image stem; default), paper, torchvision",
+    )
+    g.add_argument("--width", type=float, help="channel multiplier (default: 0.25 for small)")
+    g.add_argument(
+        "--dataset", help="digits (default), mnist, fashion_mnist, cifar10, image_folder"
+    )
+    g.add_argument("--data-dir", help="folder holding the dataset's files")
+    g.add_argument(
+        "--download",
+        action="store_true",
+        default=None,
+        help="download missing dataset files (SHA-256 verified)",
+    )
+    g.add_argument("--image-size", type=int, help="image side in pixels (default: the dataset's)")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int, help="number of epochs (default 6)")
+    g.add_argument("--batch-size", type=int, help="images per step (default 64)")
+    g.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], help="default sgd (Nesterov)")
+    g.add_argument("--lr", type=float, help="peak learning rate (default 0.1 SGD, 1e-3 Adam)")
+    g.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
+    g.add_argument("--weight-decay", type=float, help="default 5e-4")
+    g.add_argument(
+        "--schedule",
+        choices=["cosine", "step", "constant"],
+        help="cosine (default), step (the paper's x0.96 every 8 epochs), constant",
+    )
+    g.add_argument("--warmup-epochs", type=float, help="linear warm-up length (default 0)")
+    g.add_argument("--label-smoothing", type=float, help="default 0")
+    g.add_argument(
+        "--ema-decay", type=float, help="Polyak averaging for evaluation (default 0.999)"
+    )
+    g.add_argument(
+        "--no-ema",
+        dest="ema_decay",
+        action="store_const",
+        const=0.0,
+        help="evaluate the last weights, not an average",
+    )
+    g.add_argument("--grad-clip", type=float, help="clip the gradient norm to this value")
+    g.add_argument(
+        "--no-augment",
+        dest="augment",
+        action="store_false",
+        default=None,
+        help="no random crops or flips",
+    )
+    g = p.add_argument_group("run")
+    g.add_argument("--seed", type=int, help="seed of every random choice (default 0)")
+    g.add_argument("--out", dest="out_dir", help="output folder (default runs/<dataset>)")
+    g.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its checkpoint (to --epochs if given)",
+    )
+    g.add_argument(
+        "--max-batches", type=int, help="stop each epoch after this many batches (quick smoke runs)"
+    )
+    p.set_defaults(run=_train)
+
+
+def _train(args) -> None:
+    from tinynet.train import TrainConfig, Trainer
+
+    chosen = {
+        name: value
+        for name, value in vars(args).items()
+        if name in TrainConfig.__dataclass_fields__ and value is not None
+    }
+    if chosen.get("ema_decay") == 0.0:
+        chosen["ema_decay"] = None
+    if args.resume:
+        out_dir = Path(chosen.pop("out_dir", f"runs/{chosen.get('dataset', 'digits')}"))
+        epochs = chosen.pop("epochs", None)
+        if chosen:
+            raise ValueError(
+                f"--resume continues {out_dir} with the settings it was started with; drop "
+                f"{', '.join('--' + k.replace('_', '-') for k in chosen)} (only --out and "
+                f"--epochs may be given)"
+            )
+        trainer = Trainer.resume(out_dir, epochs)
+    else:
+        chosen.setdefault("out_dir", f"runs/{chosen.get('dataset', 'digits')}")
+        trainer = Trainer(TrainConfig(**chosen))
+    try:
+        history = trainer.fit()
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted: {trainer.out_dir}/checkpoint.npz holds the last completed epoch; "
+            f"continue with: tinynet train --resume --out {trainer.out_dir}",
+            file=sys.stderr,
+        )
+        raise SystemExit(EXIT_INTERRUPTED) from None
+    if history:
+        last = history[-1]
+        print(
+            f"test top-1 {100 * last['test_top1']:.2f}% after {last['epoch']} epochs; "
+            f"checkpoint, metrics and curves in {trainer.out_dir}"
+        )
+
+
+def _evaluate_parser(commands):
+    p = commands.add_parser("evaluate", help="top-1/top-5 accuracy of a trained checkpoint")
+    p.add_argument("checkpoint", help="a checkpoint.npz written by `tinynet train`")
+    p.add_argument("--dataset", help="evaluate on this dataset's test split (default: the run's)")
+    p.add_argument("--data-dir")
+    p.add_argument("--download", action="store_true")
+    p.add_argument(
+        "--multi-crop",
+        choices=["none", "10", "144"],
+        default="none",
+        help="average the softmax over 10 crops, or the paper's 144",
+    )
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument(
+        "--last-weights",
+        action="store_true",
+        help="use the last weights instead of the Polyak average",
+    )
+    p.set_defaults(run=_evaluate)
+
+
+def _evaluate(args) -> None:
+    from tinynet.evaluate import evaluate_checkpoint
+
+    result = evaluate_checkpoint(
+        args.checkpoint, args.dataset, args.data_dir, args.download, args.multi_crop,
+        args.batch_size, averaged=not args.last_weights,
+    )  # fmt: skip
+    print(
+        f"{result['images']} test images, {result['crops']} crop(s) each: top-1 "
+        f"{100 * result['top1']:.2f}%, top-5 {100 * result['top5']:.2f}%"
+    )
+
+
+def _predict_parser(commands):
+    p = commands.add_parser("predict", help="top classes of image files")
+    p.add_argument("checkpoint", help="a checkpoint.npz written by `tinynet train`")
+    p.add_argument("images", nargs="+", help="PNG or JPEG files")
+    p.add_argument("--top", type=int, default=5, help="how many classes to show (default 5)")
+    p.set_defaults(run=_predict)
+
+
+def _predict(args) -> None:
+    from tinynet.evaluate import predict_files
+
+    for path, ranked in predict_files(args.checkpoint, args.images, args.top):
+        shown = ", ".join(f"{name} {100 * p:.1f}%" for name, p in ranked)
+        print(f"{path}: {shown}")
+
+
+def _summary_parser(commands):
+    p = commands.add_parser("summary", help="layers, output shapes, parameters, multiply-adds")
+    p.add_argument("--model", choices=["paper", "torchvision", "small"], default="paper")
+    p.add_argument("--width", type=float)
+    p.add_argument("--num-classes", type=int)
+    p.add_argument(
+        "--input-shape",
+        type=int,
+        nargs=3,
+        metavar=("C", "H", "W"),
+        help="default 3 224 224 (3 32 32 for small)",
+    )
+    p.add_argument("--depth", type=int, default=1, help="how deep to list modules (default 1)")
+    p.set_defaults(run=_summary)
+
+
+def _summary(args) -> None:
+    from tinynet.models import GoogLeNet
+    from tinynet.summary import summary
+    from tinynet.train import PRESETS
+
+    shape = args.input_shape or ((3, 32, 32) if args.model == "small" else (3, 224, 224))
+    options = {"in_channels": shape[0]}
+    if args.width is not None:
+        options["width"] = args.width
+    if args.num_classes is not None:
+        options["num_classes"] = args.num_classes
+    print(summary(GoogLeNet(PRESETS[args.model], **options), shape, depth=args.depth))
+
+
+def _gradcheck_parser(commands):
+    from tinynet.gradcheck_cases import CASES
+
+    p = commands.add_parser(
+        "gradcheck",
+        help="check an op's backward against finite differences",
+        description="Compare analytic gradients with central finite differences in float64 "
+        "for every input of an op or an Inception block, and show the errors.",
+    )
+    p.add_argument(
+        "target",
+        nargs="?",
+        default="inception",
+        choices=sorted(CASES),
+        help="what to check (default inception)",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eps", type=float, default=1e-6)
+    p.set_defaults(run=_gradcheck)
+
+
+def _gradcheck(args) -> None:
+    import numpy as np
+
+    from tinynet.gradcheck import check_gradients
+    from tinynet.gradcheck_cases import CASES
+
+    fn, inputs = CASES[args.target](np.random.default_rng(args.seed))
+    result = check_gradients(fn, inputs, eps=args.eps, atol=1e-7, rtol=1e-5, seed=args.seed)
+    print(f"{args.target}: analytic vs central differences (eps={args.eps}, float64)")
+    print(result)
+    print("ok: every gradient matches" if result.ok else "FAILED")
+    if not result.ok:
+        raise SystemExit(EXIT_ERROR)
+
+
+def _convert_parser(commands):
+    p = commands.add_parser(
+        "convert", help="convert a PyTorch .pth state dict to tinynet's .npz (no torch needed)"
+    )
+    p.add_argument("source", help="a .pth file written by torch.save(state_dict)")
+    p.add_argument("destination", help="the .npz to write")
+    p.set_defaults(run=_convert)
+
+
+def _convert(args) -> None:
+    from tinynet.convert import convert_torch_checkpoint
+
+    state = convert_torch_checkpoint(args.source, args.destination, log=print)
+    print(f"wrote {len(state)} tensors to {args.destination}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tinynet",
+        description="GoogLeNet from scratch in NumPy + numba: train, evaluate, predict, "
+        "inspect and gradient-check it on a CPU.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in (_train_parser, _evaluate_parser, _predict_parser, _summary_parser,
+                _gradcheck_parser, _convert_parser):  # fmt: skip
+        add(commands)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as error:  # noqa: BLE001 - every failure becomes one readable line
+        if args.debug:
+            raise
+        message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        print(f"tinynet {args.command}: error: {message or type(error).__name__}", file=sys.stderr)
+        return EXIT_ERROR
+    return 0
