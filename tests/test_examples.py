@@ -1,7 +1,6 @@
 """The scripts in examples/ run, each as its own process with tiny options, and print what they
 promise (shapes, checks passed, the bug caught), not merely exit 0."""
 
-import importlib.util
 import os
 import re
 import subprocess
@@ -10,14 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from datafiles import installed, write_mnist
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
-
-def installed(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
-        return False
 
 
 def run(script: str, *args, cwd: Path) -> subprocess.CompletedProcess:
@@ -57,8 +51,6 @@ def test_train_digits_trains_writes_the_run_folder_and_predicts(tmp_path):
 
 
 def test_train_mnist_files_reads_idx_gz_files_and_trains(tmp_path):
-    from test_datasets import write_mnist  # the tiny, valid IDX writer of the dataset tests
-
     data = tmp_path / "mnist"
     write_mnist(data, n_train=24, n_test=8)
     out = tmp_path / "run"
