@@ -23,43 +23,108 @@ def _planes(a):
     return a.reshape((a.shape[0] * a.shape[1], a.shape[2], a.shape[3]))
 
 
-@njit(cache=True, parallel=True)
-def max_pool2d_forward(x, out, argmax, rows, cols):
-    """out[p, i, j] = max of x[p] over window (i, j); argmax[p, i, j] = y·W + x of that maximum.
+@njit(cache=True)
+def _interior(starts, ends, kernel):
+    """[first, last) of the windows that the input does not clip (length ``kernel``): clipping
+    only happens at the two ends of an axis, so these are one run of consecutive windows."""
+    first, last = len(starts), len(starts)
+    for j in range(len(starts)):
+        if ends[j] - starts[j] == kernel:
+            if first == len(starts):
+                first = j
+            last = j + 1
+    return first, last
 
-    The window is scanned row by row and a value wins if it is greater than the best so far or
-    NaN, as PyTorch's CPU kernel does: of equal maxima the first wins, of NaNs the last, and a
-    window of -inf reports its first element.
+
+@njit(cache=True, inline="always")
+def _window_max(plane, top, bottom, left, right, kernel_width):
+    """The winner of window [top, bottom) x [left, right) of plane (H, W), scanned row by row as
+    PyTorch's CPU kernel does: (value, (y - top)·kernel_width + (x - left))."""
+    best, where = plane[top, left], 0
+    for y in range(top, bottom):
+        for x_ in range(left, right):
+            value = plane[y, x_]
+            if value > best or np.isnan(value):
+                best, where = value, (y - top) * kernel_width + (x_ - left)
+    return best, where
+
+
+@njit(cache=True, inline="always")
+def _tap(row, start, stride, count):
+    """A window tap across an output row: row[start + t·stride] for t < count, as a view."""
+    return row[start : start + (count - 1) * stride + 1 : stride]
+
+
+@njit(cache=True, parallel=True)
+def max_pool2d_forward(x, out, argmax, rows, cols, kernel_width, stride_width):
+    """out[p, i, j] = max of x[p] over window (i, j), and if argmax has out's shape (pass an empty
+    array to skip it), argmax[p, i, j] = (y - top_i)·kernel_width + (x - left_j) of that maximum,
+    its offset in the window: small enough for int8 under a 3x3 kernel.
+
+    A value wins if it is greater than the best so far or NaN, scanning the window row by row,
+    as PyTorch's CPU kernel does: of equal maxima the first wins, of NaNs the last, and a window
+    of -inf reports its first element. The windows that the input does not clip are done a tap
+    at a time across the whole output row, so the innermost loops run along the row with no
+    branch (SIMD): first the maxima, then the offsets, as the first tap equal to the maximum or
+    the last NaN, which is the same winner. The clipped windows at the row's ends are scanned one
+    by one.
     """
-    xs, outs, args = _planes(x), _planes(out), _planes(argmax)
-    width = xs.shape[2]
+    xs, outs = _planes(x), _planes(out)
+    with_argmax = argmax.size > 0
+    args = _planes(argmax)
+    sw = stride_width
+    first, last = _interior(cols[0], cols[1], kernel_width)
+    count = last - first
     for p in prange(xs.shape[0]):
+        plane = xs[p]
         for i in range(outs.shape[1]):
+            top, bottom = rows[0][i], rows[1][i]
             for j in range(outs.shape[2]):
-                # Starting from the first element, not -inf, keeps best in x's dtype (faster)
-                # and leaves the same winner.
-                top, left = rows[0][i], cols[0][j]
-                best, where = xs[p, top, left], top * width + left
-                for y in range(top, rows[1][i]):
-                    for x_ in range(left, cols[1][j]):
-                        value = xs[p, y, x_]
-                        if value > best or np.isnan(value):
-                            best, where = value, y * width + x_
-                outs[p, i, j] = best
-                args[p, i, j] = where
+                if j < first or j >= last:
+                    best, where = _window_max(
+                        plane, top, bottom, cols[0][j], cols[1][j], kernel_width
+                    )
+                    outs[p, i, j] = best
+                    if with_argmax:
+                        args[p, i, j] = where
+            if count <= 0:
+                continue
+            o = outs[p, i, first:last]
+            left = cols[0][first]
+            o[:] = _tap(plane[top], left, sw, count)
+            for y in range(top, bottom):
+                for dx in range(kernel_width):
+                    tap = _tap(plane[y], left + dx, sw, count)
+                    for t in range(count):
+                        value, best = tap[t], o[t]
+                        o[t] = value if (value > best) | (value != value) else best
+            if not with_argmax:
+                continue
+            a = args[p, i, first:last]
+            a[:] = -1
+            for y in range(top, bottom):
+                for dx in range(kernel_width):
+                    tap = _tap(plane[y], left + dx, sw, count)
+                    offset = a.dtype.type((y - top) * kernel_width + dx)
+                    for t in range(count):
+                        value = tap[t]
+                        take = ((value == o[t]) & (a[t] < 0)) | (value != value)
+                        a[t] = offset if take else a[t]
 
 
 @njit(cache=True, parallel=True)
-def max_pool2d_backward(grad_out, argmax, grad_in):
-    """grad_in[p, a] = Σ of grad_out[p, i, j] over the windows whose argmax is a (a = y·W + x)."""
+def max_pool2d_backward(grad_out, argmax, rows, cols, kernel_width, grad_in):
+    """grad_in[p, y, x] = Σ of grad_out[p, i, j] over the windows whose maximum was (y, x), with
+    argmax the window offsets ``max_pool2d_forward`` recorded."""
     gout, args, gin = _planes(grad_out), _planes(argmax), _planes(grad_in)
-    width = gin.shape[2]
     for p in prange(gin.shape[0]):
         gin[p] = 0
         for i in range(gout.shape[1]):
             for j in range(gout.shape[2]):
-                where = args[p, i, j]
-                gin[p, where // width, where % width] += gout[p, i, j]
+                offset = np.int64(args[p, i, j])
+                y = rows[0][i] + offset // kernel_width
+                x_ = cols[0][j] + offset % kernel_width
+                gin[p, y, x_] += gout[p, i, j]
 
 
 @njit(cache=True, parallel=True)

@@ -56,28 +56,45 @@ class MaxPool2d(Function):
     """y[n, c, i, j] = max of x[n, c] over window (i, j), the padding counting as -inf;
     dL/dx[n, c, a, b] = Σ g[n, c, i, j] over the windows (i, j) whose maximum is x[n, c, a, b].
 
-    The forward records each window's winner (argmax) as PyTorch's CPU kernel picks it: scanning
-    the window row by row, the first of equal maxima, or the last NaN.
-    rows, cols: (start, end) window tables of ``_sliding_windows``.
+    The forward records each window's winner as PyTorch's CPU kernel picks it (scanning the
+    window row by row, the first of equal maxima, or the last NaN), and only when a gradient
+    will be asked for: as its offset in the window, int8 for kernels of up to 127 elements.
+    rows, cols: (start, end) window tables of ``_sliding_windows``; kernel, stride: (h, w).
     """
 
     @staticmethod
-    def forward(ctx, x, rows, cols):
+    def forward(ctx, x, rows, cols, kernel, stride):
         n, c, _, _ = x.shape
         oh, ow = len(rows[0]), len(cols[0])
         out = layout.empty_nchw(n, c, oh, ow, x.dtype)
-        argmax = np.empty((c, n, oh, ow), dtype=np.int64)
+        if ctx.needs_input_grad[0]:
+            offset_type = np.int8 if kernel[0] * kernel[1] <= 127 else np.int32
+            argmax = np.empty((c, n, oh, ow), dtype=offset_type)
+        else:
+            argmax = np.empty((0, 0, 0, 0), dtype=np.int8)
         pool.max_pool2d_forward(
-            layout.channel_major(x), layout.channel_major(out), argmax, rows, cols
+            layout.channel_major(x),
+            layout.channel_major(out),
+            argmax,
+            rows,
+            cols,
+            kernel[1],
+            stride[1],
         )
         ctx.argmax, ctx.shape, ctx.dtype = argmax, x.shape, x.dtype
+        ctx.rows, ctx.cols, ctx.kernel_width = rows, cols, kernel[1]
         return out
 
     @staticmethod
     def backward(ctx, grad):
         grad_x = layout.empty_nchw(*ctx.shape, ctx.dtype)
         pool.max_pool2d_backward(
-            layout.channel_major(grad), ctx.argmax, layout.channel_major(grad_x)
+            layout.channel_major(grad),
+            ctx.argmax,
+            ctx.rows,
+            ctx.cols,
+            ctx.kernel_width,
+            layout.channel_major(grad_x),
         )
         return grad_x
 
@@ -125,7 +142,8 @@ def _check_input(x, op: str) -> Tensor:
 
 
 def _sliding_tables(op, x, kernel_size, stride, padding, ceil_mode, count_include_pad=True):
-    """Check a sliding pool's arguments and return its (rows, cols) window tables."""
+    """Check a sliding pool's arguments and return its (rows, cols) window tables and its
+    (kernel, stride) pairs."""
     kernel = pair(kernel_size, "kernel_size", op, minimum=1)
     stride = kernel if stride is None else pair(stride, "stride", op, minimum=1)
     padding = pair(padding, "padding", op, minimum=0)
@@ -143,10 +161,11 @@ def _sliding_tables(op, x, kernel_size, stride, padding, ceil_mode, count_includ
             f"{op}: input size (H, W) = {size} is too small for kernel_size={kernel} with "
             f"padding={padding} (stride={stride}): the output size would be {out}"
         )
-    return tuple(
+    rows, cols = (
         _sliding_windows(*axis, count_include_pad)
         for axis in zip(size, kernel, stride, padding, out)
     )
+    return rows, cols, kernel, stride
 
 
 def max_pool2d(
@@ -159,8 +178,10 @@ def max_pool2d(
     """Max over kernel_size windows every stride (default kernel_size) of input (N, C, H, W)
     padded with -inf, as ``torch.nn.functional.max_pool2d`` (no dilation, no indices)."""
     input = _check_input(input, "max_pool2d")
-    rows, cols = _sliding_tables("max_pool2d", input, kernel_size, stride, padding, ceil_mode)
-    return MaxPool2d.apply(input, rows=rows[:2], cols=cols[:2])
+    rows, cols, kernel, stride = _sliding_tables(
+        "max_pool2d", input, kernel_size, stride, padding, ceil_mode
+    )
+    return MaxPool2d.apply(input, rows=rows[:2], cols=cols[:2], kernel=kernel, stride=stride)
 
 
 def avg_pool2d(
@@ -175,7 +196,7 @@ def avg_pool2d(
     padded with zeros, as ``torch.nn.functional.avg_pool2d`` (no divisor_override): the
     divisor counts the padding if count_include_pad, else only the input elements."""
     input = _check_input(input, "avg_pool2d")
-    rows, cols = _sliding_tables(
+    rows, cols, _, _ = _sliding_tables(
         "avg_pool2d", input, kernel_size, stride, padding, ceil_mode, bool(count_include_pad)
     )
     return AvgPool2d.apply(input, rows=rows, cols=cols)
