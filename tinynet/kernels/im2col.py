@@ -25,6 +25,15 @@ from __future__ import annotations
 from numba import njit, prange
 
 
+@njit(cache=True, inline="always")
+def _inside(offset, stride, size, count):
+    """[first, last): the outputs q < count whose input position q·stride + offset is in
+    [0, size)."""
+    first = 0 if offset >= 0 else (-offset + stride - 1) // stride
+    last = 0 if size - 1 - offset < 0 else min((size - 1 - offset) // stride + 1, count)
+    return first, max(first, last)
+
+
 @njit(cache=True, parallel=True)
 def im2col(x, kernel, stride, padding, out_size, cols):
     """Fill cols (C·kh·kw, N·OH·OW) from x (C, N, H, W) by the mapping in the module docstring.
@@ -58,7 +67,8 @@ def col2im(cols, kernel, stride, padding, out_size, x):
             += cols[(c·kh + i)·kw + j, (n·OH + p)·OW + q]
 
     for every (i, j, p, q) that lands inside the image (pass x zero-filled to get col2im(cols)).
-    One thread per input channel, so no two threads write the same element. Returns x.
+    One thread per input channel, so no two threads write the same element; the columns that
+    land inside the image are worked out once per kernel tap, not tested per element. Returns x.
     """
     channels, batch, height, width = x.shape
     kh, kw = kernel
@@ -69,12 +79,13 @@ def col2im(cols, kernel, stride, padding, out_size, x):
         for i in range(kh):
             for j in range(kw):
                 r = (c * kh + i) * kw + j
+                first, last = _inside(j - pad_left, sw, width, ow)
                 for n in range(batch):
                     for p in range(oh):
                         row = p * sh + i - pad_top
+                        if row < 0 or row >= height:
+                            continue
                         start = (n * oh + p) * ow
-                        for q in range(ow):
-                            col = q * sw + j - pad_left
-                            if 0 <= row < height and 0 <= col < width:
-                                x[c, n, row, col] += cols[r, start + q]
+                        for q in range(first, last):
+                            x[c, n, row, q * sw + j - pad_left] += cols[r, start + q]
     return x
