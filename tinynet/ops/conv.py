@@ -17,30 +17,32 @@ from tinynet.ops import layout
 from tinynet.ops._args import check_ndim, pair
 from tinynet.tensor import Tensor
 
+# A column matrix larger than this is built and multiplied a few images at a time, in one
+# reused buffer: a training step then never holds the 231 MB column matrix of the 3x3 stem conv
+# (batch 32) nor its gradient, and the GEMMs stay large (the 3x3 stem conv's still has
+# 192 x 576 x 12544 per chunk at 224x224).
+CHUNK_BYTES = 32 * 2**20
+
 
 def _is_pointwise(kernel, stride, padding) -> bool:
     """A 1x1, stride-1, unpadded conv: the input's channel rows already are the columns."""
     return kernel == (1, 1) and stride == (1, 1) and padding == ((0, 0), (0, 0))
 
 
-def _columns(x, kernel, stride, padding, out_size) -> np.ndarray:
-    """The (C·kh·kw, N·OH·OW) column matrix of x (N, C, H, W)."""
-    if _is_pointwise(kernel, stride, padding):
-        return layout.channel_rows(x)
-    n, c, _, _ = x.shape
-    (top, _), (left, _) = padding
-    cols = np.empty((c * kernel[0] * kernel[1], n * out_size[0] * out_size[1]), dtype=x.dtype)
-    return im2col(layout.channel_major(x), kernel, stride, (top, left), out_size, cols)
+def _chunks(batch: int, rows: int, pixels: int, itemsize: int) -> list[tuple[int, int]]:
+    """[n0, n1) image ranges whose (rows, (n1 - n0)·pixels) column matrix fits CHUNK_BYTES."""
+    step = max(1, min(batch, CHUNK_BYTES // max(1, rows * pixels * itemsize)))
+    return [(n0, min(n0 + step, batch)) for n0 in range(0, batch, step)]
 
 
-def _columns_adjoint(grad_cols, shape, kernel, stride, padding, out_size) -> np.ndarray:
-    """The transpose of ``_columns``: a (C·kh·kw, N·OH·OW) gradient as x's (C, N·H·W) rows."""
-    if _is_pointwise(kernel, stride, padding):
-        return grad_cols
-    n, c, h, w = shape
-    (top, _), (left, _) = padding
-    grad_x = np.zeros((c, n, h, w), dtype=grad_cols.dtype)
-    return col2im(grad_cols, kernel, stride, (top, left), out_size, grad_x).reshape(c, -1)
+def _scratch(rows: int, columns: int, dtype) -> np.ndarray:
+    """A flat buffer that ``_view`` cuts (rows, m) matrices from, for every m <= columns."""
+    return np.empty(rows * columns, dtype=dtype)
+
+
+def _view(scratch: np.ndarray, rows: int, columns: int) -> np.ndarray:
+    """A C-contiguous (rows, columns) matrix at the start of scratch."""
+    return scratch[: rows * columns].reshape(rows, columns)
 
 
 class Conv2d(Function):
@@ -52,6 +54,8 @@ class Conv2d(Function):
         dL/dW = G · colsᵀ                      reshaped to (O, C, kh, kw)
         dL/db = Σ_columns G
         dL/dx = col2im(Wᵀ · G)                 each window's gradient added back where read
+    Columns are grouped by image, so each product splits into image chunks (``_chunks``): Y and
+    dL/dx chunk by chunk, dL/dW as the sum of the chunks' products.
     stride (sh, sw); padding ((top, bottom), (left, right)).
     """
 
@@ -61,8 +65,17 @@ class Conv2d(Function):
         out_channels, _, kh, kw = weight.shape
         oh = (h + sum(padding[0]) - kh) // stride[0] + 1
         ow = (w + sum(padding[1]) - kw) // stride[1] + 1
-        cols = _columns(x, (kh, kw), stride, padding, (oh, ow))
-        out = weight.reshape(out_channels, -1) @ cols
+        matrix = weight.reshape(out_channels, -1)
+        if _is_pointwise((kh, kw), stride, padding):
+            out = matrix @ layout.channel_rows(x)
+        else:
+            source, pixels = layout.channel_major(x), oh * ow
+            chunks = _chunks(n, matrix.shape[1], pixels, x.itemsize)
+            scratch = _scratch(matrix.shape[1], (chunks[0][1] - chunks[0][0]) * pixels, x.dtype)
+            out = np.empty((out_channels, n * pixels), dtype=x.dtype)
+            for n0, n1 in chunks:
+                cols = _columns(source[:, n0:n1], (kh, kw), stride, padding, (oh, ow), scratch)
+                np.matmul(matrix, cols, out=out[:, n0 * pixels : n1 * pixels])
         if bias is not None:
             out += bias[:, None]
         # Save x, not cols: backward recomputes im2col, a memory-bound pass far cheaper than the
@@ -74,21 +87,56 @@ class Conv2d(Function):
     @staticmethod
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
-        n, _, h, w = x.shape
+        n, c, h, w = x.shape
         out_channels, _, kh, kw = weight.shape
         kernel, out_size = (kh, kw), grad.shape[2:]
+        matrix = weight.reshape(out_channels, -1)
         g = layout.channel_rows(grad)
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[1]:
-            cols = _columns(x, kernel, ctx.stride, ctx.padding, out_size)
-            grad_w = (g @ cols.T).reshape(weight.shape)
         if ctx.needs_input_grad[2]:
             grad_b = g.sum(axis=1)
-        if ctx.needs_input_grad[0]:
-            grad_cols = weight.reshape(out_channels, -1).T @ g
-            rows = _columns_adjoint(grad_cols, x.shape, kernel, ctx.stride, ctx.padding, out_size)
-            grad_x = layout.from_channel_rows(rows, n, h, w)
+        if _is_pointwise(kernel, ctx.stride, ctx.padding):
+            if need_w:
+                grad_w = (g @ layout.channel_rows(x).T).reshape(weight.shape)
+            if need_x:
+                grad_x = layout.from_channel_rows(matrix.T @ g, n, h, w)
+            return grad_x, grad_w, grad_b
+        if not (need_x or need_w):
+            return grad_x, grad_w, grad_b
+        source, pixels = layout.channel_major(x), out_size[0] * out_size[1]
+        chunks = _chunks(n, matrix.shape[1], pixels, x.itemsize)
+        scratch = _scratch(matrix.shape[1], (chunks[0][1] - chunks[0][0]) * pixels, x.dtype)
+        (top, _), (left, _) = ctx.padding
+        if need_x:
+            grad_source = np.zeros((c, n, h, w), dtype=grad.dtype)
+        for n0, n1 in chunks:
+            g_chunk = g[:, n0 * pixels : n1 * pixels]
+            if need_w:
+                cols = _columns(
+                    source[:, n0:n1], kernel, ctx.stride, ctx.padding, out_size, scratch
+                )
+                part = g_chunk @ cols.T
+                grad_w = part if grad_w is None else np.add(grad_w, part, out=grad_w)
+            if need_x:
+                # The same scratch: cols is no longer needed once its product is taken.
+                grad_cols = np.matmul(
+                    matrix.T, g_chunk, out=_view(scratch, matrix.shape[1], g_chunk.shape[1])
+                )
+                col2im(grad_cols, kernel, ctx.stride, (top, left), out_size, grad_source[:, n0:n1])
+        if need_w:
+            grad_w = grad_w.reshape(weight.shape)
+        if need_x:
+            grad_x = layout.from_channel_rows(grad_source.reshape(c, -1), n, h, w)
         return grad_x, grad_w, grad_b
+
+
+def _columns(source, kernel, stride, padding, out_size, scratch) -> np.ndarray:
+    """The (C·kh·kw, N·OH·OW) column matrix of source (C, N, H, W), in scratch."""
+    c, n = source.shape[:2]
+    (top, _), (left, _) = padding
+    cols = _view(scratch, c * kernel[0] * kernel[1], n * out_size[0] * out_size[1])
+    return im2col(source, kernel, stride, (top, left), out_size, cols)
 
 
 def _padding(padding, kernel, stride) -> tuple[tuple[int, int], tuple[int, int]]:
