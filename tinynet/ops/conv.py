@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from tinynet.function import Function
+from tinynet.kernels.activation import add_bias
 from tinynet.kernels.im2col import col2im, im2col
 from tinynet.ops import layout
 from tinynet.ops._args import check_ndim, pair
@@ -77,7 +78,7 @@ class Conv2d(Function):
                 cols = _columns(source[:, n0:n1], (kh, kw), stride, padding, (oh, ow), scratch)
                 np.matmul(matrix, cols, out=out[:, n0 * pixels : n1 * pixels])
         if bias is not None:
-            out += bias[:, None]
+            add_bias(out, bias)
         # Save x, not cols: backward recomputes im2col, a memory-bound pass far cheaper than the
         # two backward GEMMs, so a training step never holds every layer's column matrix at once.
         ctx.save_for_backward(x, weight)

@@ -11,6 +11,7 @@ import numbers
 import numpy as np
 
 from tinynet.function import Function
+from tinynet.kernels.activation import relu_backward, relu_forward
 from tinynet.tensor import Tensor
 
 
@@ -160,18 +161,47 @@ class Log(Function):
         return grad / x
 
 
+_KERNEL_TYPES = (np.float32, np.float64)
+
+
+def _memory(a: np.ndarray):
+    """a's elements as a 1-D view in memory order, or None if they are not one dense block."""
+    flat = a.ravel(order="K")
+    return flat if np.may_share_memory(flat, a) else None
+
+
 class ReLU(Function):
-    """y = max(x, 0);  dL/dx = g * [y > 0]  (0 at x = 0, as PyTorch)."""
+    """y = max(x, 0);  dL/dx = g * [y > 0]  (0 at x = 0, as PyTorch).
+
+    Both directions run as parallel kernels (``tinynet.kernels.activation``) over the arrays'
+    memory when it is one dense block (any axis order, so channel-major activations too), and
+    as NumPy otherwise; the output keeps x's memory order.
+    """
 
     @staticmethod
     def forward(ctx, x):
-        y = np.maximum(x, 0)
+        y = None
+        if isinstance(x, np.ndarray) and x.dtype in _KERNEL_TYPES and x.ndim:
+            y = np.empty_like(x)
+            source, target = _memory(x), _memory(y)
+            if source is not None and target is not None and x.strides == y.strides:
+                relu_forward(source, target)
+            else:
+                y = None
+        if y is None:
+            y = np.maximum(x, 0)
         ctx.save_for_backward(y)
         return y
 
     @staticmethod
     def backward(ctx, grad):
         (y,) = ctx.saved_tensors
+        if y.dtype in _KERNEL_TYPES and grad.dtype == y.dtype and grad.strides == y.strides:
+            out = np.empty_like(y)
+            memory = _memory(y), _memory(grad), _memory(out)
+            if all(m is not None for m in memory) and out.strides == y.strides:
+                relu_backward(*memory)
+                return out
         return np.where(y > 0, grad, 0)
 
 
