@@ -112,6 +112,56 @@ def max_pool2d_forward(x, out, argmax, rows, cols, kernel_width, stride_width):
                         a[t] = offset if take else a[t]
 
 
+@njit(cache=True, inline="always")
+def _max3(a, b, c):
+    """The winner of a, b, c scanned in that order (greater than the best so far, or NaN)."""
+    best = b if (b > a) | (b != b) else a
+    return c if (c > best) | (c != c) else best
+
+
+@njit(cache=True, parallel=True)
+def max_pool2d_3x3_same(x, out):
+    """``max_pool2d_forward`` without argmax for a 3x3 kernel, stride 1, padding 1 (Inception's
+    pool branch): out has x's (C, N, H, W) shape.
+
+    The 3x3 maximum is separable: the row maxima, then the maxima of three of them down each
+    column, each pass with the scan's rule, which picks the same value (-0.0 and NaN included)
+    as the row-by-row scan. Both passes run over the whole plane as one flat loop (an output
+    row's neighbours are one row length away), so the loops are long and branch-free; the
+    clipped windows of the first and last column and row are redone after each pass.
+    """
+    xs, outs = _planes(x), _planes(out)
+    height, width = xs.shape[1], xs.shape[2]
+    size = height * width
+    for p in prange(xs.shape[0]):
+        src = xs[p].reshape(size)
+        dst = outs[p].reshape(size)
+        rows = np.empty(size, dtype=xs.dtype)
+        for k in range(1, size - 1):
+            rows[k] = _max3(src[k - 1], src[k], src[k + 1])
+        for y in range(height):
+            first, last = y * width, y * width + width - 1
+            if width == 1:
+                rows[first] = src[first]
+                continue
+            b = src[first + 1]
+            rows[first] = b if (b > src[first]) | (b != b) else src[first]
+            b = src[last]
+            rows[last] = b if (b > src[last - 1]) | (b != b) else src[last - 1]
+        for k in range(width, size - width):
+            dst[k] = _max3(rows[k - width], rows[k], rows[k + width])
+        if height == 1:
+            dst[:] = rows
+            continue
+        bottom = size - width
+        for j in range(width):
+            b = rows[width + j]
+            dst[j] = b if (b > rows[j]) | (b != b) else rows[j]
+            b = rows[bottom + j]
+            a = rows[bottom - width + j]
+            dst[bottom + j] = b if (b > a) | (b != b) else a
+
+
 @njit(cache=True, parallel=True)
 def max_pool2d_backward(grad_out, argmax, rows, cols, kernel_width, grad_in):
     """grad_in[p, y, x] = Σ of grad_out[p, i, j] over the windows whose maximum was (y, x), with
