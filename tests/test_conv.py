@@ -145,6 +145,39 @@ def test_gradients_match_finite_differences(conv, seed):
     assert tinynet.gradcheck(fn, inputs, atol=1e-8, rtol=1e-6)
 
 
+# ------------------------------------------------------------------ large batches in chunks
+@given(
+    conv=convs(max_batch=5, max_channels=3, max_side=7),
+    seed=seeds,
+    per_chunk=st.sampled_from([1, 2]),
+)
+@example(conv=Conv(5, 3, 4, 7, 6, 3, 3, stride=2, padding=1), seed=0, per_chunk=2)  # 2, 2, 1
+def test_images_in_chunks_give_the_unchunked_results(conv, seed, per_chunk):
+    """A column matrix over CHUNK_BYTES is built and multiplied a few images at a time (the big
+    layers of a real batch); shrink the limit so these small batches go through that path with
+    ``per_chunk`` images per chunk, and compare with one chunk, in forward and every gradient."""
+    from tinynet.ops import conv as conv_module
+
+    x_np, w_np, b_np = conv.arrays(seed)
+
+    def run():
+        x, weight = (tinynet.tensor(a, requires_grad=True) for a in (x_np, w_np))
+        bias = tinynet.tensor(b_np, requires_grad=True) if conv.with_bias else None
+        out = F.conv2d(x, weight, bias, stride=conv.stride, padding=conv.padding)
+        out.backward(uniform(seed + 3, out.shape))
+        return [out.data, x.grad, weight.grad] + ([bias.grad] if conv.with_bias else [])
+
+    whole = run()
+    rows = conv.c_in * conv.kh * conv.kw
+    pixels = whole[0].shape[2] * whole[0].shape[3]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(conv_module, "CHUNK_BYTES", per_chunk * rows * pixels * 8)
+        assert len(conv_module._chunks(conv.n, rows, pixels, 8)) == -(-conv.n // per_chunk)
+        chunked = run()
+    for actual, expected in zip(chunked, whole):
+        assert_close(actual, expected, scale=np.abs(expected).max())
+
+
 # ------------------------------------------------------------------ PyTorch parity
 @pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel:UserWarning")
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
