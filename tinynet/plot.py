@@ -25,7 +25,8 @@ def plot_history(history: list[dict], path) -> Path:
     path = Path(path)
     epochs = [h["epoch"] for h in history]
     figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(10, 4))
-    loss_axes.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
+    # The training loss is the paper's (main + 0.3 x each aux head); the test loss the main head's.
+    loss_axes.plot(epochs, [h["train_loss"] for h in history], "o-", label="train (with aux)")
     loss_axes.plot(epochs, [h["test_loss"] for h in history], "o-", label="test")
     loss_axes.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
     accuracy_axes.plot(epochs, [100 * h["train_top1"] for h in history], "o-", label="train")
