@@ -21,6 +21,16 @@ import time
 from pathlib import Path
 
 
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "an unknown CPU"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", help="run folder (default: a temporary one)")
@@ -34,8 +44,11 @@ def main() -> None:
         wall = time.perf_counter() - start
         history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
-    print(f"\n`tinynet train {' '.join(args.extra)}` on {platform.processor() or 'this CPU'}, ")
-    print(f"{os.cpu_count()} cores, Python {platform.python_version()}\n")
+    command = " ".join(["tinynet train", *args.extra])
+    print(
+        f"\n`{command}` on {cpu_model()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}\n"
+    )
     print("| epoch | train loss | test loss | test top-1 | epoch time (s) | train img/s |")
     print("|---:|---:|---:|---:|---:|---:|")
     for h in history:
