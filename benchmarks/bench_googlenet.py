@@ -1,7 +1,7 @@
 """GoogLeNet end to end: tinynet against PyTorch and ONNX Runtime, in the same run.
 
     python benchmarks/bench_googlenet.py [--quick] [--threads T] [--repeat R] [--only ROWS]
-    python benchmarks/bench_googlenet.py --profile      # where tinynet's time goes
+    python benchmarks/bench_googlenet.py --profile [--only ROWS]   # where tinynet's time goes
 
 The networks are the paper's GoogLeNet (``googlenet_paper``: LRN, 5x5 branches, aux heads, 224x224)
 and tinynet's small preset (``googlenet_small``: BatchNorm, width 0.25, 32x32), built in tinynet
@@ -64,6 +64,7 @@ DEFAULT_REPEAT = {
     "small_train_b64": 10,
 }
 ORT_ROWS = ("eval224_b1", "eval224_b8")
+PROFILE_ROWS = ("eval224_b8", "train224_b32", "small_eval_b64", "small_train_b64")
 # (M, K, N): output channels, C_in*kh*kw, N*OH*OW of GoogLeNet's im2col GEMMs.
 GEMM_SHAPES = [
     (192, 576, 3136 * 8),
@@ -87,7 +88,11 @@ def parse_args(argv=None):
         + " (default: all)",
     )
     parser.add_argument(
-        "--profile", action="store_true", help="only the per-category profile of tinynet"
+        "--profile",
+        action="store_true",
+        help="only the per-category profile of tinynet (of the --only rows, default: "
+        + ", ".join(PROFILE_ROWS)
+        + ")",
     )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--weights", help=argparse.SUPPRESS)
@@ -697,8 +702,9 @@ def profile_main(args):
         "category's calls minus the categorised calls inside them; 'Python overhead' is the "
         "rest: module calls, autograd bookkeeping and gradient sums, argument checks)\n"
     )
+    wanted = [r for r in (s.strip() for s in args.only.split(",")) if r in ROWS]
     columns = {}
-    for row in ("eval224_b8", "train224_b32"):
+    for row in wanted or PROFILE_ROWS:
         run = framework.setup(row)
         run()  # warm-up, unprofiled
         plain = statistics.median(_timed(run) for _ in range(repeat))
@@ -707,7 +713,7 @@ def profile_main(args):
         total = sum(_timed(run) for _ in range(repeat)) / repeat
         uninstall_profiler()
         columns[row] = ({k: v / repeat for k, v in timer.totals.items()}, total, plain)
-    header = f"{'category':<22}" + "".join(f"{ROW_LABELS[r]:>22}" for r in columns)
+    header = f"{'category':<22}" + "".join(f"{ROW_LABELS[r]:>25}" for r in columns)
     print(header)
     print("-" * len(header))
     for category in CATEGORY_ORDER + ["Python overhead"]:
@@ -717,16 +723,16 @@ def profile_main(args):
                 value = total - sum(totals.values())
             else:
                 value = totals.get(category, 0.0)
-            cells.append(f"{value * 1e3:12.1f} ms {100 * value / total:5.1f}%")
-        print(f"{category:<22}" + "".join(f"{c:>22}" for c in cells))
+            cells.append(f"{value * 1e3:15.1f} ms {100 * value / total:5.1f}%")
+        print(f"{category:<22}" + "".join(f"{c:>25}" for c in cells))
     print("-" * len(header))
     print(
         f"{'total (profiled)':<22}"
-        + "".join(f"{t * 1e3:12.1f} ms{'':7}" for _, t, _ in columns.values())
+        + "".join(f"{t * 1e3:15.1f} ms{'':7}" for _, t, _ in columns.values())
     )
     print(
         f"{'total (not profiled)':<22}"
-        + "".join(f"{p * 1e3:12.1f} ms{'':7}" for *_, p in columns.values())
+        + "".join(f"{p * 1e3:15.1f} ms{'':7}" for *_, p in columns.values())
     )
 
 

@@ -261,6 +261,60 @@ def test_batch_norm_without_running_stats_matches_torch(torch):
     )
 
 
+@pytest.mark.parametrize("layout", ["channel_major", "nchw", "strided", "2-d"])
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_kernels_float32_follow_float64(layout, training):
+    """The numba forward and backward on every memory layout: float32 results equal float64's
+    to float32 accuracy and keep their dtype; the output of a strided (non-dense) view too."""
+    shape = (2, 3) if layout == "2-d" else (4, 3, 5, 6)
+    x64, weight, bias, mean, var = bn_inputs(7, shape)
+    g64 = uniform(8, shape)
+    results = {}
+    for dtype in (np.float64, np.float32):
+        x_np, g = x64.astype(dtype), g64.astype(dtype)
+        if layout == "strided":  # every other column of a wider array: no dense order
+            wide = np.zeros(shape[:3] + (2 * shape[3],), dtype)
+            wide[..., ::2] = x_np
+            x_np = wide[..., ::2]
+        elif layout != "2-d":
+            x_np = laid_out(x_np, layout)
+        x = tinynet.tensor(x_np, requires_grad=True)
+        w, b = (tinynet.tensor(v.astype(dtype), requires_grad=True) for v in (weight, bias))
+        y = F.batch_norm(x, mean.astype(dtype), var.astype(dtype), w, b, training, 0.1, 1e-3)
+        y.backward(g)
+        results[dtype] = [y.data, x.grad, w.grad, b.grad]
+        assert all(r.dtype == dtype for r in results[dtype])
+    for ours, wanted in zip(results[np.float32], results[np.float64]):
+        assert_close(ours, wanted, np.float32, scale=np.abs(wanted).max())
+
+
+def test_batch_norm_backward_without_the_input_gradient():
+    """Only weight and bias want gradients (a frozen input): the kernel skips dL/dx."""
+    x_np, weight, bias, mean, var = bn_inputs(3, (4, 2, 3, 3))
+    w, b = tinynet.tensor(weight, requires_grad=True), tinynet.tensor(bias, requires_grad=True)
+    x = tinynet.tensor(x_np)
+    F.batch_norm(x, mean, var, w, b, training=True).sum().backward()
+    x_hat = (x_np - x_np.mean(axis=(0, 2, 3), keepdims=True)) / np.sqrt(
+        x_np.var(axis=(0, 2, 3), keepdims=True) + 1e-5
+    )
+    assert x.grad is None
+    assert_close(w.grad, x_hat.sum(axis=(0, 2, 3)))
+    assert_close(b.grad, np.full(2, 4 * 3 * 3.0))
+
+
+def test_batch_norm_of_float16_runs_in_float64_and_keeps_the_dtype():
+    x_np, weight, bias, mean, var = bn_inputs(5, (3, 2, 2, 2))
+    x = tinynet.tensor(x_np.astype(np.float16), requires_grad=True)
+    y = F.batch_norm(x, mean.copy(), var.copy(), weight, bias, training=True)
+    y.backward(np.ones(y.shape, np.float16))
+    assert y.dtype == np.float16 and x.grad.dtype == np.float16
+    expected = bn_oracle(
+        x_np.astype(np.float16).astype(np.float64), mean, var, weight, bias, True, 0.1, 1e-5
+    )[0]
+    np.testing.assert_allclose(y.data, expected, rtol=2e-3, atol=2e-3)
+    np.testing.assert_allclose(x.grad, 0.0, atol=2e-2)  # a shift of x changes nothing
+
+
 # ---------------------------------------------------------------- (e) hand-computed examples
 
 

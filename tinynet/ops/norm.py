@@ -13,15 +13,19 @@ import numbers
 import numpy as np
 
 from tinynet.function import Function
+from tinynet.kernels.batchnorm import batch_norm_apply, batch_norm_backward
 from tinynet.kernels.lrn import lrn_backward, lrn_forward
 from tinynet.ops._args import check_ndim
 from tinynet.ops.layout import channel_rows, from_channel_rows
 from tinynet.tensor import Tensor
 
+_KERNEL_TYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
 
 def _rows(a: np.ndarray) -> np.ndarray:
-    """(N, C) or (N, C, H, W) as a (C, m) matrix of channel rows (a view where possible)."""
-    return a.T if a.ndim == 2 else channel_rows(a)
+    """(N, C) or (N, C, H, W) as a C-contiguous (C, m) matrix of channel rows (a view where
+    possible)."""
+    return np.ascontiguousarray(a.T) if a.ndim == 2 else channel_rows(a)
 
 
 def _from_rows(rows: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -91,45 +95,52 @@ class BatchNorm(Function):
                   ∂x̂_i/∂x_j = (δ_ij - 1/m - x̂_i x̂_j / m) / σ, and with dL/dx̂_i = γ g_i
                   dL/dx_j = Σ_i γ g_i ∂x̂_i/∂x_j = (γ/σ) (g_j - mean(g) - x̂_j mean(g x̂)),
                   the means taken over the channel's m values.
+
+    Everything runs on the (C, m) channel rows. μ and v are NumPy's ``mean`` and ``var`` along
+    the rows; x·a + b and the whole backward (the two sums and dL/dx, each channel's row read
+    again while it is still in cache) are numba kernels parallel over channels
+    (``tinynet.kernels.batchnorm``). float32 and float64 run as such (the backward's sums in
+    float64); other float dtypes run in float64.
     """
 
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean, running_var, training, momentum, eps):
-        rows = _rows(x)
+        dtype = x.dtype if x.dtype in _KERNEL_TYPES else np.dtype(np.float64)
+        rows = _rows(x).astype(dtype, copy=False)  # float16 and long double: in float64
         if training:
+            # NumPy's pairwise sums, not a kernel: a float64-accumulating kernel is ~4x faster
+            # here but rounds float32 statistics differently, and the float32 GoogLeNet test
+            # then flips a max-pool near-tie (values 3e-8 apart) as PyTorch's float32 does.
             mean, var = rows.mean(axis=1), rows.var(axis=1)
             if running_mean is not None:
                 m = rows.shape[1]
                 running_mean[...] = momentum * mean + (1 - momentum) * running_mean
                 running_var[...] = momentum * var * (m / (m - 1)) + (1 - momentum) * running_var
         else:
-            mean, var = running_mean.astype(x.dtype), running_var.astype(x.dtype)
+            mean, var = running_mean.astype(dtype), running_var.astype(dtype)
         invstd = 1 / np.sqrt(var + eps)
-        scale = (invstd if weight is None else invstd * weight).astype(x.dtype, copy=False)
-        shift = -mean * scale if bias is None else (bias - mean * scale).astype(x.dtype, copy=False)
-        out = rows * scale[:, None]
-        out += shift[:, None]
+        scale = (invstd if weight is None else invstd * weight).astype(dtype, copy=False)
+        shift = -mean * scale if bias is None else (bias - mean * scale).astype(dtype, copy=False)
+        out = np.empty_like(rows)
+        batch_norm_apply(rows, scale, shift, out)
         ctx.save_for_backward(rows, mean, invstd, scale)
-        ctx.shape, ctx.training = x.shape, training
-        return _from_rows(out, x.shape)
+        ctx.shape, ctx.dtype, ctx.training = x.shape, x.dtype, training
+        return _from_rows(out.astype(x.dtype, copy=False), x.shape)
 
     @staticmethod
     def backward(ctx, grad):
         rows, mean, invstd, scale = ctx.saved_tensors
         g = _rows(grad)
-        x_hat = (rows - mean[:, None]) * invstd[:, None]
-        sum_g, sum_g_x_hat = g.sum(axis=1), (g * x_hat).sum(axis=1)
-        grad_x = None
-        if ctx.needs_input_grad[0]:
-            if ctx.training:
-                m = rows.shape[1]
-                grad_x = g - (sum_g / m)[:, None] - x_hat * (sum_g_x_hat / m)[:, None]
-                grad_x *= scale[:, None]
-            else:
-                grad_x = g * scale[:, None]
-            grad_x = _from_rows(grad_x, ctx.shape)
-        grad_weight = sum_g_x_hat if ctx.needs_input_grad[1] else None
-        grad_bias = sum_g if ctx.needs_input_grad[2] else None
+        if g.dtype != rows.dtype:
+            g = g.astype(rows.dtype)
+        sum_g, sum_g_x_hat = np.empty_like(mean), np.empty_like(mean)
+        wants_x = ctx.needs_input_grad[0]
+        dx = np.empty_like(rows) if wants_x else np.empty((0, 0), rows.dtype)
+        batch_norm_backward(rows, g, mean, invstd, scale, ctx.training, dx, sum_g, sum_g_x_hat)
+        dtype = ctx.dtype
+        grad_x = _from_rows(dx.astype(dtype, copy=False), ctx.shape) if wants_x else None
+        grad_weight = sum_g_x_hat.astype(dtype, copy=False) if ctx.needs_input_grad[1] else None
+        grad_bias = sum_g.astype(dtype, copy=False) if ctx.needs_input_grad[2] else None
         return grad_x, grad_weight, grad_bias
 
 
