@@ -223,7 +223,12 @@ def test_max_pool_nan_and_infinity_as_torch(torch):
     nan, inf = np.nan, np.inf
     x_np = np.array([[[[nan, 1.0, nan, -inf], [2.0, nan, -inf, -inf], [5.0, nan, 1.0, 4.0]]]])
     g = np.arange(1.0, 11.0).reshape(1, 1, 2, 5)
-    kwargs = dict(kernel_size=2, stride=1, padding=(0, 1))
+    _assert_max_pool_is_torch_exactly(torch, x_np, g, kernel_size=2, stride=1, padding=(0, 1))
+
+
+def _assert_max_pool_is_torch_exactly(torch, x_np, g, **kwargs):
+    """max_pool2d's output (NaN and the sign of zeros included) and dL/dx for upstream gradient
+    g are PyTorch's, bit for bit."""
     x = tinynet.tensor(x_np, requires_grad=True)
     out = F.max_pool2d(x, **kwargs)
     out.backward(g)
@@ -231,7 +236,54 @@ def test_max_pool_nan_and_infinity_as_torch(torch):
     t_out = torch.nn.functional.max_pool2d(tx, **kwargs)
     t_out.backward(to_torch(torch, g))
     np.testing.assert_array_equal(out.data, t_out.detach().numpy())
+    np.testing.assert_array_equal(np.signbit(out.data), np.signbit(t_out.detach().numpy()))
     np.testing.assert_array_equal(x.grad, tx.grad.numpy())
+
+
+def _special(seed, shape, dtype):
+    """Values drawn from ties, NaN, signed zeros and infinities: every rule a window's winner
+    follows (first of equal maxima, -0.0 against 0.0, last NaN, a window of -inf)."""
+    values = np.array([np.nan, -np.inf, np.inf, -0.0, 0.0, 1.0, -1.0], dtype=dtype)
+    rng = np.random.default_rng(seed)
+    p = rng.dirichlet(np.ones(len(values)))  # some planes all -inf, some full of NaN
+    return rng.choice(values, size=shape, p=p)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("height, width", [(1, 1), (1, 5), (5, 1), (2, 2), (2, 7), (3, 3), (6, 5)])
+def test_max_pool_3x3_same_argmax_is_the_scan(dtype, height, width):
+    """Inception's 3x3/1 pad-1 pool with a gradient (two separable passes) records the same
+    maxima, bit for bit, and the same window offsets as the row-by-row scan."""
+    from tinynet.kernels import pool
+    from tinynet.ops.pool import _sliding_windows
+
+    x = _special(height * width, (3, 40, height, width), dtype)
+    rows = _sliding_windows(height, 3, 1, 1, height, True)[:2]
+    cols = _sliding_windows(width, 3, 1, 1, width, True)[:2]
+    out, argmax = np.empty_like(x), np.empty(x.shape, dtype=np.int8)
+    pool.max_pool2d_forward(x, out, argmax, rows, cols, 3, 1)
+    same_out, same_argmax = np.empty_like(x), np.empty(x.shape, dtype=np.int8)
+    pool.max_pool2d_3x3_same_argmax(x, same_out, same_argmax)
+    np.testing.assert_array_equal(same_argmax, argmax)
+    assert same_out.tobytes() == out.tobytes()  # -0.0 and NaN payloads included
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(kernel_size=3, stride=1, padding=1, ceil_mode=True),
+        dict(kernel_size=3, stride=2, ceil_mode=True),
+        dict(kernel_size=3, stride=2, padding=1),
+        dict(kernel_size=2, stride=2, ceil_mode=True),
+    ],
+)
+@pytest.mark.parametrize("seed", range(4))
+def test_max_pool_special_values_as_torch(torch, dtype, kwargs, seed):
+    """GoogLeNet's pools on ties, NaN, ±0.0 and ±inf: PyTorch's outputs and gradients."""
+    x_np = _special(seed, (2, 5, 9, 11), dtype)
+    g = uniform(seed, F.max_pool2d(tinynet.tensor(x_np), **kwargs).shape, dtype=dtype)
+    _assert_max_pool_is_torch_exactly(torch, x_np, g, **kwargs)
 
 
 STEM_POOL = dict(kernel_size=3, stride=2, ceil_mode=True)

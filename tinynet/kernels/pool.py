@@ -162,6 +162,64 @@ def max_pool2d_3x3_same(x, out):
             dst[bottom + j] = b if (b > a) | (b != b) else a
 
 
+@njit(cache=True, inline="always")
+def _argmax3(a, b, c):
+    """(winner, index 0-2) of a, b, c scanned in that order with the scan's rule."""
+    take_b = (b > a) | (b != b)
+    best, where = (b, 1) if take_b else (a, 0)
+    take_c = (c > best) | (c != c)
+    return (c, 2) if take_c else (best, where)
+
+
+@njit(cache=True, inline="always")
+def _argmax2(a, b):
+    """(winner, index 0-1) of a, b scanned in that order with the scan's rule."""
+    return (b, 1) if (b > a) | (b != b) else (a, 0)
+
+
+@njit(cache=True, parallel=True)
+def max_pool2d_3x3_same_argmax(x, out, argmax):
+    """``max_pool2d_3x3_same`` that also records argmax as ``max_pool2d_forward`` does: the
+    winner's offset dy·3 + dx in its window, counted from the window's clipped top-left corner.
+
+    The row pass keeps each row's winner and its column dx, the column pass picks among three
+    rows top to bottom and composes dy·3 + dx, both with the scan's rule. This is the scan's
+    winner: without NaN, the first row holding the window's maximum and that row's first
+    occurrence of it, which is the first in row-by-row order; with NaN, the last row holding a
+    NaN and its last NaN, which is the last NaN in row-by-row order.
+    """
+    xs, outs, args = _planes(x), _planes(out), _planes(argmax)
+    height, width = xs.shape[1], xs.shape[2]
+    size = height * width
+    for p in prange(xs.shape[0]):
+        src, dst, arg = xs[p].reshape(size), outs[p].reshape(size), args[p].reshape(size)
+        rows = np.empty(size, dtype=xs.dtype)
+        cols = np.empty(size, dtype=argmax.dtype)
+        for k in range(1, size - 1):
+            rows[k], cols[k] = _argmax3(src[k - 1], src[k], src[k + 1])
+        for y in range(height):
+            first, last = y * width, y * width + width - 1
+            if width == 1:
+                rows[first], cols[first] = src[first], 0
+                continue
+            rows[first], cols[first] = _argmax2(src[first], src[first + 1])
+            rows[last], cols[last] = _argmax2(src[last - 1], src[last])
+        if height == 1:
+            dst[:], arg[:] = rows, cols
+            continue
+        for k in range(width, size - width):
+            best, dy = _argmax3(rows[k - width], rows[k], rows[k + width])
+            source = k + (dy - 1) * width
+            dst[k], arg[k] = best, dy * 3 + cols[source]
+        bottom = size - width
+        for j in range(width):
+            best, dy = _argmax2(rows[j], rows[width + j])
+            dst[j], arg[j] = best, dy * 3 + cols[j + dy * width]
+            k = bottom + j
+            best, dy = _argmax2(rows[k - width], rows[k])
+            dst[k], arg[k] = best, dy * 3 + cols[k + (dy - 1) * width]
+
+
 @njit(cache=True, parallel=True)
 def max_pool2d_backward(grad_out, argmax, rows, cols, kernel_width, grad_in):
     """grad_in[p, y, x] = Σ of grad_out[p, i, j] over the windows whose maximum was (y, x), with

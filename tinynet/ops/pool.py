@@ -67,15 +67,19 @@ class MaxPool2d(Function):
         n, c, _, _ = x.shape
         oh, ow = len(rows[0]), len(cols[0])
         out = layout.empty_nchw(n, c, oh, ow, x.dtype)
+        same_3x3 = kernel == (3, 3) and stride == (1, 1) and (oh, ow) == x.shape[2:]  # pad 1
         if ctx.needs_input_grad[0]:
             offset_type = np.int8 if kernel[0] * kernel[1] <= 127 else np.int32
             argmax = np.empty((c, n, oh, ow), dtype=offset_type)
-        elif kernel == (3, 3) and stride == (1, 1) and (oh, ow) == x.shape[2:]:  # padding 1
-            pool.max_pool2d_3x3_same(layout.channel_major(x), layout.channel_major(out))
-            argmax = None
         else:
             argmax = np.empty((0, 0, 0, 0), dtype=np.int8)
-        if argmax is not None:
+        if same_3x3 and argmax.size:
+            pool.max_pool2d_3x3_same_argmax(
+                layout.channel_major(x), layout.channel_major(out), argmax
+            )
+        elif same_3x3:
+            pool.max_pool2d_3x3_same(layout.channel_major(x), layout.channel_major(out))
+        else:
             pool.max_pool2d_forward(
                 layout.channel_major(x),
                 layout.channel_major(out),
