@@ -55,6 +55,7 @@ OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
 SCHEDULES = ("cosine", "step", "constant")
 DEFAULT_LR = {"sgd": 0.1, "adam": 1e-3, "adamw": 1e-3}
 CHECKPOINT, METRICS, CURVES = "checkpoint.npz", "metrics.jsonl", "curves.png"
+CHECKPOINT_FORMAT = "tinynet-train-checkpoint"
 
 
 class TrainingError(RuntimeError):
@@ -156,7 +157,7 @@ def build_model(config: TrainConfig) -> GoogLeNet:
 
 
 def load_data(config: TrainConfig) -> DataSplits:
-    """The configured dataset's train and test splits."""
+    """The configured dataset's train and test splits (digits split by the run's seed)."""
     options = {"seed": config.seed} if config.dataset == "digits" else {}
     return load_dataset(
         config.dataset, config.data_dir, config.download, config.image_size, **options
@@ -316,7 +317,7 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
         return {
-            "format": "tinynet-train-checkpoint",
+            "format": CHECKPOINT_FORMAT,
             "config": self.config.to_dict(),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -344,9 +345,7 @@ class Trainer:
     def resume(cls, out_dir, epochs: int | None = None, data=None, log=None) -> Trainer:
         """The run checkpointed in ``out_dir``, ready to continue (to ``epochs`` if given)."""
         path = Path(out_dir) / CHECKPOINT
-        checkpoint = io.load(path)
-        if checkpoint.get("format") != "tinynet-train-checkpoint":
-            raise ValueError(f"{path} is not a tinynet training checkpoint")
+        checkpoint = read_checkpoint(path)
         config = TrainConfig.from_dict(checkpoint["config"])
         config.out_dir = str(out_dir)
         if epochs is not None:
@@ -391,18 +390,24 @@ def evaluate(model, dataset, normalize=None, batch_size=256, max_batches=None) -
     return {"loss": loss / seen, "top1": top1 / seen, "top5": top5 / seen, "images": seen}
 
 
+def read_checkpoint(path) -> dict:
+    """The contents of a checkpoint written by ``Trainer.save``; anything else is refused."""
+    checkpoint = io.load(path)
+    if checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(
+            f"{path} is not a tinynet training checkpoint (write one with `tinynet train`; "
+            f"plain weights load with model.load_state_dict(tinynet.io.load(path)))"
+        )
+    return checkpoint
+
+
 def load_trained_model(path, averaged: bool = True) -> tuple[GoogLeNet, TrainConfig]:
     """The network of a training checkpoint, in eval mode, and the run's configuration.
 
     averaged: use the Polyak-averaged (EMA) weights when the run kept them, as its evaluation
     did; otherwise the last weights.
     """
-    checkpoint = io.load(path)
-    if checkpoint.get("format") != "tinynet-train-checkpoint":
-        raise ValueError(
-            f"{path} is not a tinynet training checkpoint (write one with `tinynet train`; "
-            f"plain weights load with model.load_state_dict(tinynet.io.load(path)))"
-        )
+    checkpoint = read_checkpoint(path)
     config = TrainConfig.from_dict(checkpoint["config"])
     model = build_model(config)
     weights = checkpoint["model"]
