@@ -9,14 +9,16 @@ the shorter side is first scaled by 256/224 (as ImageNet's 224 crops of 256 imag
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
-from tinynet.data import DataLoader, average_softmax, load_dataset, paper_crops, read_image
+from tinynet.data import DataLoader, average_softmax, paper_crops, read_image
 from tinynet.data import transforms as T
 from tinynet.data.multicrop import PAPER_SCALES, ten_crop
 from tinynet.function import no_grad
 from tinynet.metrics import topk_correct
-from tinynet.train import TrainConfig, evaluate, load_trained_model
+from tinynet.train import TrainConfig, evaluate, load_data, load_trained_model
 
 MULTI_CROP = ("none", "10", "144")
 
@@ -32,10 +34,12 @@ def crops_of(batch: np.ndarray, size: int, multi_crop: str) -> np.ndarray:
 
 def _test_split(config: TrainConfig, dataset, data_dir, download):
     name = dataset or config.dataset
-    options = {"seed": config.seed} if name == "digits" else {}
     if data_dir is None and name == config.dataset:
         data_dir = config.data_dir
-    data = load_dataset(name, data_dir, download, config.input_size, **options)
+    source = dataclasses.replace(
+        config, dataset=name, data_dir=data_dir, download=download, image_size=config.input_size
+    )
+    data = load_data(source)
     images = data.test.arrays[0]
     if images.shape[1] != config.channels or len(data.classes) != len(config.classes):
         raise ValueError(
