@@ -252,6 +252,24 @@ def test_training_outputs_gradients_and_statistics_match_pytorch_in_float64(torc
         assert_close(buffer, t_buffers[key].numpy(), dtype=np.float64)
 
 
+def _decisions(loss) -> list[np.ndarray]:
+    """Each ReLU's sign pattern and each max pool's winners in the graph behind ``loss``, in an
+    order fixed by the graph's structure (so two runs of one network line up)."""
+    found, seen, stack = [], set(), [loss]
+    while stack:
+        tensor = stack.pop()
+        ctx = getattr(tensor, "_ctx", None)  # parents include None for inputs that are not Tensors
+        if ctx is None or id(tensor) in seen:
+            continue
+        seen.add(id(tensor))
+        if hasattr(ctx, "argmax"):
+            found.append(ctx.argmax)
+        elif "ReLU" in ctx.fn.__name__:
+            found.append(ctx.saved_tensors[0] > 0)
+        stack.extend(ctx.parents)
+    return found
+
+
 @pytest.mark.parametrize("name", PARITY)
 def test_training_in_float32_matches_pytorch_and_float64(torch, name):
     """float32 outputs equal PyTorch's; float32 gradients equal the float64 ones (which equal
@@ -259,23 +277,50 @@ def test_training_in_float32_matches_pytorch_and_float64(torch, name):
 
     Gradients are compared with float64, not with PyTorch's float32: two float32 runs round
     differently in the forward, which flips the odd ReLU or max-pool decision near a tie, and
-    each flip moves one gradient element by its full size. At full width with BatchNorm on a
-    batch of 2 that happens in both frameworks (PyTorch's own float32 gradients are up to 6%
-    off float64 there), so the gradient check runs where no decision flips.
+    each flip moves gradient elements by their full size. Which decisions flip depends on the
+    CPU's rounding (AVX2 or AVX-512 GEMM kernels), so the input is chosen, not assumed, to be
+    clear of them: the first of a few seeded inputs on which every ReLU and max pool of the
+    float32 network decides as the float64 one does (the small network has one), else the one
+    with the fewest flips (the BN-free paper network, whose small weights leave many
+    activations near 0, flips about 2% of its decisions on every input, each moving its
+    gradients little). At full width with BatchNorm on a batch of 2 decisions flip for every
+    input and move gradients far (PyTorch's own float32 gradients are up to 6% off float64
+    there), so that network's gradients are checked in float64 only.
     """
     config, size = _no_dropout(name)
     x = uniform(4, (2, 3, size, size), 0, 1)
     target = np.array([3, 7])
     ours, theirs = _twin(torch, config, np.float32)
-    out, t_out, grads, _ = _training_step(ours, theirs, torch, x.astype(np.float32), target)
+    out, t_out, _, _ = _training_step(ours, theirs, torch, x.astype(np.float32), target)
     for a, b in zip(out, t_out):
         assert_close(a, b, scale=float(np.abs(b).max()))
     if name == "torchvision-224":
         return
-    ours64, theirs64 = _twin(torch, config, np.float64)
-    _, _, grads64, _ = _training_step(ours64, theirs64, torch, x, target)
-    for key, grad in grads.items():
-        assert_close(grad, grads64[key], np.float32, scale=float(np.abs(grads64[key]).max()))
+    ours64, _ = _twin(torch, config, np.float64)
+    flips = {}
+    for seed in range(4, 12):
+        x = uniform(seed, (2, 3, size, size), 0, 1)
+        ours.zero_grad(), ours64.zero_grad()
+        loss32 = googlenet_loss(ours(x.astype(np.float32)), target)
+        loss64 = googlenet_loss(ours64(x.astype(np.float32).astype(np.float64)), target)
+        d32, d64 = _decisions(loss32), _decisions(loss64)
+        assert len(d32) == len(d64) > 0
+        flips[seed] = sum(int(np.count_nonzero(a != b)) for a, b in zip(d32, d64))
+        if flips[seed] == 0:
+            break
+    if flips[seed] > min(flips.values()):  # none clear: the input with the fewest flips
+        seed = min(flips, key=flips.get)
+        x = uniform(seed, (2, 3, size, size), 0, 1)
+        ours.zero_grad(), ours64.zero_grad()
+        loss32 = googlenet_loss(ours(x.astype(np.float32)), target)
+        loss64 = googlenet_loss(ours64(x.astype(np.float32).astype(np.float64)), target)
+    assert name != "small-32" or flips[seed] == 0, flips
+    loss32.backward()
+    loss64.backward()
+    grads64 = dict(ours64.named_parameters())
+    for key, param in ours.named_parameters():
+        expected = grads64[key].grad
+        assert_close(param.grad, expected, np.float32, scale=float(np.abs(expected).max()))
 
 
 # ------------------------------------------------------------------ bad input
