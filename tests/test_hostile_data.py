@@ -49,9 +49,11 @@ def snapshot(folder: Path) -> dict:
     }
 
 
-def bounded_error(call: str) -> str:
+def bounded_error(call: str, folder: Path) -> str:
     """The one-line error that ``call`` (Python, on tinynet.data's public names) raises in a
-    fresh process allowed ``BUDGET_MB`` more than its imports."""
+    fresh process allowed ``BUDGET_MB`` more than its imports, checked to leave ``folder`` as
+    it was and not to die of MemoryError."""
+    before = snapshot(folder)
     result = run_bounded(
         f"try:\n    {call}\nexcept (DatasetError, DownloadError) as error:\n    print(error)\n"
         f"else:\n    print('no error')\n",
@@ -61,6 +63,7 @@ def bounded_error(call: str) -> str:
     assert result.returncode == 0 and "MemoryError" not in result.stderr, result.stderr
     lines = result.stdout.splitlines()
     assert len(lines) == 1, result.stdout
+    assert snapshot(folder) == before
     return lines[0]
 
 
@@ -72,12 +75,10 @@ def test_idx_dimensions_whose_product_wraps_int64_are_refused(tmp_path, gz):
     path = tmp_path / ("train-images-idx3-ubyte" + (".gz" if gz else ""))
     data = idx_header(WRAPS) + bytes(1568)
     path.write_bytes(gzip.compress(data) if gz else data)
-    before = snapshot(tmp_path)
-    assert bounded_error(f"load_dataset('mnist', {str(tmp_path)!r})") == (
+    assert bounded_error(f"load_dataset('mnist', {str(tmp_path)!r})", tmp_path) == (
         f"{path}: truncated data: the header describes a 27283913x820044x824472 uint8 array "
         f"({2**64 + 1568} bytes), the file holds 1568 bytes after it"
     )
-    assert snapshot(tmp_path) == before
 
 
 def test_gzip_idx_decompressing_far_past_its_header_is_read_only_that_far(tmp_path):
@@ -85,12 +86,10 @@ def test_gzip_idx_decompressing_far_past_its_header_is_read_only_that_far(tmp_pa
     path = tmp_path / "t10k-images-idx3-ubyte.gz"
     path.write_bytes(gzip_then_zeros(idx_bytes(arrays["t10k-images-idx3-ubyte"]), 1 << 30))
     assert path.stat().st_size < 2 << 20  # a 1 GiB bomb in about 1 MiB
-    before = snapshot(tmp_path)
-    assert bounded_error(f"load_dataset('mnist', {str(tmp_path)!r})") == (
+    assert bounded_error(f"load_dataset('mnist', {str(tmp_path)!r})", tmp_path) == (
         f"{path}: extra data: the header describes a 3x28x28 uint8 array (2352 bytes), the file "
         f"holds more than 2352 bytes after it"
     )
-    assert snapshot(tmp_path) == before
 
 
 def test_a_valid_idx_file_too_large_for_memory_is_named(tmp_path):
@@ -98,10 +97,8 @@ def test_a_valid_idx_file_too_large_for_memory_is_named(tmp_path):
     path = tmp_path / "train-images-idx3-ubyte.gz"
     n = 400_000  # 400,000 x 28 x 28 bytes = 314 MB, all of which a valid file needs
     path.write_bytes(gzip_then_zeros(idx_header((n, 28, 28)), n * 28 * 28))
-    before = snapshot(tmp_path)
-    message = bounded_error(f"load_dataset('mnist', {str(tmp_path)!r})")
+    message = bounded_error(f"load_dataset('mnist', {str(tmp_path)!r})", tmp_path)
     assert message.startswith(f"{path}: not enough memory to read it ("), message
-    assert snapshot(tmp_path) == before
 
 
 # ================================================================= CIFAR-10
@@ -141,12 +138,9 @@ def test_decompression_bombs_are_refused_by_name(tmp_path, side):
         f"{bomb}: cannot decode this image (Image size ({side * side} pixels) exceeds limit of "
         f"{limit} pixels, could be decompression bomb DOS attack.)"
     )
-    before = snapshot(tmp_path)
-    assert bounded_error(f"load_dataset('image_folder', {str(tmp_path)!r}, image_size=8)") == (
-        expected
-    )
-    assert bounded_error(f"read_image({str(bomb)!r}, 8)") == expected
-    assert snapshot(tmp_path) == before
+    call = f"load_dataset('image_folder', {str(tmp_path)!r}, image_size=8)"
+    assert bounded_error(call, tmp_path) == expected
+    assert bounded_error(f"read_image({str(bomb)!r}, 8)", tmp_path) == expected
 
 
 @needs_pillow
@@ -178,7 +172,8 @@ def test_images_too_many_for_memory_at_their_size_are_named(tmp_path):
     for name in ("cat", "dog"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "a.png").write_bytes(png_bytes(6, 6))
-    message = bounded_error(f"load_dataset('image_folder', {str(tmp_path)!r}, image_size=6000)")
+    call = f"load_dataset('image_folder', {str(tmp_path)!r}, image_size=6000)"
+    message = bounded_error(call, tmp_path)
     assert message.startswith(f"{tmp_path}: not enough memory to read it (Unable to allocate")
 
 
