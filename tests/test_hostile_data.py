@@ -14,6 +14,7 @@ import math
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tinynet.cli import EXIT_ERROR, main
@@ -118,6 +119,16 @@ def test_cifar_archive_member_too_large_for_a_batch_is_refused_and_nothing_extra
     )
     assert snapshot(tmp_path) == before
     assert leftovers(tmp_path) == ["cifar-10-python.tar.gz"]
+
+
+def test_a_cifar_batch_too_large_for_memory_is_named(tmp_path):
+    batches = cifar_batches()
+    rows = 20_000  # 61 MB of pixels, under the member limit; as float32, 246 MB
+    batches["data_batch_1"][b"data"] = np.zeros((rows, 3072), np.uint8)
+    batches["data_batch_1"][b"labels"] = [0] * rows
+    write_cifar_folder(tmp_path, batches, python2=False)
+    message = bounded_error(f"load_dataset('cifar10', {str(tmp_path)!r})", tmp_path)
+    assert message.startswith(f"{tmp_path / 'data_batch_1'}: not enough memory to read it (")
 
 
 # ================================================================= images
