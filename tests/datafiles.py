@@ -1,13 +1,20 @@
-"""Writers of small dataset files in the exact formats tinynet.data reads, and markers for the
-optional `train` extra: shared by the dataset, training, CLI and example tests."""
+"""Writers of small dataset files in the exact formats tinynet.data reads (and of hostile ones
+that only look like them), and markers for the optional `train` extra: shared by the dataset,
+hostile-data, training, CLI and example tests."""
 
 import gzip
 import importlib.util
+import io
+import pickle
 import struct
+import tarfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tinynet.data import datasets as D
 
 
 def installed(name: str) -> bool:
@@ -22,10 +29,52 @@ needs_sklearn = pytest.mark.skipif(not installed("sklearn"), reason="digits need
 needs_pillow = pytest.mark.skipif(not installed("PIL"), reason="image_folder needs Pillow")
 
 
+def idx_header(shape, code: int = 0x08) -> bytes:
+    """An IDX header: magic (0, 0, type code, ndim), then one big-endian uint32 per dimension."""
+    return bytes([0, 0, code, len(shape)]) + struct.pack(f">{len(shape)}I", *shape)
+
+
 def idx_bytes(array: np.ndarray, code: int = 0x08) -> bytes:
-    """An IDX file: magic (0, 0, type code, ndim), big-endian sizes, big-endian values."""
-    header = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    return header + array.astype(array.dtype.newbyteorder(">")).tobytes()
+    """An IDX file: its header, then the values big-endian."""
+    return idx_header(array.shape, code) + array.astype(array.dtype.newbyteorder(">")).tobytes()
+
+
+def gzip_then_zeros(prefix: bytes, zeros: int, block: int = 1 << 24) -> bytes:
+    """A gzip file decompressing to ``prefix`` then ``zeros`` zero bytes: one member for the
+    prefix, then copies of one compressed block of zeros (gzip readers join members), so a file
+    of a few hundred KB holds gigabytes and takes no time to build."""
+    whole, rest = divmod(zeros, block)
+    zero_member = gzip.compress(bytes(block))
+    return gzip.compress(prefix) + zero_member * whole + gzip.compress(bytes(rest))
+
+
+def png_bytes(width: int, height: int) -> bytes:
+    """A grayscale PNG whose header declares ``width`` x ``height``, with one row of pixels:
+    enough for Pillow to read the size (and refuse a bomb) without this file being large."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data)
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit gray, no interlace
+    rows = zlib.compress(bytes(width + 1))  # filter byte 0, then a row of zeros
+    signature = b"\x89PNG\r\n\x1a\n"
+    return signature + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+
+
+def write_tar(path: Path, members) -> None:
+    """An uncompressed tar of ``members``, (TarInfo, bytes or None) pairs. None leaves the
+    member's ``size`` bytes a hole (a sparse file reading as zeros), so a member of gigabytes
+    costs no disk and no time."""
+    with open(path, "wb") as out:
+        for info, data in members:
+            out.write(info.tobuf(tarfile.GNU_FORMAT))
+            padded = -(-info.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+            if data is None:
+                out.seek(padded, io.SEEK_CUR)
+            else:
+                out.write(data.ljust(padded, b"\0"))
+        out.write(bytes(2 * tarfile.BLOCKSIZE))  # the end-of-archive marker
 
 
 def write_mnist(folder: Path, n_train=5, n_test=3, gz=True, seed=0) -> dict:
@@ -45,3 +94,83 @@ def write_mnist(folder: Path, n_train=5, n_test=3, gz=True, seed=0) -> dict:
         else:
             (folder / name).write_bytes(data)
     return arrays
+
+
+def cifar_batches(n=4, seed=0) -> dict:
+    """CIFAR-10's python files as dicts with bytes keys, as the real ones unpickle."""
+    rng = np.random.default_rng(seed)
+    batches = {}
+    for name in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]:
+        batches[name] = {
+            b"batch_label": name.encode(),
+            b"labels": rng.integers(0, 10, n).tolist(),
+            b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            b"filenames": [f"{i}.png".encode() for i in range(n)],
+        }
+    batches["batches.meta"] = {
+        b"label_names": [name.encode() for name in D.CIFAR10_CLASSES],
+        b"num_vis": 3072,
+    }
+    return batches
+
+
+class Python2Pickler(pickle._Pickler):
+    """Protocol 2 with bytes and str written as Python 2 ``str`` opcodes (BINSTRING), as the
+    real CIFAR-10 files were; Python 3's own protocol 2 wraps bytes in ``_codecs.encode``."""
+
+    dispatch = pickle._Pickler.dispatch.copy()
+
+    def save_python2_str(self, obj):
+        if isinstance(obj, str):
+            obj = obj.encode("latin-1")
+        if len(obj) < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([len(obj)]) + obj)
+        else:
+            self.write(pickle.BINSTRING + struct.pack("<i", len(obj)) + obj)
+        self.memoize(obj)
+
+    dispatch[bytes] = dispatch[str] = save_python2_str
+
+
+def pickled(batch, python2=True) -> bytes:
+    """``batch`` pickled as Python 2 and NumPy 1 wrote CIFAR-10, or by a plain
+    ``pickle.dumps``."""
+    if not python2:
+        return pickle.dumps(batch)
+    buffer = io.BytesIO()
+    Python2Pickler(buffer, protocol=2).dump(batch)
+    # GLOBAL names a module by a line of text: NumPy 1 called it numpy.core.multiarray.
+    return buffer.getvalue().replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n")
+
+
+def write_cifar_folder(folder: Path, batches: dict, python2=True) -> None:
+    """The batches as the files of CIFAR-10's extracted folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, batch in batches.items():
+        (folder / name).write_bytes(pickled(batch, python2))
+
+
+def cifar_members(batches: dict) -> list:
+    """The (TarInfo, bytes) members ``cifar-10-batches-py/NAME`` of CIFAR-10's archive."""
+    members = []
+    for name, batch in batches.items():
+        data = pickled(batch)
+        info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+        info.size = len(data)
+        members.append((info, data))
+    return members
+
+
+def cifar_archive_bytes(batches: dict, extra=()) -> bytes:
+    """cifar-10-python.tar.gz holding the batches, then the ``extra`` (TarInfo, bytes or None)
+    members."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for info, data in [*cifar_members(batches), *extra]:
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buffer.getvalue()
+
+
+def leftovers(folder: Path) -> list[str]:
+    """The names in ``folder``, sorted (none if it does not exist)."""
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []

@@ -3,11 +3,8 @@ exact formats (and broken in each way they check); downloads from a local HTTP s
 
 import gzip
 import http.server
-import io
 import os
-import pickle
 import socket
-import struct
 import sys
 import tarfile
 import threading
@@ -30,78 +27,16 @@ from tinynet.data import datasets as D
 from tinynet.data.download import download_file, fetch, sha256_file
 from tinynet.data.formats import read_idx
 
-from datafiles import idx_bytes, needs_pillow, needs_sklearn, write_mnist
-
-
-def cifar_batches(n=4, seed=0) -> dict:
-    """CIFAR-10's python files as dicts with bytes keys, as the real ones unpickle."""
-    rng = np.random.default_rng(seed)
-    batches = {}
-    for name in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]:
-        batches[name] = {
-            b"batch_label": name.encode(),
-            b"labels": rng.integers(0, 10, n).tolist(),
-            b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-            b"filenames": [f"{i}.png".encode() for i in range(n)],
-        }
-    batches["batches.meta"] = {
-        b"label_names": [name.encode() for name in D.CIFAR10_CLASSES],
-        b"num_vis": 3072,
-    }
-    return batches
-
-
-class Python2Pickler(pickle._Pickler):
-    """Protocol 2 with bytes and str written as Python 2 ``str`` opcodes (BINSTRING), as the
-    real CIFAR-10 files were; Python 3's own protocol 2 wraps bytes in ``_codecs.encode``."""
-
-    dispatch = pickle._Pickler.dispatch.copy()
-
-    def save_python2_str(self, obj):
-        if isinstance(obj, str):
-            obj = obj.encode("latin-1")
-        if len(obj) < 256:
-            self.write(pickle.SHORT_BINSTRING + bytes([len(obj)]) + obj)
-        else:
-            self.write(pickle.BINSTRING + struct.pack("<i", len(obj)) + obj)
-        self.memoize(obj)
-
-    dispatch[bytes] = dispatch[str] = save_python2_str
-
-
-def pickled(batch, python2=True) -> bytes:
-    """``batch`` pickled as Python 2 and NumPy 1 wrote CIFAR-10, or by a plain
-    ``pickle.dumps``."""
-    if not python2:
-        return pickle.dumps(batch)
-    buffer = io.BytesIO()
-    Python2Pickler(buffer, protocol=2).dump(batch)
-    # GLOBAL names a module by a line of text: NumPy 1 called it numpy.core.multiarray.
-    return buffer.getvalue().replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n")
-
-
-def write_cifar_folder(folder: Path, batches: dict, python2=True) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, batch in batches.items():
-        (folder / name).write_bytes(pickled(batch, python2))
-
-
-def cifar_archive_bytes(batches: dict, extra=()) -> bytes:
-    """cifar-10-python.tar.gz holding the batches, plus ``extra`` (name, TarInfo-tweak) members."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name, batch in batches.items():
-            data = pickled(batch)
-            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-        for info, data in extra:
-            tar.addfile(info, io.BytesIO(data) if data is not None else None)
-    return buffer.getvalue()
-
-
-def leftovers(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+from datafiles import (
+    cifar_archive_bytes,
+    cifar_batches,
+    idx_bytes,
+    leftovers,
+    needs_pillow,
+    needs_sklearn,
+    write_cifar_folder,
+    write_mnist,
+)
 
 
 # ================================================================= digits
@@ -205,7 +140,11 @@ IDX_BREAKAGES = {
         r"train-images-idx3-ubyte.gz: truncated data: the header describes a 5x28x28 uint8 array "
         r"\(3920 bytes\), the file holds 3820 bytes",
     ),
-    "trailing bytes": (lambda data: data + b"xx", r"2 extra bytes"),
+    "trailing bytes": (
+        lambda data: data + b"xx",
+        r"extra data: the header describes a 5x28x28 uint8 array \(3920 bytes\), the file "
+        r"holds more than 3920 bytes after it",
+    ),
     "truncated header": (lambda data: data[:10], r"truncated header: 3 dimensions need 16 bytes"),
     "not gzip": (lambda data: b"\x1f\x8bnot really", r"not a readable gzip file"),
 }

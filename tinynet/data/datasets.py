@@ -30,6 +30,7 @@ from tinynet.data.folder import image_folder
 from tinynet.data.formats import (
     DatasetError,
     extract_members,
+    memory_named,
     read_cifar_batch,
     read_cifar_names,
     read_idx_split,
@@ -123,6 +124,9 @@ CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
 CIFAR10_FOLDER = "cifar-10-batches-py"
 CIFAR10_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR10_FILES = (*CIFAR10_TRAIN, "test_batch", "batches.meta")
+# Each batch of the real archive is 31,035,704 bytes or less (batches.meta is 158): a member
+# over 64 MiB, twice that, is not CIFAR-10 and is refused before it is extracted.
+CIFAR10_MAX_MEMBER = 64 << 20
 
 
 def default_data_dir(name: str) -> Path:
@@ -285,10 +289,11 @@ def cifar10(
     """
     data_dir = _check_dir(data_dir, "cifar10")
     folder = _cifar_folder(data_dir, download, mirrors, progress)
-    parts = [read_cifar_batch(folder / name) for name in CIFAR10_TRAIN]
-    train_images = np.concatenate([images for images, _ in parts])
+    parts = [_read_cifar_batch(folder / name) for name in CIFAR10_TRAIN]
+    with memory_named(folder):
+        train_images = np.concatenate([images for images, _ in parts])
     train_labels = np.concatenate([labels for _, labels in parts])
-    test_images, test_labels = read_cifar_batch(folder / "test_batch")
+    test_images, test_labels = _read_cifar_batch(folder / "test_batch")
     meta = folder / "batches.meta"
     classes = read_cifar_names(meta) if meta.is_file() else CIFAR10_CLASSES
     if len(classes) != 10:
@@ -298,6 +303,12 @@ def cifar10(
         TensorDataset(_resized(test_images, image_size, "cifar10"), test_labels),
         classes,
     )
+
+
+def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """``read_cifar_batch``, with running out of memory named as an error of ``path``."""
+    with memory_named(path):
+        return read_cifar_batch(path)
 
 
 def _cifar_folder(data_dir: Path, download, mirrors, progress) -> Path:
@@ -329,7 +340,7 @@ def _cifar_folder(data_dir: Path, download, mirrors, progress) -> Path:
             SHA256["cifar10"][CIFAR10_ARCHIVE],
             progress=progress,
         )
-    return extract_members(archive, CIFAR10_FOLDER, CIFAR10_FILES)
+    return extract_members(archive, CIFAR10_FOLDER, CIFAR10_FILES, CIFAR10_MAX_MEMBER)
 
 
 # -------------------------------------------------------------------- by name
@@ -361,6 +372,9 @@ def load_dataset(
                 28 for the MNISTs, 32 for CIFAR-10); required for image_folder
     options:    passed on, e.g. seed and test_fraction (digits, image_folder), mirrors and
                 progress (the downloadable ones), mode (image_folder)
+
+    A training or test split without a single sample raises ``DatasetError`` naming the
+    dataset, its folder and the split, before anything trains on it.
     """
     key = ALIASES.get(name, name) if isinstance(name, str) else name
     if key not in BUILDERS:
@@ -368,13 +382,22 @@ def load_dataset(
             f"load_dataset: unknown dataset {name!r}; known: {', '.join(sorted(BUILDERS))}"
         )
     if key == "digits":  # bundled with scikit-learn: no data_dir, nothing to download
-        return digits(image_size=32 if image_size is None else image_size, **options)
-    if key == "image_folder":
+        source = "scikit-learn's bundled digits"
+        data = digits(image_size=32 if image_size is None else image_size, **options)
+    elif key == "image_folder":
         if data_dir is None or image_size is None:
             raise ValueError(
                 "load_dataset: image_folder needs data_dir (the folder of class sub-folders) "
                 "and image_size"
             )
-        return image_folder(data_dir, image_size, **options)
-    data_dir = default_data_dir(key) if data_dir is None else data_dir
-    return BUILDERS[key](data_dir, download=download, image_size=image_size, **options)
+        source, data = data_dir, image_folder(data_dir, image_size, **options)
+    else:
+        source = default_data_dir(key) if data_dir is None else data_dir
+        data = BUILDERS[key](source, download=download, image_size=image_size, **options)
+    for split, dataset in (("train", data.train), ("test", data.test)):
+        if len(dataset) == 0:
+            raise DatasetError(
+                f"{key}: the {split} split in {source} has no samples; training and "
+                f"evaluating need at least one in each split"
+            )
+    return data

@@ -4,7 +4,8 @@
 the byte count against Content-Length and the digest against the expected SHA-256, flushes it to
 disk, and only then renames it into place. A refused connection, an HTTP error, a transfer cut
 off, a checksum mismatch, Ctrl-C or any other exception deletes the temporary file and raises
-``DownloadError`` naming the URL and what went wrong. ``fetch`` tries a list of mirrors in turn.
+``DownloadError`` naming the URL and what went wrong. ``fetch`` tries a list of mirrors in turn:
+any of those failures, a malformed URL included, moves on to the next mirror.
 """
 
 from __future__ import annotations
@@ -73,8 +74,8 @@ def download_file(
 def _stream(url, file, timeout, progress) -> tuple[str, int, int | None]:
     """Copy the response body of ``url`` into ``file``: (hex sha256, bytes, Content-Length)."""
     digest, received = hashlib.sha256(), 0
-    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
     try:
+        request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
         with urllib.request.urlopen(request, timeout=timeout) as response:
             length = response.headers.get("Content-Length")
             total = int(length) if length is not None and length.isdigit() else None
@@ -93,12 +94,12 @@ def _stream(url, file, timeout, progress) -> tuple[str, int, int | None]:
             f"{url}: transfer cut off after {received + len(error.partial)} bytes "
             f"({error.expected} more were announced)"
         ) from error
+    except (ValueError, http.client.InvalidURL) as error:  # unknown scheme, bad port or host
+        raise DownloadError(f"{url}: not a usable URL ({error})") from error
     except (http.client.HTTPException, OSError) as error:
         raise DownloadError(
             f"{url}: connection failed after {received} bytes ({type(error).__name__}: {error})"
         ) from error
-    except ValueError as error:  # e.g. a malformed URL
-        raise DownloadError(f"{url}: {error}") from error
     return digest.hexdigest(), received, total
 
 
@@ -114,7 +115,7 @@ def fetch(
     """Download ``filename`` into ``data_dir`` from the first of ``mirrors`` (base URLs, the
     file name appended) that delivers it intact; ``DownloadError`` lists each mirror's failure
     when none does."""
-    if isinstance(mirrors, str) or not mirrors:
+    if isinstance(mirrors, str) or not mirrors or not all(isinstance(m, str) for m in mirrors):
         raise ValueError(f"fetch: mirrors must be a non-empty list of base URLs; got {mirrors!r}")
     failures = []
     for base in mirrors:

@@ -12,17 +12,23 @@ is resized with Pillow's bilinear filter, which smooths when shrinking (photogra
 much larger than the network's input): an int image_size scales the shorter side to it and
 crops the centred square; a (height, width) pair resizes to exactly that. Decoding is the one
 per-image loop; the pixels go straight into one preallocated uint8 array.
+
+Every class folder of the training split needs at least one image. An image Pillow cannot
+decode, or one larger than Pillow's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``, whose
+warning is taken as the refusal it announces), raises ``DatasetError`` naming the file.
 """
 
 from __future__ import annotations
 
 import numbers
+import struct
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from tinynet.data.dataset import DataSplits, TensorDataset, seeded_split
-from tinynet.data.formats import DatasetError, to_unit_float
+from tinynet.data.formats import DatasetError, memory_named, to_unit_float
 from tinynet.data.transforms import center_offsets, resized_shape
 
 EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -55,11 +61,11 @@ def image_folder(
     test_dir = next((root / n for n in ("test", "val") if (root / n).is_dir()), None)
     if (root / "train").is_dir() and test_dir is not None:
         classes = _class_folders(root / "train")
-        train = _read_split(root / "train", classes, size, mode, Image)
-        test = _read_split(test_dir, classes, size, mode, Image)
+        train = _read_split(root / "train", classes, size, mode, Image, every_class=True)
+        test = _read_split(test_dir, classes, size, mode, Image, every_class=False)
         return DataSplits(TensorDataset(*train), TensorDataset(*test), classes)
     classes = _class_folders(root)
-    images, labels = _read_split(root, classes, size, mode, Image)
+    images, labels = _read_split(root, classes, size, mode, Image, every_class=True)
     return seeded_split(images, labels, classes, seed, test_fraction, "image_folder")
 
 
@@ -107,17 +113,24 @@ def _class_folders(root: Path) -> tuple[str, ...]:
     return classes
 
 
-def _read_split(root: Path, classes, size, mode, Image) -> tuple[np.ndarray, np.ndarray]:
+def _read_split(
+    root: Path, classes, size, mode, Image, every_class: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """The images of ``root``'s class folders; ``every_class``: each must hold one (a
+    training split does; a test split may lack a class, or hold an empty folder for it)."""
     files, labels = [], []
     for label, name in enumerate(classes):
         folder = root / name
-        if not folder.is_dir():
-            continue  # a test split may lack a class
         found = sorted(
             p
-            for p in folder.iterdir()
+            for p in (folder.iterdir() if folder.is_dir() else ())
             if p.is_file() and p.name[0] != "." and p.suffix.lower() in EXTENSIONS
         )
+        if every_class and not found:
+            raise DatasetError(
+                f"image_folder: class folder {folder} holds no {'/'.join(EXTENSIONS)} images; "
+                f"every class needs at least one to train on"
+            )
         files += found
         labels += [label] * len(found)
     if not files:
@@ -132,24 +145,37 @@ def _read_split(root: Path, classes, size, mode, Image) -> tuple[np.ndarray, np.
             f"image_folder: {root} has class folders {extra} that the training split lacks"
         )
     height, width = (size, size) if isinstance(size, int) else size
-    pixels = np.empty((len(files), height, width, MODES[mode]), dtype=np.uint8)
-    for i, path in enumerate(files):
-        pixels[i] = _decode(path, size, mode, Image).reshape(height, width, -1)
-    return to_unit_float(pixels.transpose(0, 3, 1, 2)), np.asarray(labels, dtype=np.int64)
+    with memory_named(root):
+        pixels = np.empty((len(files), height, width, MODES[mode]), dtype=np.uint8)
+        for i, path in enumerate(files):
+            pixels[i] = _decode(path, size, mode, Image).reshape(height, width, -1)
+        return to_unit_float(pixels.transpose(0, 3, 1, 2)), np.asarray(labels, dtype=np.int64)
 
 
 def _decode(path: Path, size, mode, Image) -> np.ndarray:
     """One image, converted to ``mode`` and brought to ``size``, as uint8 (H, W[, C])."""
     try:
-        with Image.open(path) as image:
-            image = image.convert(mode)
-            if isinstance(size, int):
-                height, width = resized_shape(image.height, image.width, size)
-                image = image.resize((width, height), Image.Resampling.BILINEAR)
-                top, left = center_offsets(height, width, size, size)
-                image = image.crop((left, top, left + size, top + size))
-            else:
-                image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-            return np.asarray(image, dtype=np.uint8)
-    except (OSError, ValueError, SyntaxError) as error:  # PIL's decoding errors
-        raise DatasetError(f"{path}: cannot decode this image ({error})") from error
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # refuse, not warn
+            with Image.open(path) as image:
+                image = image.convert(mode)
+                if isinstance(size, int):
+                    height, width = resized_shape(image.height, image.width, size)
+                    image = image.resize((width, height), Image.Resampling.BILINEAR)
+                    top, left = center_offsets(height, width, size, size)
+                    image = image.crop((left, top, left + size, top + size))
+                else:
+                    image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+                return np.asarray(image, dtype=np.uint8)
+    except (
+        OSError,
+        ValueError,
+        SyntaxError,
+        EOFError,
+        struct.error,
+        MemoryError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ) as error:  # what Pillow raises on a broken, hostile or oversized file
+        reason = str(error) or type(error).__name__
+        raise DatasetError(f"{path}: cannot decode this image ({reason})") from error

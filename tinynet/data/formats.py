@@ -8,12 +8,16 @@ CIFAR-10's python version: pickles of dicts with bytes keys, b'data' a (N, 3072)
 (1024 red, 1024 green, 1024 blue values a row, each plane row-major) and b'labels' a list of N
 ints; read with the allow-list unpickler, so a hostile file cannot run code.
 
-Every problem raises ``DatasetError``, one line that names the file and what was wrong.
+Every problem raises ``DatasetError``, one line that names the file and what was wrong, running
+out of memory included. A header is checked against the bytes that follow before anything is
+allocated for them, so a hostile header cannot make a reader ask for more memory than a valid
+file with that header needs.
 """
 
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import pickle
 import shutil
@@ -21,6 +25,7 @@ import struct
 import tarfile
 import tempfile
 import zlib
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -36,53 +41,86 @@ IDX_TYPES = {
     0x0E: np.dtype(">f8"),
 }
 _GZIP_MAGIC = b"\x1f\x8b"
+CHUNK = 1 << 20  # bytes decompressed or copied at a time
 
 
 class DatasetError(ValueError):
     """A data file is missing a piece, malformed or inconsistent; the message names the file."""
 
 
-def read_bytes(path) -> bytes:
-    """The contents of ``path``, decompressed if it is gzip."""
-    path = Path(path)
-    raw = path.read_bytes()
-    if raw[:2] != _GZIP_MAGIC:
-        return raw
+@contextmanager
+def memory_named(source):
+    """Inside the block, running out of memory (NumPy's "Unable to allocate ..." included)
+    raises ``DatasetError`` naming ``source``, the file or folder being read."""
     try:
-        return gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as error:
-        raise DatasetError(f"{path}: not a readable gzip file ({error})") from error
+        yield
+    except MemoryError as error:
+        raise DatasetError(f"{source}: not enough memory to read it ({error})") from error
 
 
 def read_idx(path) -> np.ndarray:
-    """The array in the IDX file ``path`` (gzip or not), in native byte order."""
-    raw = read_bytes(path)
-    if len(raw) < 4:
-        raise DatasetError(f"{path}: {len(raw)} bytes is too short for the IDX magic number")
-    if raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_TYPES:
+    """The array in the IDX file ``path`` (gzip or not), in native byte order.
+
+    The header is checked before any value is read: the product of its dimensions (in Python
+    ints, which cannot wrap) times the item size must be the number of bytes that follow. The
+    values are read a chunk at a time, up to one byte past what the header declares, so memory
+    follows what a valid file with that header needs, whatever the file (or a gzip bomb) holds.
+    """
+    path = Path(path)
+    with open(path, "rb") as file:
+        compressed = file.read(2) == _GZIP_MAGIC
+    try:
+        with memory_named(path), (gzip.open if compressed else open)(path, "rb") as file:
+            return _parse_idx(path, file)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as error:
+        raise DatasetError(f"{path}: not a readable gzip file ({error})") from error
+
+
+def _parse_idx(path: Path, file) -> np.ndarray:
+    """The IDX array in the open binary stream ``file`` (read from ``path``), checked."""
+    magic = file.read(4)
+    if len(magic) < 4:
+        raise DatasetError(f"{path}: {len(magic)} bytes is too short for the IDX magic number")
+    if magic[0] != 0 or magic[1] != 0 or magic[2] not in IDX_TYPES:
         codes = ", ".join(f"0x{code:02X}" for code in IDX_TYPES)
         raise DatasetError(
-            f"{path}: wrong magic number 0x{raw[:4].hex().upper()}; an IDX file starts with "
+            f"{path}: wrong magic number 0x{magic.hex().upper()}; an IDX file starts with "
             f"0x0000, a type code ({codes}) and the number of dimensions"
         )
-    dtype, ndim = IDX_TYPES[raw[2]], raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
+    dtype, ndim = IDX_TYPES[magic[2]], magic[3]
+    sizes = file.read(4 * ndim)
+    if len(sizes) < 4 * ndim:
         raise DatasetError(
-            f"{path}: truncated header: {ndim} dimensions need {header} bytes, the file has "
-            f"{len(raw)}"
+            f"{path}: truncated header: {ndim} dimensions need {4 + 4 * ndim} bytes, the file "
+            f"has {4 + len(sizes)}"
         )
-    shape = struct.unpack(f">{ndim}I", raw[4:header])
-    count = int(np.prod(shape, dtype=np.int64))
-    expected, actual = count * dtype.itemsize, len(raw) - header
-    if actual != expected:
-        problem = "truncated data" if actual < expected else f"{actual - expected} extra bytes"
+    shape = struct.unpack(f">{ndim}I", sizes)
+    expected = math.prod(shape) * dtype.itemsize
+    data = read_at_most(file, expected + 1)
+    if len(data) != expected:
+        problem, held = (
+            ("truncated data", f"{len(data)} bytes")
+            if len(data) < expected
+            else ("extra data", f"more than {expected} bytes")
+        )
         raise DatasetError(
             f"{path}: {problem}: the header describes a {'x'.join(map(str, shape))} "
-            f"{dtype.name} array ({expected} bytes), the file holds {actual} bytes after it"
+            f"{dtype.name} array ({expected} bytes), the file holds {held} after it"
         )
-    array = np.frombuffer(raw, dtype=dtype, count=count, offset=header).reshape(shape)
-    return array.astype(dtype.newbyteorder("="))
+    array = np.frombuffer(data, dtype=dtype).reshape(shape)
+    return array.astype(dtype.newbyteorder("="), copy=False)
+
+
+def read_at_most(file, limit: int) -> bytearray:
+    """Up to ``limit`` bytes from the binary stream ``file``, read a chunk at a time, so memory
+    follows what the stream holds, never what was asked for."""
+    data = bytearray()
+    while len(data) < limit:
+        chunk = file.read(min(CHUNK, limit - len(data)))
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 def check_labels(labels: np.ndarray, num_classes: int, source) -> np.ndarray:
@@ -123,7 +161,8 @@ def read_idx_split(images_path, labels_path, num_classes: int) -> tuple[np.ndarr
             f"{labels_path}: {len(labels)} labels, but {images_path} holds {len(images)} images"
         )
     labels = check_labels(labels, num_classes, labels_path)
-    return to_unit_float(images[:, None]), labels
+    with memory_named(images_path):
+        return to_unit_float(images[:, None]), labels
 
 
 def to_unit_float(pixels: np.ndarray) -> np.ndarray:
@@ -173,13 +212,14 @@ def read_cifar_names(path) -> tuple[str, ...]:
     return tuple(n.decode() if isinstance(n, bytes) else n for n in names)
 
 
-def extract_members(archive, folder, names) -> Path:
+def extract_members(archive, folder, names, max_size: int) -> Path:
     """Copy the regular files ``folder/NAME`` (for each of ``names``) out of the tar archive
     into ``archive``'s directory, as a new folder ``folder``; return its path.
 
     Safe by construction: only the listed names are read, each must be a regular file (no
-    links, devices or directories), and the output paths are built from ``names``, never from
-    the archive, so nothing can land outside the folder. The files are written to a temporary
+    links, devices or directories) of at most ``max_size`` bytes, checked on its tar header
+    before any of it is copied, and the output paths are built from ``names``, never from the
+    archive, so nothing can land outside the folder. The files are written to a temporary
     folder that is renamed into place once complete, so a failure leaves nothing behind.
     """
     archive = Path(archive)
@@ -189,12 +229,18 @@ def extract_members(archive, folder, names) -> Path:
     try:
         found = set()
         with tarfile.open(archive, "r:*") as tar:
-            for member in tar:
+            while len(found) < len(wanted) and (member := tar.next()) is not None:
+                tar.members.clear()  # tarfile keeps every header it reads: millions, in a bomb
                 name = member.name.removeprefix("./")
                 if name not in wanted or name in found:
                     continue
                 if not member.isfile():
                     raise DatasetError(f"{archive}: {member.name} is not a regular file")
+                if not 0 <= member.size <= max_size:
+                    raise DatasetError(
+                        f"{archive}: {member.name} is {member.size} bytes, more than the "
+                        f"{max_size} a genuine one can be; refusing to extract it"
+                    )
                 source = tar.extractfile(member)
                 with source, open(staging / wanted[name], "wb") as out:
                     shutil.copyfileobj(source, out)
