@@ -260,19 +260,19 @@ def cross_entropy(input, target, reduction="mean", label_smoothing=0.0) -> Tenso
     x (N, C) and classes t (N,); then the mean over n ('mean'), the sum ('sum') or ℓ ('none')."""
     x = _tensor(input)
     labels = np.asarray(target.data if isinstance(target, Tensor) else target)
-    classes = x.shape[1]
-    if labels.shape != x.shape[:1] or labels.dtype.kind not in "iu" or np.any(labels < 0):
+    n, classes = x.shape
+    in_range = labels.dtype.kind in "iu" and np.all((labels >= 0) & (labels < classes))
+    if labels.shape != (n,) or not in_range or reduction not in ("mean", "sum", "none"):
         raise ValueError(
-            f"cross_entropy: target must hold {x.shape[0]} class indices in [0, {classes}); "
-            f"got shape {labels.shape}, dtype {labels.dtype}"
+            f"cross_entropy: needs target of {n} class indices in [0, {classes}) and reduction "
+            f"'mean', 'sum' or 'none'; got target {labels!r} and reduction {reduction!r}"
         )
-    onehot = np.arange(classes) == labels[:, None]  # an index >= C matches no class
-    if not onehot.any(axis=1).all():
-        raise ValueError(f"cross_entropy: target values must be below {classes}")
     eps = label_smoothing
-    q = ((1 - eps) * onehot + eps / classes).astype(x.dtype)
+    q = ((1 - eps) * (np.arange(classes) == labels[:, None]) + eps / classes).astype(x.dtype)
     losses = -sum(q * log_softmax(x, 1), 1)
-    return {"mean": mean, "sum": sum, "none": lambda v: v}[reduction](losses)
+    if reduction == "none":
+        return losses
+    return mean(losses) if reduction == "mean" else sum(losses)
 
 
 def dropout(x, p: float = 0.5, training: bool = True, generator=None) -> Tensor:
