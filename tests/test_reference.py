@@ -368,3 +368,21 @@ def test_use_reference_is_per_thread():
         thread.start()
         thread.join()
     assert seen == [False]
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda x: F.conv2d(x, np.ones((1, 1, 5, 5))), "conv2d: kernel size .5, 5. of weight"),
+        (lambda x: F.conv2d(x, np.ones((1, 1, 1, 1)), stride=0), "conv2d: stride must be >= 1"),
+        (lambda x: F.max_pool2d(x, 2, padding=2), "max_pool2d: padding must be at most half"),
+        (lambda x: F.avg_pool2d(x, 5), "avg_pool2d: input size .H, W. = .3, 3. is too small"),
+        (lambda x: F.cross_entropy(x[0, 0], [0, 3, 0]), r"class indices in \[0, 3\)"),
+        (lambda x: F.cross_entropy(x[0, 0], [0, -1, 0]), r"class indices in \[0, 3\)"),
+        (lambda x: F.cross_entropy(x[0, 0], [0, 1, 0], "avg"), "reduction 'avg'"),
+        (lambda x: F.dropout(x, 1.5), r"dropout: p must be a probability in \[0, 1\]"),
+    ],
+)
+def test_bad_arguments_are_clear_errors_on_the_reference_path(call, match):
+    with tinynet.use_reference(), pytest.raises((ValueError, TypeError), match=match):
+        call(tinynet.tensor(np.ones((1, 1, 3, 3))))
