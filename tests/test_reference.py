@@ -112,6 +112,14 @@ def test_max_pool2d_with_ties(case, seed):
     assert_twins(lambda x: F.max_pool2d(x, **kwargs), [ties(seed, shape)], seed)
 
 
+def test_relu_passes_nan_and_gives_it_no_gradient():
+    x = np.array([np.nan, -np.inf, -1.0, 0.0, 2.0, np.inf])
+    fast, _, (fast_grad,) = _run(F.relu, [x], 0, False)
+    slow, _, (slow_grad,) = _run(F.relu, [x], 0, True)
+    np.testing.assert_array_equal(slow, fast)
+    np.testing.assert_array_equal(slow_grad, fast_grad)
+
+
 def test_max_pool2d_ties_nan_and_infinity_go_to_the_same_tap():
     x = np.array([[[[1, 1, -np.inf, 0], [1, np.nan, np.nan, 1], [-np.inf] * 4, [2, 2, 0, 2]]]])
     for kwargs in ({"kernel_size": 2}, {"kernel_size": 3, "stride": 1, "padding": 1}):

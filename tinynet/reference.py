@@ -233,9 +233,10 @@ def linear(x, weight, bias=None) -> Tensor:
 
 
 def relu(x) -> Tensor:
-    """y = x where x > 0, else 0 (NaN passes through, as np.maximum(x, 0));  dy/dx = [x > 0]."""
+    """y = x where x > 0, else 0;  dy/dx = [x > 0]. A NaN stays NaN (as in np.maximum(x, 0)),
+    through the constant branch, so it gets no gradient, as in the fused op."""
     x = _tensor(x)
-    return where((x.data > 0) | np.isnan(x.data), x, 0)
+    return where(x.data > 0, x, np.where(np.isnan(x.data), x.data, 0))
 
 
 def log_softmax(x, dim: int) -> Tensor:
