@@ -1,5 +1,5 @@
-"""conv2d: output shapes, a slow NumPy oracle, finite-difference gradients, PyTorch parity,
-hand-computed values, argument errors, and the skipped input gradient."""
+"""conv2d: output shapes, forward against tinynet.reference, finite-difference gradients,
+PyTorch parity, hand-computed values, argument errors, and the skipped input gradient."""
 
 from typing import NamedTuple
 
@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 import tinynet
 import tinynet.functional as F
+from tinynet import reference
 
 from reference import assert_close, to_torch
 from strategies import seeds, uniform
@@ -89,28 +90,12 @@ def convs(draw, max_batch=3, max_channels=4, max_kernel=4, max_side=8):
     )
 
 
-def conv_oracle(x, weight, bias, stride, padding):
-    """The definition, slowly: each output pixel is the sum over its window of the zero-padded
-    input times the kernel, plus the bias."""
-    c_out, _, kh, kw = weight.shape
-    (top, bottom), (left, right) = pads(padding, kh, kw)
-    sh, sw = strides(stride)
-    xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
-    oh, ow = (xp.shape[2] - kh) // sh + 1, (xp.shape[3] - kw) // sw + 1
-    out = np.zeros((x.shape[0], c_out, oh, ow), dtype=x.dtype)
-    for p in range(oh):
-        for q in range(ow):
-            window = xp[:, :, p * sh : p * sh + kh, q * sw : q * sw + kw]  # (n, c_in, kh, kw)
-            out[:, :, p, q] = np.einsum("ncij,ocij->no", window, weight)
-    return out if bias is None else out + bias[None, :, None, None]
-
-
 def channel_major(array):
     """The same (N, C, H, W) values stored as tinynet's conv outputs are: a (C, N, H, W) buffer."""
     return np.ascontiguousarray(array.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
 
 
-# ------------------------------------------------------------------ shapes and the oracle
+# ------------------------------------------------------------------ shapes and the reference
 @given(conv=convs(max_side=10), seed=seeds)
 def test_output_shape_follows_the_size_formula(conv, seed):
     x, weight, bias = conv.arrays(seed, np.float32)
@@ -124,10 +109,10 @@ def test_output_shape_follows_the_size_formula(conv, seed):
 
 
 @given(conv=convs(), seed=seeds)
-def test_forward_matches_the_oracle(conv, seed):
+def test_forward_matches_the_reference(conv, seed):
     x, weight, bias = conv.arrays(seed)
     out = F.conv2d(x, weight, bias, stride=conv.stride, padding=conv.padding)
-    expected = conv_oracle(x, weight, bias, conv.stride, conv.padding)
+    expected = reference.conv2d(x, weight, bias, conv.stride, conv.padding).data
     assert_close(out, expected, scale=np.abs(expected).max())
 
 

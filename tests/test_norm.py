@@ -1,5 +1,6 @@
-"""local_response_norm and batch_norm: shapes, slow NumPy oracles, finite-difference gradients,
-PyTorch parity (values, gradients, running statistics), hand-computed examples, errors."""
+"""local_response_norm and batch_norm: shapes, forward against tinynet.reference,
+finite-difference gradients, PyTorch parity (values, gradients, running statistics),
+hand-computed examples, errors."""
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ from hypothesis import strategies as st
 
 import tinynet
 import tinynet.functional as F
+from tinynet import reference
 from tinynet.ops.layout import empty_nchw
 
 from reference import assert_close, to_torch
@@ -59,32 +61,6 @@ def is_channel_major(array):
     return array.transpose(1, 0, 2, 3).flags.c_contiguous
 
 
-def lrn_oracle(x, size, alpha, beta, k):
-    """The definition, one channel at a time: each window's squares summed explicitly."""
-    channels = x.shape[1]
-    out = np.empty_like(x)
-    for c in range(channels):
-        window = [j for j in range(c - size // 2, c + (size - 1) // 2 + 1) if 0 <= j < channels]
-        energy = sum(x[:, j] ** 2 for j in window)
-        out[:, c] = x[:, c] / (k + alpha / size * energy) ** beta
-    return out
-
-
-def bn_oracle(x, running_mean, running_var, weight, bias, training, momentum, eps):
-    """(output, new running_mean, new running_var) from the definition, with NumPy's mean/var."""
-    axes = (0,) + tuple(range(2, x.ndim))
-    per_channel = (1, -1) + (1,) * (x.ndim - 2)
-    if training:
-        mean, var = x.mean(axis=axes), x.var(axis=axes)
-        running_mean = (1 - momentum) * running_mean + momentum * mean
-        running_var = (1 - momentum) * running_var + momentum * x.var(axis=axes, ddof=1)
-    else:
-        mean, var = running_mean, running_var
-    x_hat = (x - mean.reshape(per_channel)) / np.sqrt(var.reshape(per_channel) + eps)
-    y = x_hat * weight.reshape(per_channel) + bias.reshape(per_channel)
-    return y, running_mean, running_var
-
-
 def bn_inputs(seed, shape, dtype=np.float64):
     """x with a per-channel offset (so centring matters), weight, bias, running mean and var."""
     c = (shape[1],)
@@ -114,7 +90,7 @@ def test_batch_norm_keeps_the_shape(shape, training, layout, seed):
         assert is_channel_major(y.data)
 
 
-# ---------------------------------------------------------------- (b) against slow oracles
+# ---------------------------------------------------------------- (b) against the reference
 
 
 @given(case=lrn_cases(), layout=layouts, seed=seeds)
@@ -123,7 +99,7 @@ def test_lrn_matches_the_definition(case, layout, seed):
     x = uniform(seed, shape)
     assert_close(
         F.local_response_norm(laid_out(x, layout), size, alpha, beta, k),
-        lrn_oracle(x, size, alpha, beta, k),
+        reference.local_response_norm(x, size, alpha, beta, k).data,
     )
 
 
@@ -137,9 +113,10 @@ def test_lrn_matches_the_definition(case, layout, seed):
 )
 def test_batch_norm_matches_the_definition(shape, training, layout, momentum, eps, seed):
     x, weight, bias, mean, var = bn_inputs(seed, shape)
-    expected = bn_oracle(x, mean, var, weight, bias, training, momentum, eps)
+    expected_stats = mean.copy(), var.copy()
+    expected = reference.batch_norm(x, *expected_stats, weight, bias, training, momentum, eps)
     y = F.batch_norm(laid_out(x, layout), mean, var, weight, bias, training, momentum, eps)
-    for actual, wanted in zip((y, mean, var), expected):
+    for actual, wanted in zip((y, mean, var), (expected.data, *expected_stats)):
         assert_close(actual, wanted)
 
 
@@ -308,9 +285,8 @@ def test_batch_norm_of_float16_runs_in_float64_and_keeps_the_dtype():
     y = F.batch_norm(x, mean.copy(), var.copy(), weight, bias, training=True)
     y.backward(np.ones(y.shape, np.float16))
     assert y.dtype == np.float16 and x.grad.dtype == np.float16
-    expected = bn_oracle(
-        x_np.astype(np.float16).astype(np.float64), mean, var, weight, bias, True, 0.1, 1e-5
-    )[0]
+    x64 = x_np.astype(np.float16).astype(np.float64)
+    expected = reference.batch_norm(x64, mean, var, weight, bias, training=True).data
     np.testing.assert_allclose(y.data, expected, rtol=2e-3, atol=2e-3)
     np.testing.assert_allclose(x.grad, 0.0, atol=2e-2)  # a shift of x changes nothing
 

@@ -1,8 +1,6 @@
-"""max_pool2d, avg_pool2d, adaptive_avg_pool2d: shapes, a slow NumPy oracle, gradients,
-PyTorch parity (ties, GoogLeNet's pools, gradient layouts), hand-computed values, errors."""
-
-import math
-from fractions import Fraction
+"""max_pool2d, avg_pool2d, adaptive_avg_pool2d: shapes, forward against tinynet.reference,
+gradients, PyTorch parity (ties, GoogLeNet's pools, gradient layouts), hand-computed values,
+errors."""
 
 import numpy as np
 import pytest
@@ -11,6 +9,7 @@ from hypothesis import strategies as st
 
 import tinynet
 import tinynet.functional as F
+from tinynet import reference
 
 from reference import assert_close, to_torch
 from strategies import distinct, seeds, uniform
@@ -50,7 +49,7 @@ def adaptive_cases(draw):
     return shape, draw(side | st.tuples(st.none() | side, st.none() | side))
 
 
-# ----------------------------------------------------------------- slow, obvious references
+# ----------------------------------------------------------------- window counts
 def _window_starts(size, kernel, stride, padding, ceil_mode):
     """Where each window starts, counted in the padded input: the windows that fit in it, and
     under ceil_mode one more over an uncovered end unless it would start in the right padding."""
@@ -60,47 +59,6 @@ def _window_starts(size, kernel, stride, padding, ceil_mode):
     if ceil_mode and last + kernel < padded and last + stride < padding + size:
         starts.append(last + stride)
     return starts
-
-
-def _oracle_sliding(name, x, kernel_size, stride, padding, ceil_mode, count_include_pad=True):
-    """The pool by its definition, one window at a time, on an explicitly padded copy of x."""
-    (kh, kw), (ph, pw) = kernel_size, padding
-    sh, sw = stride or kernel_size
-    h, w = x.shape[2:]
-    rows = _window_starts(h, kh, sh, ph, ceil_mode)
-    cols = _window_starts(w, kw, sw, pw, ceil_mode)
-    # Pad by the padding, then far enough right and down that a partial window is a full slice.
-    grow = ((ph, ph + kh), (pw, pw + kw))
-    fill = -np.inf if name == "max_pool2d" else 0.0
-    canvas = np.pad(x, ((0, 0), (0, 0)) + grow, constant_values=fill)
-    real = np.pad(np.ones((h, w)), grow)
-    padded = np.pad(np.ones((h + 2 * ph, w + 2 * pw)), ((0, kh), (0, kw)))
-    out = np.empty(x.shape[:2] + (len(rows), len(cols)))
-    for i, top in enumerate(rows):
-        for j, left in enumerate(cols):
-            window = (slice(top, top + kh), slice(left, left + kw))
-            values = canvas[(Ellipsis,) + window]
-            if name == "max_pool2d":
-                out[:, :, i, j] = values.max(axis=(2, 3))
-            else:
-                divisor = (padded if count_include_pad else real)[window].sum()
-                out[:, :, i, j] = values.sum(axis=(2, 3)) / divisor
-    return out
-
-
-def _oracle_adaptive(x, output_size):
-    h, w = x.shape[2:]
-    oh, ow = (output_size, output_size) if isinstance(output_size, int) else output_size
-    oh, ow = oh or h, ow or w
-
-    def window(i, out, size):
-        return slice(math.floor(Fraction(i * size, out)), math.ceil(Fraction((i + 1) * size, out)))
-
-    out = np.empty(x.shape[:2] + (oh, ow))
-    for i in range(oh):
-        for j in range(ow):
-            out[:, :, i, j] = x[:, :, window(i, oh, h), window(j, ow, w)].mean(axis=(2, 3))
-    return out
 
 
 def _in_layout(a, layout):
@@ -156,20 +114,22 @@ def test_adaptive_output_shape(case):
     assert out.shape == shape[:2] + tuple(o or s for o, s in zip(pair, shape[2:]))
 
 
-# ----------------------------------------------------------------- (b) forward against the oracle
+# ------------------------------------------------------------ (b) forward against the reference
 @given(case=sliding_cases(), seed=seeds)
-def test_sliding_forward_matches_oracle(case, seed):
+def test_sliding_forward_matches_the_reference(case, seed):
     name, shape, kwargs = case
     x = uniform(seed, shape)
-    assert_close(SLIDING[name](tinynet.tensor(x), **kwargs), _oracle_sliding(name, x, **kwargs))
+    expected = getattr(reference, name)(x, **kwargs)
+    assert_close(SLIDING[name](tinynet.tensor(x), **kwargs), expected.data)
 
 
 @given(case=adaptive_cases(), seed=seeds)
-def test_adaptive_forward_matches_oracle(case, seed):
+def test_adaptive_forward_matches_the_reference(case, seed):
     shape, output_size = case
     x = uniform(seed, shape)
     assert_close(
-        F.adaptive_avg_pool2d(tinynet.tensor(x), output_size), _oracle_adaptive(x, output_size)
+        F.adaptive_avg_pool2d(tinynet.tensor(x), output_size),
+        reference.adaptive_avg_pool2d(x, output_size).data,
     )
 
 

@@ -17,6 +17,7 @@ from tinynet import functional, models, nn, optim
 from tinynet.function import Function, enable_grad, is_grad_enabled, no_grad
 from tinynet.gradcheck import GradcheckError, check_gradients, gradcheck
 from tinynet.io import load, save
+from tinynet.reference import use_reference
 from tinynet.rng import manual_seed
 from tinynet.summary import summary  # the function; the module stays tinynet.summary in sys.modules
 
@@ -43,5 +44,6 @@ __all__ = [
     "save",
     "summary",
     "tensor",
+    "use_reference",
     "zeros",
 ]

@@ -259,3 +259,33 @@ def cast(x, dtype) -> Tensor:
     if dtype.kind != "f":
         raise TypeError(f"cast: dtype must be a floating type (float32, float64); got {dtype}")
     return Cast.apply(_operand(x), dtype=dtype)
+
+
+class Where(Function):
+    """y = a where condition, else b (broadcast together, as ``np.where``); condition is a
+    constant;  dL/da = unbroadcast(g where condition, else 0),  dL/db = unbroadcast(g where not
+    condition, else 0)."""
+
+    @staticmethod
+    def forward(ctx, condition, a, b):
+        ctx.condition, ctx.shapes = condition, (np.shape(a), np.shape(b))
+        return np.where(condition, a, b)
+
+    @staticmethod
+    def backward(ctx, grad):
+        shape_a, shape_b = ctx.shapes
+        grad_a = grad_b = None
+        if ctx.needs_input_grad[1]:
+            grad_a = unbroadcast(np.where(ctx.condition, grad, 0), shape_a)
+        if ctx.needs_input_grad[2]:
+            grad_b = unbroadcast(np.where(ctx.condition, 0, grad), shape_b)
+        return None, grad_a, grad_b
+
+
+def where(condition, a, b) -> Tensor:
+    """``a`` where ``condition`` (a boolean array, used by value), else ``b``, as
+    ``torch.where``."""
+    condition = np.asarray(condition.data if isinstance(condition, Tensor) else condition)
+    if condition.dtype != np.bool_:
+        raise TypeError(f"where: condition must be a boolean array; got dtype {condition.dtype}")
+    return Where.apply(condition, _operand(a), _operand(b))

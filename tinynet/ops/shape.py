@@ -161,3 +161,68 @@ def cat(tensors, dim: int = 0) -> Tensor:
 
 
 concat = cat
+
+
+class Stack(Function):
+    """y = [x_0, x_1, ...] stacked along a new axis ``dim``;  dL/dx_i = g[..., i, ...], the
+    slice of g at position i along that axis."""
+
+    @staticmethod
+    def forward(ctx, *xs, dim):
+        ctx.dim = dim
+        return np.stack(xs, axis=dim)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return tuple(np.moveaxis(grad, ctx.dim, 0))
+
+
+class Pad(Function):
+    """y = x with ``widths[axis] = (before, after)`` elements of ``value`` added along each axis;
+    dL/dx = g with those elements cut off again."""
+
+    @staticmethod
+    def forward(ctx, x, widths, value):
+        ctx.inside = tuple(
+            slice(before, before + size) for (before, _), size in zip(widths, x.shape)
+        )
+        return np.pad(x, widths, constant_values=value)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad[ctx.inside]
+
+
+def stack(tensors, dim: int = 0) -> Tensor:
+    """Join tensors of one shape along a new axis ``dim``, as ``torch.stack``."""
+    tensors = [_tensor(t) for t in tensors]
+    if not tensors:
+        raise ValueError("stack: needs at least one tensor; got an empty sequence")
+    for i, t in enumerate(tensors):
+        if t.shape != tensors[0].shape:
+            raise ValueError(
+                f"stack: tensor {i} has shape {t.shape} but tensor 0 has shape "
+                f"{tensors[0].shape}; every tensor must have the same shape"
+            )
+    axis = normalize_dim(dim, tensors[0].ndim + 1, "stack")
+    return Stack.apply(*tensors, dim=axis)
+
+
+def pad(input, pad, value: float = 0.0) -> Tensor:  # noqa: A002 - PyTorch's names
+    """``input`` with constant padding, as ``torch.nn.functional.pad`` (mode 'constant'):
+    ``pad = (last_before, last_after, second_last_before, second_last_after, ...)`` counts the
+    elements of ``value`` added at each end, the last axis first."""
+    x = _tensor(input)
+    if (
+        not isinstance(pad, (tuple, list))
+        or len(pad) % 2
+        or len(pad) > 2 * x.ndim
+        or not all(isinstance(p, numbers.Integral) and p >= 0 for p in pad)
+    ):
+        raise ValueError(
+            f"pad: pad must be an even-length sequence of non-negative ints, two per axis of "
+            f"the {x.ndim}-D input at most; got {pad!r}"
+        )
+    pairs = [(int(pad[i]), int(pad[i + 1])) for i in range(0, len(pad), 2)]
+    widths = ((0, 0),) * (x.ndim - len(pairs)) + tuple(reversed(pairs))
+    return Pad.apply(x, widths=widths, value=value)
