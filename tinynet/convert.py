@@ -77,6 +77,7 @@ rejected with the advice to save its ``state_dict()`` instead.
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import zipfile
@@ -88,7 +89,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from tinynet import io
-from tinynet.safe_pickle import RestrictedUnpickler
+from tinynet.safe_pickle import Name, RestrictedUnpickler, describe, rebuild
 
 
 class CheckpointError(ValueError):
@@ -159,31 +160,29 @@ _STORAGE_TYPES = {
 
 
 # ----------------------------------------------------------------------------- storages, tensors
-class _Storage:
-    """One storage: ``numel`` values of ``dtype``, named by ``key``. The pickle creates it; the
-    container fills in its bytes afterwards (``raw``, uint8, and their byte order). A storage
-    *view* (legacy files before PyTorch 0.4) has no bytes of its own: it is the window of
-    ``numel`` elements of ``root`` that starts at element ``start``."""
+class _Storage(NamedTuple):
+    """One storage: ``numel`` values of ``dtype``, named by ``key``. The pickle names it; the
+    container reads its bytes afterwards, into a dict by key kept apart from the pickle (which
+    may hold no object it could change). A storage *view* (legacy files before PyTorch 0.4) has
+    no bytes of its own: it is the window of ``numel`` elements of the storage named ``root``
+    that starts at element ``start``."""
 
-    def __init__(self, key: str, dtype: str, numel: int, root: _Storage | None = None, start=0):
-        self.key, self.dtype, self.numel, self.root, self.start = key, dtype, numel, root, start
-        self.raw: np.ndarray | None = None
-        self.byteorder = "<"  # '<' or '>'
+    key: str
+    dtype: str
+    numel: int
+    root: str | None = None
+    start: int = 0
 
     @property
     def itemsize(self) -> int:
         return np.dtype(_NUMPY[self.dtype]).itemsize
 
-    def data(self) -> tuple[np.ndarray, str]:
-        """The storage's bytes (uint8) and their byte order."""
+    def data(self, contents: dict[str, np.ndarray]) -> np.ndarray:
+        """The storage's bytes (uint8), from ``contents``, the container's bytes by key."""
         if self.root is None:
-            if self.raw is None:
-                raise ValueError(f"storage {self.key} was never given its bytes")
-            return self.raw, self.byteorder
-        raw, byteorder = self.root.data()
-        return raw[
-            self.start * self.itemsize : (self.start + self.numel) * self.itemsize
-        ], byteorder
+            return contents[self.key]
+        window = slice(self.start * self.itemsize, (self.start + self.numel) * self.itemsize)
+        return contents[self.root][window]
 
 
 class _Tensor(NamedTuple):
@@ -201,7 +200,9 @@ class _Tensor(NamedTuple):
 def _tensor(storage, offset, size, stride, dtype: str | None = None, metadata=None) -> _Tensor:
     """The record of one tensor, its arguments checked."""
     if not isinstance(storage, _Storage):
-        raise TypeError(f"a tensor's storage must be a persistent storage id; got {storage!r}")
+        raise TypeError(
+            f"a tensor's storage must be a persistent storage id; got {describe(storage)}"
+        )
     dtype = dtype or storage.dtype
     if dtype in _NO_NUMPY:
         raise TypeError(
@@ -211,16 +212,20 @@ def _tensor(storage, offset, size, stride, dtype: str | None = None, metadata=No
     size, stride = tuple(size), tuple(stride)
     numbers = (offset, *size, *stride)
     if not all(isinstance(n, int) and n >= 0 for n in numbers) or len(size) != len(stride):
-        raise ValueError(f"a tensor with offset {offset}, size {size} and stride {stride}")
+        raise ValueError(
+            f"a tensor with offset {describe(offset)}, size {describe(size)} and stride "
+            f"{describe(stride)}"
+        )
     if not isinstance(metadata, (dict, type(None))):
-        raise TypeError(f"tensor metadata must be a dict; got {metadata!r}")
+        raise TypeError(f"tensor metadata must be a dict; got {describe(metadata)}")
     return _Tensor(storage, offset, size, stride, dtype, metadata)
 
 
-def _array(tensor: _Tensor) -> np.ndarray:
-    """The tensor as a contiguous NumPy array: its own copy of the values it views."""
+def _array(tensor: _Tensor, contents: dict[str, np.ndarray], byteorder: str) -> np.ndarray:
+    """The tensor as a contiguous NumPy array: its own copy of the values it views, in the
+    storage's bytes (``contents``, by key) of byte order ``byteorder`` ('<' or '>')."""
     storage, offset, size, stride, dtype, metadata = tensor
-    raw, byteorder = storage.data()
+    raw = storage.data(contents)
     numpy_dtype = np.dtype(byteorder + _NUMPY[dtype])
     if len(raw) % numpy_dtype.itemsize:
         raise ValueError(
@@ -228,7 +233,8 @@ def _array(tensor: _Tensor) -> np.ndarray:
             f"torch.{dtype} values"
         )
     elements = raw.view(numpy_dtype)
-    if 0 in size:
+    count = math.prod(size)
+    if count == 0:
         array = np.empty(size, numpy_dtype)
     else:
         # The last element the view touches must lie inside the storage (as torch checks):
@@ -238,6 +244,15 @@ def _array(tensor: _Tensor) -> np.ndarray:
             raise ValueError(
                 f"a tensor of size {size}, stride {stride} at offset {offset} reaches element "
                 f"{last} of storage {storage.key}, which has {len(elements)}"
+            )
+        # A view with stride 0 (or overlapping strides) repeats stored values: its copy could
+        # take any amount of memory for a file of a few hundred bytes. The copy may hold no
+        # more values than the storage does.
+        if count > len(elements):
+            raise ValueError(
+                f"a tensor of size {size}, stride {stride} repeats the values of storage "
+                f"{storage.key}: {count} elements from the {len(elements)} stored; tinynet "
+                f"reads no view larger than its storage (save tensor.contiguous() instead)"
             )
         itemsize = numpy_dtype.itemsize
         view = np.lib.stride_tricks.as_strided(
@@ -250,36 +265,10 @@ def _array(tensor: _Tensor) -> np.ndarray:
     # torch's lazy conjugate and negative bits: the storage holds the values before them.
     for name, value in (metadata or {}).items():
         if name not in ("conj", "neg"):
-            raise ValueError(f"unknown tensor metadata {name!r}")
+            raise ValueError(f"unknown tensor metadata {describe(name)}")
         if value:
             array = np.conj(array) if name == "conj" else -array
     return array
-
-
-def _materialize(obj, done: dict[int, Any] | None = None):
-    """``obj`` with every ``_Tensor`` record replaced by its array. Dicts and lists are changed
-    in place (the pickle may share them, even in cycles), tuples rebuilt; a tensor the pickle
-    shares (one record, reached twice) becomes one array."""
-    done = {} if done is None else done
-    if id(obj) in done:
-        return done[id(obj)]
-    if isinstance(obj, _Tensor):
-        result = _array(obj)
-    elif isinstance(obj, dict):
-        done[id(obj)] = obj
-        for key, value in list(obj.items()):
-            obj[key] = _materialize(value, done)
-        return obj
-    elif isinstance(obj, list):
-        done[id(obj)] = obj
-        obj[:] = [_materialize(value, done) for value in obj]
-        return obj
-    elif type(obj) is tuple:
-        result = tuple(_materialize(value, done) for value in obj)
-    else:
-        return obj
-    done[id(obj)] = result
-    return result
 
 
 # ----------------------------------------------------------------------------- the allow-list
@@ -294,7 +283,7 @@ def _rebuild_tensor_v2(storage, offset, size, stride, requires_grad, hooks, meta
 
 def _rebuild_tensor_v3(storage, offset, size, stride, requires_grad, hooks, dtype, metadata=None):
     if not isinstance(dtype, _DType):
-        raise TypeError(f"_rebuild_tensor_v3 needs a torch dtype; got {dtype!r}")
+        raise TypeError(f"_rebuild_tensor_v3 needs a torch dtype; got {describe(dtype)}")
     return _tensor(storage, offset, size, stride, dtype.name, metadata)
 
 
@@ -304,25 +293,24 @@ def _rebuild_parameter(data, requires_grad, hooks, state=None):
 
 def _rebuild_from_type_v2(func, new_type, args, state):
     # A tensor with Python attributes (or a Parameter subclass): rebuild the tensor, drop the rest.
-    if func not in _REBUILD_FUNCTIONS:
-        raise TypeError(f"_rebuild_from_type_v2 with rebuild function {func!r}")
-    return func(*args)
-
-
-_REBUILD_FUNCTIONS = (_rebuild_tensor, _rebuild_tensor_v2, _rebuild_tensor_v3, _rebuild_parameter)
-
-
-class _TensorType(NamedTuple):
-    """Stands in for ``torch.Tensor`` / ``nn.Parameter``, named by ``_rebuild_from_type_v2``."""
-
-    name: str
+    tensor = func(*args) if callable(func) and isinstance(args, tuple) else None
+    if not isinstance(tensor, _Tensor):
+        raise TypeError(f"_rebuild_from_type_v2 that rebuilds no tensor (with {describe(func)})")
+    return tensor
 
 
 def _encode(text: str, encoding: str) -> bytes:
     # Protocol-2 pickles write bytes objects as _codecs.encode(text, 'latin1').
-    if encoding not in ("latin1", "latin-1"):
-        raise ValueError(f"_codecs.encode with encoding {encoding!r}")
+    if not (isinstance(text, str) and encoding in ("latin1", "latin-1")):
+        raise ValueError(f"_codecs.encode({describe(text)}, {describe(encoding)})")
     return text.encode("latin1")
+
+
+def _device(kind: str, index: int | None = None) -> str:
+    # torch.device('cpu') or torch.device('cuda', 0): only where a tensor was, kept as text.
+    if not (isinstance(kind, str) and (index is None or type(index) is int)):
+        raise TypeError(f"torch.device({describe(kind)}, {describe(index)})")
+    return kind if index is None else f"{kind}:{index}"
 
 
 def _allowed_globals() -> dict[tuple[str, str], Any]:
@@ -335,10 +323,11 @@ def _allowed_globals() -> dict[tuple[str, str], Any]:
         ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
         ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
         ("torch._tensor", "_rebuild_from_type_v2"): _rebuild_from_type_v2,
-        ("torch", "Tensor"): _TensorType("Tensor"),
-        ("torch.nn.parameter", "Parameter"): _TensorType("Parameter"),
+        # Named by _rebuild_from_type_v2 as the tensor's type; the tensor is rebuilt without it.
+        ("torch", "Tensor"): Name("torch.Tensor"),
+        ("torch.nn.parameter", "Parameter"): Name("torch.nn.parameter.Parameter"),
         ("torch", "Size"): tuple,
-        ("torch", "device"): lambda *args: ":".join(str(a) for a in args),
+        ("torch", "device"): _device,
         ("torch.storage", "UntypedStorage"): _StorageType("UntypedStorage", "uint8"),
         ("torch", "UntypedStorage"): _StorageType("UntypedStorage", "uint8"),
         ("_codecs", "encode"): _encode,
@@ -368,13 +357,16 @@ class _Refused(Exception):
 
 
 def _text(value) -> str:
-    return value.decode("ascii") if isinstance(value, bytes) else str(value)
+    """A key or tag of a checkpoint, which torch writes as str (Python 2: bytes)."""
+    if not isinstance(value, (str, bytes)):
+        raise ValueError(f"expected a string; got {describe(value)}")
+    return value.decode("ascii") if isinstance(value, bytes) else value
 
 
 class _TorchUnpickler(RestrictedUnpickler):
     """Unpickles one pickle of a checkpoint: globals through ``allowed``, each persistent id
     (a tuple of ``pid_length`` entries; None: no persistent ids) to a ``_Storage``, registered
-    by key in ``storages`` for the container to fill."""
+    by key in ``storages`` for the container to read."""
 
     def __init__(self, file, allowed=_ALLOWED, pid_length: int | None = None):
         super().__init__(file, allowed)
@@ -385,9 +377,9 @@ class _TorchUnpickler(RestrictedUnpickler):
     def load(self):
         try:
             return super().load()
-        except (AttributeError, ArithmeticError, MemoryError, SystemError) as error:
-            # What a corrupt opcode stream makes pickle raise (an APPEND onto a dict, a length
-            # beyond memory, ...); legacy files, unlike zip entries, carry no checksum.
+        except (AttributeError, ArithmeticError, SystemError) as error:
+            # What a corrupt opcode stream makes pickle raise (an APPEND onto a dict, a BUILD on
+            # an immutable stand-in, ...); legacy files, unlike zip entries, carry no checksum.
             raise pickle.UnpicklingError(
                 f"its pickle is corrupt ({type(error).__name__}: {error})"
             ) from error
@@ -402,14 +394,16 @@ class _TorchUnpickler(RestrictedUnpickler):
         if not (
             isinstance(pid, tuple) and len(pid) == self.pid_length and _text(pid[0]) == "storage"
         ):
-            raise ValueError(f"an unknown persistent id {pid!r} (expected a storage)")
+            raise ValueError(f"an unknown persistent id {describe(pid)} (expected a storage)")
         _, storage_type, key, _location, numel, *view = pid
         key = _text(key)
         if not isinstance(storage_type, _StorageType):
-            raise ValueError(f"storage {key} has type {storage_type!r}, not a torch storage")
+            raise ValueError(
+                f"storage {key} has type {describe(storage_type)}, not a torch storage"
+            )
         if not (isinstance(numel, int) and numel >= 0):
-            raise ValueError(f"storage {key} has {numel!r} elements")
-        # Tensors that share a storage name it again: one _Storage, filled once.
+            raise ValueError(f"storage {key} has {describe(numel)} elements")
+        # Tensors that share a storage name it again: one _Storage, read once.
         storage = self.storages.setdefault(key, _Storage(key, storage_type.dtype, numel))
         if (storage.dtype, storage.numel) != (storage_type.dtype, numel):
             raise ValueError(
@@ -422,17 +416,21 @@ class _TorchUnpickler(RestrictedUnpickler):
 
     def _view(self, root: _Storage, view) -> _Storage:
         if not (isinstance(view, tuple) and len(view) == 3):
-            raise ValueError(f"storage {root.key} has view {view!r}, not (key, offset, size)")
+            raise ValueError(
+                f"storage {root.key} has view {describe(view)}, not (key, offset, size)"
+            )
         key, start, numel = _text(view[0]), view[1], view[2]
         if not (isinstance(start, int) and isinstance(numel, int) and 0 <= start):
-            raise ValueError(f"storage view {key} has offset {start!r} and size {numel!r}")
+            raise ValueError(
+                f"storage view {key} has offset {describe(start)} and size {describe(numel)}"
+            )
         if not 0 <= numel <= root.numel - start:
             raise ValueError(
                 f"storage view {key} of elements {start} to {start + numel} lies outside "
                 f"storage {root.key}, which has {root.numel}"
             )
-        view = self.views.setdefault(key, _Storage(key, root.dtype, numel, root, start))
-        if (view.root, view.start, view.numel) != (root, start, numel):
+        view = self.views.setdefault(key, _Storage(key, root.dtype, numel, root.key, start))
+        if (view.root, view.start, view.numel) != (root.key, start, numel):
             raise ValueError(f"storage view {key} is named as two different windows")
         return view
 
@@ -487,14 +485,16 @@ def _record_prefix(path: Path, archive: zipfile.ZipFile) -> str:
 
 
 def _read_zip(path: Path, file):
-    """The zip container: the object from data.pkl, each storage's bytes from data/<key>."""
+    """The zip container: the object from data.pkl, each storage's bytes from data/<key>;
+    returns the object, the storages' bytes by key and their byte order."""
     try:
         with zipfile.ZipFile(file) as archive:
             prefix = _record_prefix(path, archive)
             names = set(archive.namelist())
             byteorder = "little"
             if prefix + "byteorder" in names:
-                byteorder = archive.read(prefix + "byteorder").decode("ascii", "replace")
+                with archive.open(prefix + "byteorder") as entry:
+                    byteorder = entry.read(len("little") + 1).decode("ascii", "replace")
                 if byteorder not in ("little", "big"):
                     raise CheckpointError(
                         f"{path}: unknown byte order {byteorder!r} in its byteorder entry"
@@ -502,21 +502,26 @@ def _read_zip(path: Path, file):
             with archive.open(prefix + "data.pkl") as pickled:
                 unpickler = _TorchUnpickler(pickled, pid_length=5)
                 obj = unpickler.load()
+            contents = {}
             for key, storage in unpickler.storages.items():
                 name = f"{prefix}data/{key}"
                 if name not in names:
                     raise ValueError(
                         f"storage {name} is missing from the archive (incomplete or altered)"
                     )
-                raw = np.frombuffer(archive.read(name), np.uint8)
                 expected = storage.numel * storage.itemsize
-                if len(raw) != expected:
+                declared = archive.getinfo(name).file_size
+                if declared != expected:
                     raise ValueError(
-                        f"storage {name} holds {len(raw)} bytes; the pickle expects "
+                        f"storage {name} holds {declared} bytes; the pickle expects "
                         f"{storage.numel} torch.{storage.dtype} values ({expected} bytes)"
                     )
-                storage.raw, storage.byteorder = raw, "<" if byteorder == "little" else ">"
-            return obj
+                with archive.open(name) as entry:  # a stream: no further than the declared size
+                    raw = entry.read(expected)
+                if len(raw) != expected:
+                    raise ValueError(f"storage {name} ends after {len(raw)} of its {expected} bytes")
+                contents[key] = np.frombuffer(raw, np.uint8)
+            return obj, contents, "<" if byteorder == "little" else ">"
     except (zipfile.BadZipFile, NotImplementedError) as error:  # what zipfile says of damage
         try:
             has_end_record = zipfile.is_zipfile(file)
@@ -555,31 +560,34 @@ def _legacy_pickle(path: Path, file, size: int, what: str, unpickler=None):
 
 def _check_sys_info(path: Path, sys_info) -> None:
     if not isinstance(sys_info, dict):
-        raise CheckpointError(f"{path}: its legacy sys_info is {sys_info!r}, not a dict")
+        raise CheckpointError(f"{path}: its legacy sys_info is {describe(sys_info)}, not a dict")
     if sys_info.get("little_endian") is not True:
         raise CheckpointError(
             f"{path} was saved on a big-endian machine (its sys_info says little_endian="
-            f"{sys_info.get('little_endian')!r}); tinynet reads legacy checkpoints from "
+            f"{describe(sys_info.get('little_endian'))}); tinynet reads legacy checkpoints from "
             f"little-endian machines only; {_RESAVE}"
         )
     sizes = sys_info.get("type_sizes")
     if not isinstance(sizes, dict) or any(sizes.get(k) != n for k, n in _LEGACY_TYPE_SIZES.items()):
         raise CheckpointError(
-            f"{path}: its legacy sys_info gives the type sizes {sizes!r}, where PyTorch always "
-            f"wrote {_LEGACY_TYPE_SIZES}; tinynet does not know what wrote it"
+            f"{path}: its legacy sys_info gives the type sizes {describe(sizes)}, where PyTorch "
+            f"always wrote {_LEGACY_TYPE_SIZES}; tinynet does not know what wrote it"
         )
 
 
 def _read_legacy(path: Path, file):
-    """The legacy container: four pickles, then each storage's count and bytes in key order."""
+    """The legacy container: four pickles, then each storage's count and bytes in key order;
+    returns the object, the storages' bytes by key and their byte order."""
     size = os.fstat(file.fileno()).st_size
     magic = _legacy_pickle(path, file, size, "its magic number")
     if magic != _LEGACY_MAGIC_NUMBER:
-        raise CheckpointError(f"{path} is not a PyTorch checkpoint (it opens with {magic!r})")
+        raise CheckpointError(
+            f"{path} is not a PyTorch checkpoint (it opens with {describe(magic)})"
+        )
     version = _legacy_pickle(path, file, size, "its protocol version")
     if version != _LEGACY_PROTOCOL_VERSION:
         raise CheckpointError(
-            f"{path} is a legacy checkpoint of protocol version {version!r}; tinynet reads "
+            f"{path} is a legacy checkpoint of protocol version {describe(version)}; tinynet reads "
             f"{_LEGACY_PROTOCOL_VERSION}, the only one PyTorch has written"
         )
     _check_sys_info(path, _legacy_pickle(path, file, size, "its sys_info"))
@@ -587,13 +595,14 @@ def _read_legacy(path: Path, file):
     obj = _legacy_pickle(path, file, size, "the pickled object", unpickler)
     keys = _legacy_pickle(path, file, size, "the list of storage keys")
     if not (isinstance(keys, list) and all(isinstance(key, (str, bytes)) for key in keys)):
-        raise ValueError(f"the list of storage keys is {keys!r}")
+        raise ValueError(f"the list of storage keys is {describe(keys)}")
     keys = [_text(key) for key in keys]
     if sorted(keys) != sorted(unpickler.storages):
         raise ValueError(
             f"the storages the pickle names ({', '.join(sorted(unpickler.storages)) or 'none'}) "
             f"are not those whose bytes the file lists ({', '.join(keys) or 'none'})"
         )
+    contents = {}
     for key in keys:
         storage = unpickler.storages[key]
         count, nbytes = file.read(8), storage.numel * storage.itemsize
@@ -609,8 +618,8 @@ def _read_legacy(path: Path, file):
                 f"storage {key}: the file counts {int.from_bytes(count, 'little')} values where "
                 f"its pickle names {storage.numel} torch.{storage.dtype} values"
             )
-        storage.raw = np.frombuffer(file.read(nbytes), np.uint8)  # always little-endian
-    return obj
+        contents[key] = np.frombuffer(file.read(nbytes), np.uint8)
+    return obj, contents, "<"  # always little-endian
 
 
 # ----------------------------------------------------------------------------- either container
@@ -620,7 +629,8 @@ def _load(path: Path):
         read = _read_legacy if _is_legacy(file.read(32)) else _read_zip
         file.seek(0)
         try:
-            return _materialize(read(path, file))
+            obj, contents, byteorder = read(path, file)
+            return rebuild(obj, _Tensor, lambda tensor: _array(tensor, contents, byteorder))
         except _Refused as refused:
             raise CheckpointError(
                 f"{path}: its pickle names {refused.name}, which is not part of a plain state "
@@ -636,6 +646,7 @@ def _load(path: Path):
             ValueError,
             TypeError,
             LookupError,
+            ArithmeticError,
             RecursionError,
         ) as error:
             if isinstance(error, CheckpointError):
@@ -648,6 +659,11 @@ def _load(path: Path):
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
 
 
+def _shown(key) -> str:
+    """A key of the file's dicts for a message: whole if a string, else cut short."""
+    return key if isinstance(key, str) else describe(key)
+
+
 def _find_state_dict(path: Path, obj, log: Callable[[str], None]) -> dict:
     if not isinstance(obj, dict):
         what = "a single tensor" if isinstance(obj, np.ndarray) else f"a {type(obj).__name__}"
@@ -655,7 +671,7 @@ def _find_state_dict(path: Path, obj, log: Callable[[str], None]) -> dict:
     if not any(isinstance(value, np.ndarray) for value in obj.values()):
         for key in WRAPPER_KEYS:
             if isinstance(obj.get(key), dict):
-                others = [str(k) for k in obj if k != key]
+                others = [_shown(k) for k in obj if k != key]
                 log(
                     f"{path}: using the state dict under the key {key!r}"
                     + (f" (also in the file, not converted: {', '.join(others)})" if others else "")
@@ -664,7 +680,7 @@ def _find_state_dict(path: Path, obj, log: Callable[[str], None]) -> dict:
         raise CheckpointError(
             f"{path} holds a dict without tensors, and none of the keys "
             f"{', '.join(WRAPPER_KEYS)} holds a state dict; its keys are: "
-            f"{', '.join(map(str, obj)) or 'none'}"
+            f"{', '.join(map(_shown, obj)) or 'none'}"
         )
     return obj
 
@@ -702,7 +718,7 @@ def read_torch_checkpoint(path, log: Callable[[str], None] | None = None) -> dic
         if isinstance(key, str) and isinstance(value, np.ndarray)
     }
     skipped = [
-        f"{key!r} ({type(value).__name__})" for key, value in state.items() if key not in tensors
+        f"{describe(key)} ({type(value).__name__})" for key, value in state.items() if key not in tensors
     ]
     if skipped:
         log(f"{path}: skipped entries that are not tensors named by strings: {', '.join(skipped)}")
