@@ -55,9 +55,17 @@ stride)``. The type sizes are always 2, 4 and 4 (PyTorch took them from ``struct
 sizes, the same on every machine); the format itself uses fixed widths, so they change nothing.
 
 Because the bytes come after the pickle, nothing can be built while unpickling. So both formats
-go the same three steps: unpickle the object, with every storage an empty ``_Storage`` and every
-tensor a ``_Tensor`` record; let the container fill in each storage's bytes (zip: its entry;
+go the same three steps: unpickle the object, with every storage a ``_Storage`` record and every
+tensor a ``_Tensor`` record; let the container read each storage's bytes (zip: its entry;
 legacy: the stream after the pickles); then turn every record into an array.
+
+A file of a few hundred bytes may declare anything, so each step checks what it is told against
+what is stored before it allocates: a storage's byte count against its zip entry's declared size
+(and the entry is read as a stream, never past that size, even if deflated) or against the bytes
+left in a legacy file; a tensor's size and strides against its storage, which its copy may not
+outgrow (a stride-0 view of one stored value as a billion is refused); and, in
+``tinynet.safe_pickle``, the pickle's own lengths against the stream. The memory a read takes is
+then bounded by what a valid file with the same declared content holds.
 
 Not read, each refused with a message that says so: the tar format of PyTorch's first releases
 (0.1.x, before the magic number), TorchScript archives (``torch.jit.save``), legacy files whose
@@ -72,7 +80,9 @@ apply offset, shape and strides. So this module unpickles with
 small stand-in below (``_rebuild_tensor_v2`` records a ``_Tensor``, ``torch.FloatStorage`` is a
 ``_StorageType`` carrying float32). Any other name is refused, so loading never runs code a
 checkpoint names: a whole pickled model, which would need torch's (and your) classes, is
-rejected with the advice to save its ``state_dict()`` instead.
+rejected with the advice to save its ``state_dict()`` instead. Every object a pickle can reach is
+immutable (the records are NamedTuples, the storages' bytes are kept apart from them), so no file
+can change what a later one reads.
 """
 
 from __future__ import annotations
@@ -519,7 +529,9 @@ def _read_zip(path: Path, file):
                 with archive.open(name) as entry:  # a stream: no further than the declared size
                     raw = entry.read(expected)
                 if len(raw) != expected:
-                    raise ValueError(f"storage {name} ends after {len(raw)} of its {expected} bytes")
+                    raise ValueError(
+                        f"storage {name} ends after {len(raw)} of its {expected} bytes"
+                    )
                 contents[key] = np.frombuffer(raw, np.uint8)
             return obj, contents, "<" if byteorder == "little" else ">"
     except (zipfile.BadZipFile, NotImplementedError) as error:  # what zipfile says of damage
@@ -718,7 +730,9 @@ def read_torch_checkpoint(path, log: Callable[[str], None] | None = None) -> dic
         if isinstance(key, str) and isinstance(value, np.ndarray)
     }
     skipped = [
-        f"{describe(key)} ({type(value).__name__})" for key, value in state.items() if key not in tensors
+        f"{describe(key)} ({type(value).__name__})"
+        for key, value in state.items()
+        if key not in tensors
     ]
     if skipped:
         log(f"{path}: skipped entries that are not tensors named by strings: {', '.join(skipped)}")

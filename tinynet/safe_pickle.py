@@ -222,8 +222,8 @@ class PickledArray:
         count = math.prod(shape)
         if count * dtype.itemsize != len(data):
             raise pickle.UnpicklingError(
-                f"an array of shape {describe(shape)} and dtype {dtype} needs {count * dtype.itemsize} "
-                f"bytes; the pickle holds {len(data)}"
+                f"an array of shape {describe(shape)} and dtype {dtype} needs "
+                f"{count * dtype.itemsize} bytes; the pickle holds {len(data)}"
             )
         self.array = np.frombuffer(data, dtype, count).reshape(shape, order="F" if fortran else "C")
 
