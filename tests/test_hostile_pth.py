@@ -19,12 +19,8 @@ import numpy as np
 import pytest
 
 from tinynet.cli import EXIT_ERROR
-from tinynet.convert import (
-    _ALLOWED,
-    CheckpointError,
-    convert_torch_checkpoint,
-    read_torch_checkpoint,
-)
+from tinynet.convert import CheckpointError, convert_torch_checkpoint, read_torch_checkpoint
+from tinynet.torch_pth import _ALLOWED
 
 from bounded import run_bounded
 
