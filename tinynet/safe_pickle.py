@@ -84,8 +84,8 @@ class _Remaining:
     def __init__(self, file, left: int):
         self.file, self.left = file, left
 
-    def read(self, n: int = -1) -> bytes:
-        data = self.file.read(self.left if n < 0 else min(n, self.left))
+    def read(self, n: int) -> bytes:
+        data = self.file.read(min(n, self.left))
         self.left -= len(data)
         return data
 
