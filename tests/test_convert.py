@@ -133,7 +133,7 @@ def test_views_offsets_and_shared_storages_become_contiguous_copies(torch, tmp_p
         "transposed": base.permute(2, 0, 1),
         "offset_slice": base[1:, 2:, 1::2],
         "row": base[2, 3],
-        "expanded": torch.arange(3.0).reshape(3, 1).expand(3, 4),  # stride 0
+        "expanded": torch.arange(12.0).reshape(12, 1)[:3].expand(3, 4),  # stride 0, 12 stored
         "neg_bit": torch._neg_view(torch.arange(4.0)),
         "conj_bit": torch.tensor([1 + 2j, 3 - 4j]).conj(),
         "empty": base[:, :0],
@@ -371,6 +371,12 @@ def _legacy_unlisted_storage(torch, path):
     _write_legacy(path, {"w": _Reduced(rebuild, storage, 0, (2,), (1,), False, None)}, {})
 
 
+def _expanded(torch, path):
+    # A stride-0 view of 3 stored values as 12: refused, as a few stored bytes could otherwise
+    # ask for any amount of memory (tests/test_hostile_pth.py: the hostile version).
+    torch.save({"w": torch.arange(3.0).reshape(3, 1).expand(3, 4)}, path)
+
+
 def _tar(torch, path):
     # PyTorch 0.1.x: a tar of 'sys_info', 'pickle', 'storages' and 'tensors'.
     (path.parent / "pickle").write_bytes(pickle.dumps({}, protocol=2))
@@ -396,6 +402,10 @@ BAD_FILES = {
     ),
     "legacy, unlisted storage": (_legacy_unlisted_storage, ["storages the pickle names (140)"]),
     "tar": (_tar, ["tar archive", "0.1.x", "torch.save(torch.load("]),
+    "a view larger than its storage": (
+        _expanded,
+        ["size (3, 4), stride (1, 0) repeats", "12 elements from the 3 stored", ".contiguous()"],
+    ),
 }
 
 # What either format may hold and tinynet still refuses: callables of torch, giving the object.

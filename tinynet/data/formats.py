@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tinynet.safe_pickle import NUMPY_ARRAY_GLOBALS, RestrictedUnpickler
+from tinynet.safe_pickle import describe, load_with_arrays
 
 IDX_TYPES = {
     0x08: np.dtype(np.uint8),
@@ -172,11 +172,20 @@ def to_unit_float(pixels: np.ndarray) -> np.ndarray:
 
 # --------------------------------------------------------------------- CIFAR
 def unpickle(path) -> object:
-    """The object pickled in ``path``, unpickled with the NumPy-array allow-list only."""
+    """The object pickled in ``path``, which may name NumPy arrays and nothing else (each array
+    a read-only view of bytes the file holds, so it takes no more memory than the file)."""
     try:
         with open(path, "rb") as file:
-            return RestrictedUnpickler(file, NUMPY_ARRAY_GLOBALS, encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as error:
+            return load_with_arrays(file, encoding="bytes")
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        ArithmeticError,
+        RecursionError,
+    ) as error:
         raise DatasetError(f"{path}: not a readable CIFAR pickle ({error})") from error
 
 
@@ -184,7 +193,7 @@ def read_cifar_batch(path, num_classes: int = 10) -> tuple[np.ndarray, np.ndarra
     """A CIFAR-10 python batch: float32 (N, 3, 32, 32) images in [0, 1], int64 (N,) labels."""
     batch = unpickle(path)
     if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
-        keys = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
+        keys = describe(list(batch)) if isinstance(batch, dict) else type(batch).__name__
         raise DatasetError(f"{path}: expected a dict with keys b'data' and b'labels'; got {keys}")
     data = batch[b"data"]
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2:
@@ -197,7 +206,12 @@ def read_cifar_batch(path, num_classes: int = 10) -> tuple[np.ndarray, np.ndarra
         raise DatasetError(
             f"{path}: b'data' rows must hold 3072 values (3 x 32 x 32); got {data.shape[1]}"
         )
-    labels = check_labels(np.asarray(batch[b"labels"]), num_classes, path)
+    labels = batch[b"labels"]
+    # Checked before NumPy sees it: a list nesting one list twice, 30 levels deep, is a
+    # 2**30-element array to np.asarray.
+    if not (isinstance(labels, list) and all(type(label) is int for label in labels)):
+        raise DatasetError(f"{path}: b'labels' must be a list of ints; got {describe(labels)}")
+    labels = check_labels(np.asarray(labels), num_classes, path)
     if len(labels) != len(data):
         raise DatasetError(f"{path}: {len(labels)} labels for {len(data)} images")
     return to_unit_float(data.reshape(-1, 3, 32, 32)), labels
