@@ -159,46 +159,47 @@ def save(obj: dict, path) -> None:
         np.savez(file, **{_META: np.array(meta)}, **arrays)
 
 
-def _read_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo, archive_size: int, kinds: str):
+def _read_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path, kinds: str):
     """The array in one .npy entry, its sizes checked before anything is allocated or
     decompressed, its data streamed into an array of exactly the size its header declares."""
     name = info.filename.removesuffix(".npy")
+    where, archive_size = f"tinynet.load: {path}: entry {name!r}", path.stat().st_size
     expansion = _EXPANSION.get(info.compress_type)
     if expansion is None:
         raise ValueError(
-            f"entry {name!r} uses zip compression method {info.compress_type}; expected "
+            f"{where} uses zip compression method {info.compress_type}; expected "
             f"stored or deflated, as numpy writes"
         )
     if info.compress_size > archive_size or info.file_size > expansion * info.compress_size:
         raise ValueError(
-            f"entry {name!r} claims {info.file_size:,} bytes from {info.compress_size:,} "
+            f"{where} claims {info.file_size:,} bytes from {info.compress_size:,} "
             f"stored ones in a {archive_size:,}-byte file, more than its compression can give"
         )
     with archive.open(info) as stream:
         version = np.lib.format.read_magic(stream)
         if version not in _HEADER_READERS:
-            raise ValueError(f"entry {name!r} is .npy format {version}; expected 1.0 or 2.0")
+            raise ValueError(f"{where} is .npy format {version}; expected 1.0 or 2.0")
         shape, fortran_order, dtype = _HEADER_READERS[version](stream)
         if dtype.kind not in kinds or dtype.hasobject:
             raise ValueError(
-                f"entry {name!r} has dtype {dtype}; tinynet files hold only bool, int and "
+                f"{where} has dtype {dtype}; tinynet files hold only bool, int and "
                 f"float arrays"
             )
         nbytes = math.prod(shape) * dtype.itemsize
         if stream.tell() + nbytes != info.file_size:
             raise ValueError(
-                f"entry {name!r} holds {info.file_size - stream.tell():,} bytes of data but "
+                f"{where} holds {info.file_size - stream.tell():,} bytes of data but "
                 f"its header says {shape} {dtype}, {nbytes:,} bytes"
             )
         try:
             array = np.empty(math.prod(shape), dtype)
         except MemoryError as error:
-            raise MemoryError(f"not enough memory for entry {name!r} ({nbytes:,} bytes)") from error
+            raise MemoryError(f"{where} needs {nbytes:,} bytes: not enough memory") from error
         data = array.view(np.uint8)
         for start in range(0, nbytes, _CHUNK):
             chunk = data[start : start + _CHUNK]
             if stream.readinto(chunk) != len(chunk):
-                raise EOFError(f"entry {name!r} ends before its {nbytes:,} bytes")
+                raise ValueError(f"{where} ends before its {nbytes:,} bytes: the file is truncated")
         stream.read(1)  # at the end: the zip module checks the CRC
     return array.reshape(shape[::-1]).T if fortran_order else array.reshape(shape)
 
@@ -210,11 +211,10 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
                 f"tinynet.load: {path} holds a single .npy array, not an archive written by "
                 f"tinynet.save"
             )
-    size = path.stat().st_size
     with zipfile.ZipFile(path) as archive:
         return {
             info.filename.removesuffix(".npy"): _read_entry(
-                archive, info, size, "U" if info.filename == f"{_META}.npy" else "biuf"
+                archive, info, path, "U" if info.filename == f"{_META}.npy" else "biuf"
             )
             for info in archive.infolist()
         }
@@ -229,8 +229,6 @@ def load(path) -> dict:
         raise FileNotFoundError(f"tinynet.load: no such file: {path}")
     try:
         arrays = _read_npz(path)
-    except MemoryError as error:
-        raise MemoryError(f"tinynet.load: {path}: {error}") from error
     except (zipfile.BadZipFile, EOFError, OSError, ValueError) as error:
         if str(error).startswith("tinynet.load"):
             raise
