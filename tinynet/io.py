@@ -12,10 +12,10 @@ The write is atomic: the archive is written to a temporary file beside the targe
 disk, then renamed over it, so a crash or Ctrl-C never leaves a half-written file under the
 final name.
 
-The read trusts nothing in the file: each entry's size in the zip directory must agree with its
-.npy header (shape x itemsize) and be one its compression can produce from the bytes stored,
-before anything is allocated; the data is then streamed into an array of exactly that size, so
-a hostile file costs no more memory than the arrays it honestly holds.
+The read trusts nothing in the file: before anything is allocated, each entry's size in the zip
+directory must agree with its .npy header (shape x itemsize) and be one its compression can
+produce from the bytes stored (as many for a stored entry, at most 1032 times as many for a
+deflated one); the data is then streamed into an array of exactly that size, and the CRC checked.
 """
 
 from __future__ import annotations
@@ -185,14 +185,15 @@ def _read_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path, kin
                 f"{where} has dtype {dtype}; tinynet files hold only bool, int and "
                 f"float arrays"
             )
-        nbytes = math.prod(shape) * dtype.itemsize
+        count = math.prod(shape)
+        nbytes = count * dtype.itemsize
         if stream.tell() + nbytes != info.file_size:
             raise ValueError(
                 f"{where} holds {info.file_size - stream.tell():,} bytes of data but "
                 f"its header says {shape} {dtype}, {nbytes:,} bytes"
             )
         try:
-            array = np.empty(math.prod(shape), dtype)
+            array = np.empty(count, dtype)
         except MemoryError as error:
             raise MemoryError(f"{where} needs {nbytes:,} bytes: not enough memory") from error
         data = array.view(np.uint8)

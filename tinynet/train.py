@@ -523,16 +523,11 @@ def read_checkpoint(path) -> tuple[dict, TrainConfig]:
 
 def _numbers(tree, prefix: str = ""):
     """(path, value) of every float array and float number in a loaded tree."""
-    if isinstance(tree, dict):
-        items = tree.items()
-    elif isinstance(tree, list):
-        items = enumerate(tree)
-    else:
-        if isinstance(tree, float) or isinstance(tree, np.ndarray) and tree.dtype.kind == "f":
-            yield prefix, tree
-        return
-    for key, value in items:
-        yield from _numbers(value, f"{prefix}/{key}" if prefix else str(key))
+    if isinstance(tree, (dict, list)):
+        for key, value in tree.items() if isinstance(tree, dict) else enumerate(tree):
+            yield from _numbers(value, f"{prefix}/{key}" if prefix else str(key))
+    elif isinstance(tree, float) or isinstance(tree, np.ndarray) and tree.dtype.kind == "f":
+        yield prefix, tree
 
 
 def check_data_fits(config: TrainConfig, data: DataSplits, source: str) -> None:
