@@ -13,6 +13,11 @@ on, as the paper evaluated), and writes, each atomically, into ``out_dir``:
 
 ``Trainer.resume(out_dir)`` restores every one of those states, so a resumed run computes
 exactly the losses an uninterrupted run with the same seed would have.
+
+A run fails early and says why: ``TrainConfig`` refuses a setting out of range (a user's, or a
+checkpoint's before anything is built from it), the output folder is checked before any data
+is read, a resumed run's data must have the checkpoint's classes, and a NaN or infinite loss
+(training or test) stops the run with the last good epoch's files left as they were.
 """
 
 from __future__ import annotations
