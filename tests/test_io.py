@@ -4,6 +4,8 @@ import os
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import tinynet
 from tinynet.io import load, save
@@ -106,3 +108,57 @@ def test_saved_files_get_ordinary_permissions(tmp_path):
     finally:
         os.umask(current)
     assert (tmp_path / "w.npz").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_stray_temporary_of_a_killed_save_is_removed_by_the_next_one(tmp_path):
+    path = tmp_path / "w.npz"
+    stray = tmp_path / ".w.npz.abc123de.tmp"  # as mkstemp names it; the save was SIGKILLed
+    stray.write_bytes(b"PK half")
+    other = tmp_path / ".other.npz.abc123de.tmp"  # another file's: not this save's to remove
+    other.write_bytes(b"PK half")
+    save({"v": np.ones(2)}, path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [other.name, "w.npz"]
+
+
+def test_complex_arrays_a_top_level_list_and_deep_nesting_are_refused_by_name(tmp_path):
+    complex_file = tmp_path / "complex.npz"
+    tree = '{"__dict__": {"w": {"__array__": "w"}}}'
+    meta = f'{{"format": "tinynet-npz", "version": 1, "tree": {tree}}}'
+    np.savez(complex_file, __tinynet__=np.array(meta), w=np.ones(2, np.complex128))
+    with pytest.raises(ValueError, match=r"complex\.npz: entry 'w' has dtype complex128; tinynet"):
+        load(complex_file)
+    listed = tmp_path / "listed.npz"
+    np.savez(listed, __tinynet__=np.array('{"format": "tinynet-npz", "version": 1, "tree": []}'))
+    with pytest.raises(ValueError, match=r"listed\.npz holds a list at the top level"):
+        load(listed)
+    deep = tmp_path / "deep.npz"
+    tree = "[" * 50_000 + "]" * 50_000
+    meta = f'{{"format": "tinynet-npz", "version": 1, "tree": {tree}}}'
+    np.savez(deep, __tinynet__=np.array(meta))
+    with pytest.raises(ValueError, match=r"deep\.npz has an unreadable __tinynet__ entry \(Recurs"):
+        load(deep)
+
+
+@settings(max_examples=40)
+@given(st.data())
+def test_a_damaged_file_loads_as_saved_or_is_refused_by_name(tmp_path_factory, data):
+    # Any byte changed or the file cut anywhere: the CRCs and size checks leave two outcomes.
+    folder = tmp_path_factory.mktemp("damaged")
+    saved = {"w": np.arange(12.0).reshape(3, 4), "n": np.int64(7), "name": "net"}
+    save(saved, folder / "good.npz")
+    raw = bytearray((folder / "good.npz").read_bytes())
+    if data.draw(st.booleans(), label="cut"):
+        raw = raw[: data.draw(st.integers(0, len(raw) - 1), label="length")]
+    else:
+        raw[data.draw(st.integers(0, len(raw) - 1), label="offset")] ^= data.draw(
+            st.integers(1, 255), label="xor"
+        )
+    damaged = folder / "damaged.npz"
+    damaged.write_bytes(bytes(raw))
+    try:
+        loaded = load(damaged)
+    except ValueError as error:
+        assert str(error).startswith(f"tinynet.load: {damaged}") and "\n" not in str(error)
+    else:
+        assert loaded["n"] == 7 and loaded["name"] == "net"
+        np.testing.assert_array_equal(loaded["w"], saved["w"])

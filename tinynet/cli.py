@@ -7,16 +7,48 @@
     tinynet gradcheck inception
     tinynet convert googlenet.pth googlenet.npz
 
-Errors are one line on stderr and a non-zero exit code; ``--debug`` shows the traceback.
+Errors (a bad option, a bad file, running out of memory) are one line on stderr and exit code
+1; ``--debug`` shows the traceback. The training options are checked by ``TrainConfig`` (the
+same rules as the Python API); every other numeric option by its ``_number`` type here.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
 EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one line and exit code 1 like every other error."""
+
+    def error(self, message):
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(EXIT_ERROR)
+
+
+def _number(parse, allowed: str, ok=lambda value: True):
+    """An argparse type: ``parse`` (int or float) the text and refuse NaN, infinities and values
+    that are not ``ok``, saying what is ``allowed``."""
+
+    def number(text: str):
+        try:
+            value = parse(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {allowed}; got {text!r}")
+        return value
+
+    return number
+
+
+_POSITIVE_INT = _number(int, "a positive int", lambda value: value > 0)
+_POSITIVE = _number(float, "a finite number > 0", lambda value: value > 0)
+_SEED = _number(int, "an int >= 0", lambda value: value >= 0)
 
 
 def _train_parser(commands):
@@ -142,7 +174,7 @@ def _evaluate_parser(commands):
         default="none",
         help="average the softmax over 10 crops, or the paper's 144",
     )
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=_POSITIVE_INT, default=64)
     p.add_argument(
         "--last-weights",
         action="store_true",
@@ -168,7 +200,9 @@ def _predict_parser(commands):
     p = commands.add_parser("predict", help="top classes of image files")
     p.add_argument("checkpoint", help="a checkpoint.npz written by `tinynet train`")
     p.add_argument("images", nargs="+", help="PNG or JPEG files")
-    p.add_argument("--top", type=int, default=5, help="how many classes to show (default 5)")
+    p.add_argument(
+        "--top", type=_POSITIVE_INT, default=5, help="how many classes to show (default 5)"
+    )
     p.set_defaults(run=_predict)
 
 
@@ -183,16 +217,18 @@ def _predict(args) -> None:
 def _summary_parser(commands):
     p = commands.add_parser("summary", help="layers, output shapes, parameters, multiply-adds")
     p.add_argument("--model", choices=["paper", "torchvision", "small"], default="paper")
-    p.add_argument("--width", type=float)
-    p.add_argument("--num-classes", type=int)
+    p.add_argument("--width", type=_POSITIVE)
+    p.add_argument("--num-classes", type=_POSITIVE_INT)
     p.add_argument(
         "--input-shape",
-        type=int,
+        type=_POSITIVE_INT,
         nargs=3,
         metavar=("C", "H", "W"),
         help="default 3 224 224 (3 32 32 for small)",
     )
-    p.add_argument("--depth", type=int, default=1, help="how deep to list modules (default 1)")
+    p.add_argument(
+        "--depth", type=_POSITIVE_INT, default=1, help="how deep to list modules (default 1)"
+    )
     p.set_defaults(run=_summary)
 
 
@@ -226,8 +262,8 @@ def _gradcheck_parser(commands):
         choices=sorted(CASES),
         help="what to check (default inception)",
     )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eps", type=float, default=1e-6)
+    p.add_argument("--seed", type=_SEED, default=0)
+    p.add_argument("--eps", type=_POSITIVE, default=1e-6, help="finite-difference step")
     p.set_defaults(run=_gradcheck)
 
 
@@ -263,7 +299,7 @@ def _convert(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tinynet",
         description="GoogLeNet from scratch in NumPy + numba: train, evaluate, predict, "
         "inspect and gradient-check it on a CPU.",
@@ -289,6 +325,8 @@ def main(argv=None) -> int:
         if args.debug:
             raise
         message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        if isinstance(error, MemoryError):  # numpy's allocation errors included
+            message = f"out of memory: {message}" if message else "out of memory"
         print(f"tinynet {args.command}: error: {message or type(error).__name__}", file=sys.stderr)
         return EXIT_ERROR
     return 0

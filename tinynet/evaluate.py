@@ -18,7 +18,7 @@ from tinynet.data import transforms as T
 from tinynet.data.multicrop import PAPER_SCALES, ten_crop
 from tinynet.function import no_grad
 from tinynet.metrics import topk_correct
-from tinynet.train import TrainConfig, evaluate, load_data, load_trained_model
+from tinynet.train import TrainConfig, check_data_fits, evaluate, load_data, load_trained_model
 
 MULTI_CROP = ("none", "10", "144")
 
@@ -32,7 +32,7 @@ def crops_of(batch: np.ndarray, size: int, multi_crop: str) -> np.ndarray:
     return batch[None]
 
 
-def _test_split(config: TrainConfig, dataset, data_dir, download):
+def _test_split(path, config: TrainConfig, dataset, data_dir, download):
     name = dataset or config.dataset
     if data_dir is None and name == config.dataset:
         data_dir = config.data_dir
@@ -40,13 +40,7 @@ def _test_split(config: TrainConfig, dataset, data_dir, download):
         config, dataset=name, data_dir=data_dir, download=download, image_size=config.input_size
     )
     data = load_data(source)
-    images = data.test.arrays[0]
-    if images.shape[1] != config.channels or len(data.classes) != len(config.classes):
-        raise ValueError(
-            f"the checkpoint's network takes {config.channels}-channel images and predicts "
-            f"{len(config.classes)} classes; {name} has {images.shape[1]} channels and "
-            f"{len(data.classes)} classes"
-        )
+    check_data_fits(source, data, f"{path}'s network")
     return data.test
 
 
@@ -64,7 +58,7 @@ def evaluate_checkpoint(
     if multi_crop not in MULTI_CROP:
         raise ValueError(f"multi_crop must be one of {MULTI_CROP}; got {multi_crop!r}")
     model, config = load_trained_model(path, averaged)
-    test = _test_split(config, dataset, data_dir, download)
+    test = _test_split(path, config, dataset, data_dir, download)
     normalize = T.Normalize(config.mean, config.std)
     if multi_crop == "none":
         return {**evaluate(model, test, normalize, batch_size), "crops": 1}

@@ -11,11 +11,18 @@ version, the tree of keys, and every non-array value.
 The write is atomic: the archive is written to a temporary file beside the target, flushed to
 disk, then renamed over it, so a crash or Ctrl-C never leaves a half-written file under the
 final name.
+
+The read trusts nothing in the file: before anything is allocated, each entry's size in the zip
+directory must agree with its .npy header (shape x itemsize) and be one its compression can
+produce from the bytes stored (as many for a stored entry, at most 1032 times as many for a
+deflated one); the data is then streamed into an array of exactly that size, and the CRC checked.
 """
 
 from __future__ import annotations
 
+import glob
 import json
+import math
 import os
 import tempfile
 import zipfile
@@ -29,6 +36,15 @@ from tinynet.tensor import Tensor
 FORMAT = "tinynet-npz"
 VERSION = 1
 _META = "__tinynet__"
+_MAX_DEPTH = 100  # nesting of the saved tree; a checkpoint is about 6 deep
+# The most an entry can expand: stored entries not at all; deflate's longest match (258 bytes)
+# costs at least 2 bits, so at most 258 * 8 / 2 = 1032 times.
+_EXPANSION = {zipfile.ZIP_STORED: 1, zipfile.ZIP_DEFLATED: 1032}
+_HEADER_READERS = {
+    (1, 0): np.lib.format.read_array_header_1_0,
+    (2, 0): np.lib.format.read_array_header_2_0,
+}
+_CHUNK = 1 << 20
 
 
 def _flatten(tree, prefix: str, arrays: dict) -> object:
@@ -65,13 +81,15 @@ def _flatten(tree, prefix: str, arrays: dict) -> object:
     )
 
 
-def _unflatten(skeleton, arrays) -> object:
+def _unflatten(skeleton, arrays, depth: int = 0) -> object:
+    if depth > _MAX_DEPTH:
+        raise ValueError(f"the tree nests deeper than {_MAX_DEPTH} levels")
     if isinstance(skeleton, dict):
         if "__array__" in skeleton:
             return arrays[skeleton["__array__"]]
-        return {k: _unflatten(v, arrays) for k, v in skeleton["__dict__"].items()}
+        return {k: _unflatten(v, arrays, depth + 1) for k, v in skeleton["__dict__"].items()}
     if isinstance(skeleton, list):
-        return [_unflatten(v, arrays) for v in skeleton]
+        return [_unflatten(v, arrays, depth + 1) for v in skeleton]
     return skeleton
 
 
@@ -88,7 +106,8 @@ def atomic_write(path, mode: str = "wb"):
     see the old file or the new one, never a half-written one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    prefix = f".{path.name}."
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=".tmp")
     try:
         os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; a saved file is 0644-like
         with os.fdopen(handle, mode) as file:
@@ -99,6 +118,32 @@ def atomic_write(path, mode: str = "wb"):
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+    # What a save killed outright (SIGKILL, power loss) left behind would otherwise pile up.
+    for stale in path.parent.glob(f"{glob.escape(prefix)}*.tmp"):
+        stale.unlink(missing_ok=True)
+
+
+def check_writable_folder(folder, option: str = "folder") -> None:
+    """Refuse at once a ``folder`` that files cannot be written into: a path through or onto a
+    file, or a folder (or the nearest existing parent of one still to be made) where creating a
+    file fails. Nothing is left behind: a probe file is made and removed, no folder is made."""
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(
+            f"{option} {folder} cannot hold files: {existing} is a file, not a folder"
+        )
+    try:
+        handle, probe = tempfile.mkstemp(dir=existing, prefix=".tinynet-probe-")
+    except OSError as error:
+        raise PermissionError(
+            f"{option} {folder} cannot hold files: creating one in {existing} fails "
+            f"({error.strerror or error})"
+        ) from error
+    os.close(handle)
+    os.unlink(probe)
 
 
 def save(obj: dict, path) -> None:
@@ -114,22 +159,77 @@ def save(obj: dict, path) -> None:
         np.savez(file, **{_META: np.array(meta)}, **arrays)
 
 
+def _read_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path, kinds: str):
+    """The array in one .npy entry, its sizes checked before anything is allocated or
+    decompressed, its data streamed into an array of exactly the size its header declares."""
+    name = info.filename.removesuffix(".npy")
+    where, archive_size = f"tinynet.load: {path}: entry {name!r}", path.stat().st_size
+    expansion = _EXPANSION.get(info.compress_type)
+    if expansion is None:
+        raise ValueError(
+            f"{where} uses zip compression method {info.compress_type}; expected "
+            f"stored or deflated, as numpy writes"
+        )
+    if info.compress_size > archive_size or info.file_size > expansion * info.compress_size:
+        raise ValueError(
+            f"{where} claims {info.file_size:,} bytes from {info.compress_size:,} "
+            f"stored ones in a {archive_size:,}-byte file, more than its compression can give"
+        )
+    with archive.open(info) as stream:
+        version = np.lib.format.read_magic(stream)
+        if version not in _HEADER_READERS:
+            raise ValueError(f"{where} is .npy format {version}; expected 1.0 or 2.0")
+        shape, fortran_order, dtype = _HEADER_READERS[version](stream)
+        if dtype.kind not in kinds or dtype.hasobject:
+            raise ValueError(
+                f"{where} has dtype {dtype}; tinynet files hold only bool, int and "
+                f"float arrays"
+            )
+        count = math.prod(shape)
+        nbytes = count * dtype.itemsize
+        if stream.tell() + nbytes != info.file_size:
+            raise ValueError(
+                f"{where} holds {info.file_size - stream.tell():,} bytes of data but "
+                f"its header says {shape} {dtype}, {nbytes:,} bytes"
+            )
+        try:
+            array = np.empty(count, dtype)
+        except MemoryError as error:
+            raise MemoryError(f"{where} needs {nbytes:,} bytes: not enough memory") from error
+        data = array.view(np.uint8)
+        for start in range(0, nbytes, _CHUNK):
+            chunk = data[start : start + _CHUNK]
+            if stream.readinto(chunk) != len(chunk):
+                raise ValueError(f"{where} ends before its {nbytes:,} bytes: the file is truncated")
+        stream.read(1)  # at the end: the zip module checks the CRC
+    return array.reshape(shape[::-1]).T if fortran_order else array.reshape(shape)
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    with open(path, "rb") as file:
+        if file.read(6) == b"\x93NUMPY":
+            raise ValueError(
+                f"tinynet.load: {path} holds a single .npy array, not an archive written by "
+                f"tinynet.save"
+            )
+    with zipfile.ZipFile(path) as archive:
+        return {
+            info.filename.removesuffix(".npy"): _read_entry(
+                archive, info, path, "U" if info.filename == f"{_META}.npy" else "biuf"
+            )
+            for info in archive.infolist()
+        }
+
+
 def load(path) -> dict:
-    """Read a file written by ``tinynet.save``; a missing, corrupt, truncated or foreign file
-    raises an error that names the file and says which it is."""
+    """Read a file written by ``tinynet.save``; a missing, corrupt, truncated, foreign or
+    hostile file raises an error that names the file and says which it is. Memory use is that
+    of the arrays the file holds (a ``MemoryError`` names the file and entry it was reading)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"tinynet.load: no such file: {path}")
     try:
-        archive = np.load(path, allow_pickle=False)
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise ValueError(
-                f"tinynet.load: {path} holds a single .npy array, not an archive "
-                f"written by tinynet.save"
-            )
-        with archive:
-            meta = archive[_META] if _META in archive.files else None
-            arrays = {name: archive[name] for name in archive.files if name != _META}
+        arrays = _read_npz(path)
     except (zipfile.BadZipFile, EOFError, OSError, ValueError) as error:
         if str(error).startswith("tinynet.load"):
             raise
@@ -137,6 +237,7 @@ def load(path) -> dict:
             f"tinynet.load: {path} is corrupt or truncated, or not an .npz "
             f"archive ({type(error).__name__}: {error})"
         ) from error
+    meta = arrays.pop(_META, None)
     if meta is None:
         raise ValueError(
             f"tinynet.load: {path} is an .npz archive but was not written by "
@@ -146,9 +247,15 @@ def load(path) -> dict:
         meta = json.loads(str(meta))
         if meta.get("format") != FORMAT or meta.get("version") != VERSION:
             raise ValueError(f"format {meta.get('format')!r} version {meta.get('version')!r}")
-        return _unflatten(meta["tree"], arrays)
-    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        tree = _unflatten(meta["tree"], arrays)
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:
         raise ValueError(
-            f"tinynet.load: {path} has an unreadable {_META} entry ({error}); "
-            f"expected {FORMAT!r} version {VERSION}"
+            f"tinynet.load: {path} has an unreadable {_META} entry ({type(error).__name__}: "
+            f"{error}); expected {FORMAT!r} version {VERSION}"
         ) from error
+    if not isinstance(tree, dict):
+        raise ValueError(
+            f"tinynet.load: {path} holds a {type(tree).__name__} at the top level; "
+            f"tinynet.save writes a dict"
+        )
+    return tree

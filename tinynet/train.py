@@ -13,6 +13,11 @@ on, as the paper evaluated), and writes, each atomically, into ``out_dir``:
 
 ``Trainer.resume(out_dir)`` restores every one of those states, so a resumed run computes
 exactly the losses an uninterrupted run with the same seed would have.
+
+A run fails early and says why: ``TrainConfig`` refuses a setting out of range (a user's, or a
+checkpoint's before anything is built from it), the output folder is checked before any data
+is read, a resumed run's data must have the checkpoint's classes, and a NaN or infinite loss
+(training or test) stops the run with the last good epoch's files left as they were.
 """
 
 from __future__ import annotations
@@ -112,24 +117,16 @@ class TrainConfig:
     input_size: int | None = None
 
     def __post_init__(self):
-        checks = [
-            ("model", self.model in PRESETS, f"one of {sorted(PRESETS)}"),
-            ("optimizer", self.optimizer in OPTIMIZERS, f"one of {sorted(OPTIMIZERS)}"),
-            ("schedule", self.schedule in SCHEDULES, f"one of {list(SCHEDULES)}"),
-            ("epochs", _positive_int(self.epochs), "a positive int"),
-            ("batch_size", _positive_int(self.batch_size), "a positive int"),
-            ("width", self.width is None or self.width > 0, "> 0"),
-            ("lr", self.lr is None or self.lr > 0, "> 0"),
-            ("image_size", self.image_size is None or _positive_int(self.image_size), "> 0"),
-            ("warmup_epochs", 0 <= self.warmup_epochs < self.epochs, "in [0, epochs)"),
-            ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
-            ("ema_decay", self.ema_decay is None or 0 < self.ema_decay < 1, "in (0, 1)"),
-            ("grad_clip", self.grad_clip is None or self.grad_clip > 0, "> 0"),
-            ("max_batches", self.max_batches is None or _positive_int(self.max_batches), "> 0"),
-        ]
-        for name, ok, expected in checks:
-            if not ok:
-                raise ValueError(f"{name} must be {expected}; got {getattr(self, name)!r}")
+        self.validate()
+
+    def validate(self) -> None:
+        """Refuse a setting outside what is allowed, naming it, its value and what is allowed:
+        a user's option, or one read from a checkpoint (before anything is built from it)."""
+        for name, ok, expected in _RULES:
+            value = getattr(self, name)
+            if not ok(value, self):
+                shown = repr(value) if len(repr(value)) <= 80 else f"{repr(value)[:60]}..."
+                raise ValueError(f"{name} must be {expected}; got {shown}")
 
     @property
     def learning_rate(self) -> float:
@@ -144,8 +141,94 @@ class TrainConfig:
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
-def _positive_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value > 0
+# Bounds on what a run may ask for, so a mistyped option or a hostile checkpoint is refused
+# before a network or a batch is allocated: width 4 is 16 times the paper's 6.8 million weights.
+MAX_WIDTH, MAX_IMAGE_SIZE, MAX_CHANNELS, MAX_CLASSES = 4.0, 2048, 64, 100_000
+
+
+def _int(value, low: int, high: float = math.inf) -> bool:
+    is_int = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    return is_int and low <= value <= high
+
+
+def _real(value) -> bool:
+    """A finite int or float (not a bool)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, np.integer)):
+        return True
+    return isinstance(value, (float, np.floating)) and math.isfinite(value)
+
+
+def _optional(rule):
+    return lambda value, config: value is None or rule(value, config)
+
+
+def _per_channel(positive: bool):
+    def ok(values, config) -> bool:
+        return (
+            isinstance(values, list)
+            and len(values) == config.channels
+            and all(_real(v) and (v > 0 or not positive) for v in values)
+        )
+
+    return _optional(ok)
+
+
+def _class_names(names, config) -> bool:
+    return (
+        isinstance(names, list)
+        and len(names) <= MAX_CLASSES
+        and all(isinstance(n, str) for n in names)
+        and len(set(names)) == len(names)
+    )
+
+
+def _text(value, config) -> bool:
+    return isinstance(value, str)
+
+
+def _flag(value, config) -> bool:
+    return isinstance(value, bool)
+
+
+# (field, is the value allowed?, what is allowed), checked in this order (warmup_epochs after
+# epochs, mean and std after channels).
+_RULES = [
+    ("model", lambda v, c: isinstance(v, str) and v in PRESETS, f"one of {sorted(PRESETS)}"),
+    ("width", _optional(lambda v, c: _real(v) and 0 < v <= MAX_WIDTH),
+     f"a number in (0, {MAX_WIDTH:g}]"),
+    ("dataset", _text, "a dataset name"),
+    ("data_dir", _optional(_text), "a folder (str) or None"),
+    ("download", _flag, "True or False"),
+    ("image_size", _optional(lambda v, c: _int(v, 1, MAX_IMAGE_SIZE)),
+     f"an int in [1, {MAX_IMAGE_SIZE}]"),
+    ("epochs", lambda v, c: _int(v, 1), "a positive int"),
+    ("batch_size", lambda v, c: _int(v, 1), "a positive int"),
+    ("optimizer", lambda v, c: isinstance(v, str) and v in OPTIMIZERS,
+     f"one of {sorted(OPTIMIZERS)}"),
+    ("lr", _optional(lambda v, c: _real(v) and v > 0), "a finite number > 0"),
+    ("momentum", lambda v, c: _real(v) and 0 <= v < 1, "in [0, 1)"),
+    ("nesterov", _flag, "True or False"),
+    ("weight_decay", lambda v, c: _real(v) and v >= 0, "a finite number >= 0"),
+    ("schedule", lambda v, c: isinstance(v, str) and v in SCHEDULES, f"one of {list(SCHEDULES)}"),
+    ("warmup_epochs", lambda v, c: _real(v) and 0 <= v < c.epochs, "in [0, epochs)"),
+    ("label_smoothing", lambda v, c: _real(v) and 0 <= v < 1, "in [0, 1)"),
+    ("aux_weight", lambda v, c: _real(v) and v >= 0, "a finite number >= 0"),
+    ("ema_decay", _optional(lambda v, c: _real(v) and 0 < v < 1), "in (0, 1)"),
+    ("grad_clip", _optional(lambda v, c: _real(v) and v > 0), "a finite number > 0"),
+    ("augment", _flag, "True or False"),
+    ("seed", lambda v, c: _int(v, 0), "an int >= 0"),
+    ("out_dir", _text, "a folder (str)"),
+    ("max_batches", _optional(lambda v, c: _int(v, 1)), "a positive int"),
+    ("channels", _optional(lambda v, c: _int(v, 1, MAX_CHANNELS)),
+     f"an int in [1, {MAX_CHANNELS}]"),
+    ("input_size", _optional(lambda v, c: _int(v, 1, MAX_IMAGE_SIZE)),
+     f"an int in [1, {MAX_IMAGE_SIZE}]"),
+    ("mean", _per_channel(positive=False), "a list of one finite number per channel"),
+    ("std", _per_channel(positive=True), "a list of one finite number > 0 per channel"),
+    ("classes", _class_names, f"a list of at most {MAX_CLASSES:,} distinct names (str)"),
+]
 
 
 def build_model(config: TrainConfig) -> GoogLeNet:
@@ -172,6 +255,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, data: DataSplits | None = None, log=None):
         self.log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+        io.check_writable_folder(config.out_dir, "out_dir")  # before minutes of loading data
         self.data = data if data is not None else load_data(config)
         train_images = self.data.train.arrays[0]
         if config.mean is None:  # fixed at the start of a run, then kept in the checkpoint
@@ -180,6 +264,9 @@ class Trainer:
             config.classes = [str(c) for c in self.data.classes]
             config.channels = int(train_images.shape[1])
             config.input_size = int(train_images.shape[2])
+            config.validate()
+        else:
+            check_data_fits(config, self.data, f"the run in {config.out_dir}")
         self.config = config
         self.out_dir = Path(config.out_dir)
 
@@ -250,6 +337,8 @@ class Trainer:
             train = self.train_epoch(epoch)
             seconds = time.perf_counter() - start
             test = self.evaluate(self.data.test)
+            if not math.isfinite(test["loss"]):
+                raise self._diverged(f"the test loss became {test['loss']} after epoch {epoch}")
             record = {
                 "epoch": epoch,
                 "train_loss": train["loss"],
@@ -284,11 +373,7 @@ class Trainer:
             loss = googlenet_loss(outputs, labels, c.aux_weight, c.label_smoothing)
             value = loss.item()
             if not math.isfinite(value):
-                raise TrainingError(
-                    f"the loss became {value} at epoch {epoch}, batch {step + 1}; training "
-                    f"diverged: lower the learning rate (--lr, now {c.learning_rate}) or add "
-                    f"warm-up (--warmup-epochs)"
-                )
+                raise self._diverged(f"the loss became {value} at epoch {epoch}, batch {step + 1}")
             self.optimizer.zero_grad()
             loss.backward()
             if c.grad_clip is not None:
@@ -304,6 +389,14 @@ class Trainer:
             bar.update(len(labels), loss=total_loss / seen, acc=correct / seen)
         bar.close(loss=total_loss / seen, acc=correct / seen)
         return {"loss": total_loss / seen, "top1": correct / seen, "images": seen}
+
+    def _diverged(self, what: str) -> TrainingError:
+        """The error that stops a diverged run; the last saved epoch stays as it was."""
+        return TrainingError(
+            f"{what}; training diverged: lower the learning rate (--lr, now "
+            f"{self.config.learning_rate}) or add warm-up (--warmup-epochs); "
+            f"{self.out_dir / CHECKPOINT} keeps the last good epoch, if any"
+        )
 
     def evaluate(self, dataset, batch_size: int = 256) -> dict:
         """Loss, top-1 and top-5 accuracy on ``dataset`` in eval mode, with the averaged weights
@@ -332,7 +425,7 @@ class Trainer:
         """Checkpoint, metrics and curves into out_dir, each written atomically."""
         io.save(self.state_dict(), self.out_dir / CHECKPOINT)
         with io.atomic_write(self.out_dir / METRICS, "w") as file:
-            file.writelines(json.dumps(record) + "\n" for record in self.history)
+            file.writelines(json.dumps(record, allow_nan=False) + "\n" for record in self.history)
         try:
             from tinynet.plot import plot_history
 
@@ -345,8 +438,7 @@ class Trainer:
     def resume(cls, out_dir, epochs: int | None = None, data=None, log=None) -> Trainer:
         """The run checkpointed in ``out_dir``, ready to continue (to ``epochs`` if given)."""
         path = Path(out_dir) / CHECKPOINT
-        checkpoint = read_checkpoint(path)
-        config = TrainConfig.from_dict(checkpoint["config"])
+        checkpoint, config = read_checkpoint(path)
         config.out_dir = str(out_dir)
         if epochs is not None:
             config.epochs = epochs
@@ -355,17 +447,27 @@ class Trainer:
         return trainer
 
     def load_state_dict(self, checkpoint: dict, source="the checkpoint") -> None:
-        try:
-            self.model.load_state_dict(checkpoint["model"])
-        except ValueError as error:
-            raise ValueError(f"{source} does not fit this model: {error}") from error
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
-        self.scheduler.load_state_dict(checkpoint["scheduler"])
-        if self.ema is not None and checkpoint["ema"] is not None:
-            self.ema.load_state_dict(checkpoint["ema"])
-        self.loader.load_state_dict(checkpoint["loader"])
-        default_generator().bit_generator.state = checkpoint["rng"]
+        parts = {
+            "model": self.model.load_state_dict,
+            "optimizer": self.optimizer.load_state_dict,
+            "scheduler": self.scheduler.load_state_dict,
+            "ema": self._load_ema,
+            "loader": self.loader.load_state_dict,
+            "rng": lambda state: setattr(default_generator().bit_generator, "state", state),
+        }
+        for part, load in parts.items():
+            try:
+                load(checkpoint[part])
+            except (ValueError, TypeError, KeyError, IndexError, AttributeError) as error:
+                raise ValueError(
+                    f"{source} does not fit this run: its {part} state fails to load "
+                    f"({type(error).__name__}: {error})"
+                ) from error
         self.history = list(checkpoint["history"])
+
+    def _load_ema(self, state) -> None:
+        if self.ema is not None and state is not None:
+            self.ema.load_state_dict(state)
 
 
 def evaluate(model, dataset, normalize=None, batch_size=256, max_batches=None) -> dict:
@@ -390,15 +492,69 @@ def evaluate(model, dataset, normalize=None, batch_size=256, max_batches=None) -
     return {"loss": loss / seen, "top1": top1 / seen, "top5": top5 / seen, "images": seen}
 
 
-def read_checkpoint(path) -> dict:
-    """The contents of a checkpoint written by ``Trainer.save``; anything else is refused."""
+# The parts of a checkpoint and what each must be, checked before any is used.
+_CHECKPOINT_PARTS = {
+    "config": dict, "model": dict, "optimizer": dict, "scheduler": dict,
+    "ema": (dict, type(None)), "loader": dict, "rng": dict, "history": list,
+}  # fmt: skip
+
+
+def read_checkpoint(path) -> tuple[dict, TrainConfig]:
+    """The contents of a checkpoint written by ``Trainer.save`` and its validated
+    configuration; anything else (another file, a damaged or hostile one: parts missing or of
+    the wrong kind, settings out of range, NaN or infinite numbers) is refused, naming the file,
+    before any network is built from it."""
     checkpoint = io.load(path)
     if checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(
             f"{path} is not a tinynet training checkpoint (write one with `tinynet train`; "
             f"plain weights load with model.load_state_dict(tinynet.io.load(path)))"
         )
-    return checkpoint
+    for part, kind in _CHECKPOINT_PARTS.items():
+        if not isinstance(checkpoint.get(part), kind):
+            found = type(checkpoint[part]).__name__ if part in checkpoint else "missing"
+            raise ValueError(f"{path} is a damaged training checkpoint: its {part!r} is {found}")
+    for name, value in _numbers(checkpoint):  # complex arrays io.load already refuses
+        if not np.isfinite(value).all():
+            raise ValueError(
+                f"{path} is a damaged training checkpoint: {name} holds NaN or infinite values"
+            )
+    try:
+        config = TrainConfig.from_dict(checkpoint["config"])
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"{path} holds a configuration that is refused: {error}") from error
+    return checkpoint, config
+
+
+def _numbers(tree, prefix: str = ""):
+    """(path, value) of every float array and float number in a loaded tree."""
+    if isinstance(tree, (dict, list)):
+        for key, value in tree.items() if isinstance(tree, dict) else enumerate(tree):
+            yield from _numbers(value, f"{prefix}/{key}" if prefix else str(key))
+    elif isinstance(tree, float) or isinstance(tree, np.ndarray) and tree.dtype.kind == "f":
+        yield prefix, tree
+
+
+def check_data_fits(config: TrainConfig, data: DataSplits, source: str) -> None:
+    """Refuse data whose images or classes differ from those ``config``'s network was trained
+    on (``source`` names it): a renamed or added class folder would silently permute labels."""
+    channels = int(data.test.arrays[0].shape[1])
+    classes = [str(c) for c in data.classes]
+    if channels != config.channels:
+        raise ValueError(
+            f"{source} takes {config.channels}-channel images; {config.dataset} has "
+            f"{channels}-channel ones"
+        )
+    if classes != config.classes:
+        raise ValueError(
+            f"{source} was trained on the classes {_listed(config.classes)}; {config.dataset} "
+            f"has {_listed(classes)}: their labels would not match"
+        )
+
+
+def _listed(names: list[str], most: int = 20) -> str:
+    shown = ", ".join(names[:most]) + (f", ... ({len(names)} in all)" if len(names) > most else "")
+    return f"[{shown}]"
 
 
 def load_trained_model(path, averaged: bool = True) -> tuple[GoogLeNet, TrainConfig]:
@@ -407,8 +563,7 @@ def load_trained_model(path, averaged: bool = True) -> tuple[GoogLeNet, TrainCon
     averaged: use the Polyak-averaged (EMA) weights when the run kept them, as its evaluation
     did; otherwise the last weights.
     """
-    checkpoint = read_checkpoint(path)
-    config = TrainConfig.from_dict(checkpoint["config"])
+    checkpoint, config = read_checkpoint(path)
     model = build_model(config)
     weights = checkpoint["model"]
     if averaged and checkpoint.get("ema"):
