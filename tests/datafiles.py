@@ -174,3 +174,16 @@ def cifar_archive_bytes(batches: dict, extra=()) -> bytes:
 def leftovers(folder: Path) -> list[str]:
     """The names in ``folder``, sorted (none if it does not exist)."""
     return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def snapshot(folder: Path) -> dict:
+    """Every path under ``folder`` (hidden ones included) with its kind, bytes and modification
+    time: the same before and after means nothing was written, added or removed."""
+    return {
+        str(path.relative_to(folder)): (
+            path.is_dir(),
+            None if path.is_dir() else path.read_bytes(),
+            path.stat().st_mtime_ns,
+        )
+        for path in folder.rglob("*")
+    }

@@ -26,7 +26,7 @@ from tinynet.train import (
 )
 
 from bounded import run_bounded
-from datafiles import needs_pillow, needs_sklearn
+from datafiles import needs_pillow, needs_sklearn, snapshot
 
 TINY = ["--width", "0.125", "--batch-size", "16", "--max-batches", "2"]
 
@@ -85,15 +85,6 @@ def deflated_zeros(name: str, header: bytes, zeros: int, size: int | None = None
     parts.append(compressor.flush())
     honest = len(header) + (zeros >> 20 << 20)
     return (name, b"".join(parts), zipfile.ZIP_DEFLATED, crc, honest if size is None else size)
-
-
-def files_of(folder) -> dict:
-    """Every file under ``folder`` with its bytes and mtime, to show nothing was written."""
-    return {
-        p.relative_to(folder): (p.read_bytes(), p.stat().st_mtime_ns)
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
 
 
 def run(capsys, *argv):
@@ -307,7 +298,7 @@ def test_a_damaged_checkpoint_is_named_by_the_api_and_the_command(
     make, expected = DAMAGES[damage]
     folder = run_copy(finished, tmp_path / "run")
     make(folder / CHECKPOINT)
-    before = files_of(folder)
+    before = snapshot(folder)
     with pytest.raises(ValueError) as error:
         load_trained_model(folder / CHECKPOINT)
     assert str(folder / CHECKPOINT) in str(error.value) and expected in str(error.value)
@@ -319,7 +310,7 @@ def test_a_damaged_checkpoint_is_named_by_the_api_and_the_command(
                           ("train", ["--resume", "--out", folder, "--epochs", "2"])]:  # fmt: skip
         line = refused(capsys, command, *argv)
         assert str(folder / CHECKPOINT) in line and expected in line, line
-    assert files_of(folder) == before
+    assert snapshot(folder) == before
 
 
 def test_an_absurd_stored_config_is_refused_before_anything_is_allocated(finished, tmp_path):
@@ -375,14 +366,14 @@ def test_the_command_refuses_a_non_finite_option_before_anything_runs(tmp_path, 
 # ------------------------------------------------------------------ B7: a NaN test loss
 def test_a_nan_test_loss_stops_the_run_and_keeps_the_last_good_epoch(finished, tmp_path, digits):
     folder = run_copy(finished, tmp_path / "run")
-    before = files_of(folder)
+    before = snapshot(folder)
     test_images, test_labels = (a.copy() for a in digits.test.arrays)
     test_images[3] = np.nan  # poisons the test loss only: training never sees it
     poisoned = DataSplits(digits.train, TensorDataset(test_images, test_labels), digits.classes)
     trainer = Trainer.resume(folder, epochs=2, data=poisoned, log=lambda message: None)
     with pytest.raises(TrainingError, match=r"the test loss became nan after epoch 2; .*--lr"):
         trainer.fit()
-    assert files_of(folder) == before
+    assert snapshot(folder) == before
     assert len(strict_json_lines(folder / METRICS)) == 1
 
 
@@ -457,7 +448,7 @@ def test_other_class_folders_are_refused_listing_both(tmp_path, capsys, change, 
         (data / "dog").rename(data / "wolf")
     else:
         _image_folder(data, ["bird"])
-    before = files_of(out)
+    before = snapshot(out)
     expected = f"was trained on the classes [cat, dog]; image_folder has {theirs}"
     with pytest.raises(ValueError, match=r"labels would not match") as error:
         Trainer.resume(out, epochs=2)
@@ -466,7 +457,7 @@ def test_other_class_folders_are_refused_listing_both(tmp_path, capsys, change, 
     assert expected in line and "their labels would not match" in line
     line = refused(capsys, "evaluate", out / CHECKPOINT)
     assert f"{out / CHECKPOINT}'s network {expected}" in line
-    assert files_of(out) == before
+    assert snapshot(out) == before
 
 
 # ------------------------------------------------------------------ B10: numeric options

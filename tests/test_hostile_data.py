@@ -31,6 +31,7 @@ from datafiles import (
     leftovers,
     needs_pillow,
     png_bytes,
+    snapshot,
     write_cifar_folder,
     write_mnist,
     write_tar,
@@ -39,15 +40,6 @@ from datafiles import (
 BUDGET_MB = 200
 # 27283913 x 820044 x 824472 = 2**64 + 1568: an int64 product wraps to 1568, two 28x28 images.
 WRAPS = (27283913, 820044, 824472)
-
-
-def snapshot(folder: Path) -> dict:
-    """Every path under ``folder`` (hidden ones included) with its size and modification time:
-    the same before and after means nothing was written, added or removed."""
-    return {
-        str(path.relative_to(folder)): (path.is_dir(), path.stat().st_size, path.stat().st_mtime_ns)
-        for path in folder.rglob("*")
-    }
 
 
 def bounded_error(call: str, folder: Path) -> str:

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from datafiles import snapshot
 
 import tinynet
 
@@ -40,10 +41,6 @@ def installed_copy(tmp_path):
         path.chmod(path.stat().st_mode | stat.S_IWUSR)
 
 
-def _files(root: Path) -> set[str]:
-    return {str(path.relative_to(root)) for path in root.rglob("*")}
-
-
 def _run(site: Path, **environment) -> subprocess.CompletedProcess:
     env = {key: value for key, value in os.environ.items() if key != "TINYNET_CACHE_DIR"}
     env.update(PYTHONPATH=str(site), PYTHONDONTWRITEBYTECODE="1", **environment)
@@ -62,22 +59,22 @@ def _cached_kernels(folder: Path) -> list[Path]:
 
 
 def test_the_cache_goes_to_tinynet_cache_dir_and_never_into_the_package(installed_copy, tmp_path):
-    before = _files(installed_copy)
+    before = snapshot(installed_copy)
     cache = tmp_path / "kernel cache"
     for _ in range(2):  # the second run loads what the first compiled
         result = _run(installed_copy, TINYNET_CACHE_DIR=str(cache))
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip() == "[0.0, 0.0, 0.0, 0.0, 1.0, 2.0]"
-    assert _files(installed_copy) == before
+    assert snapshot(installed_copy) == before
     assert len(_cached_kernels(cache)) == 1
 
 
 def test_by_default_the_cache_is_the_users_cache_folder(installed_copy, tmp_path):
-    before = _files(installed_copy)
+    before = snapshot(installed_copy)
     xdg = tmp_path / "xdg"
     result = _run(installed_copy, XDG_CACHE_HOME=str(xdg))
     assert result.returncode == 0, result.stderr
-    assert _files(installed_copy) == before
+    assert snapshot(installed_copy) == before
     assert len(_cached_kernels(xdg / "tinynet")) == 1
 
 
@@ -88,10 +85,10 @@ def test_a_folder_that_cannot_be_written_falls_back_to_a_private_temporary_one(
     not_a_folder.write_text("")
     temporary = tmp_path / "tmp"
     temporary.mkdir()
-    before = _files(installed_copy)
+    before = snapshot(installed_copy)
     result = _run(installed_copy, XDG_CACHE_HOME=str(not_a_folder), TMPDIR=str(temporary))
     assert result.returncode == 0, result.stderr
-    assert _files(installed_copy) == before
+    assert snapshot(installed_copy) == before
     (private,) = temporary.iterdir()
     assert private.name.startswith("tinynet-cache-")
     assert stat.S_IMODE(private.stat().st_mode) & 0o077 == 0
