@@ -13,7 +13,8 @@ from tinynet.tensor import Tensor, as_tensor
 
 
 class DropoutFunction(Function):
-    """y = x * m / (1 - p), m_i ~ Bernoulli(1 - p) drawn once per call;  dL/dx = g * m / (1 - p)."""
+    """y = x * m / (1 - p), m_i ~ Bernoulli(1 - p) drawn once per call;  dL/dx = g * m / (1 - p).
+    Reference twin: ``tinynet.reference.dropout``."""
 
     @staticmethod
     def forward(ctx, x, p, generator):

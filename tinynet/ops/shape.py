@@ -60,6 +60,7 @@ class ConcatFunction(Function):
 
     The output keeps the memory order of the first input (so channel-major activations stay
     channel-major), and the backward hands each input a view of g, not a copy.
+    Reference twin: ``tinynet.reference.cat``.
     """
 
     @staticmethod
