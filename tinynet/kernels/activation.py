@@ -16,7 +16,8 @@ from tinynet.kernels import KERNEL_DTYPES
 
 
 def relu(x) -> np.ndarray:
-    """max(x, 0): ``relu_forward`` over x's memory where it can, else ``np.maximum``."""
+    """max(x, 0): ``relu_forward`` over x's memory where it can, else ``np.maximum``.
+    Reference twin: ``tinynet.reference.relu``."""
     if isinstance(x, np.ndarray) and x.dtype in KERNEL_DTYPES and x.ndim:
         y = np.empty_like(x)
         source, target = _memory(x), _memory(y)

@@ -27,6 +27,7 @@ def max_pool2d(x, out, rows, cols, kernel, stride, with_argmax: bool) -> np.ndar
     ``max_pool2d_forward``; both pick the same winner. With ``with_argmax``, argmax holds each
     window's winner as its offset in the window (int8 for kernels of up to 127 elements), as
     ``max_pool2d_backward`` takes it; otherwise it is empty and not computed.
+    Reference twin: ``tinynet.reference.max_pool2d``.
     """
     if with_argmax:
         offset_type = np.int8 if kernel[0] * kernel[1] <= 127 else np.int32
