@@ -597,7 +597,8 @@ def worker_main(args):
 
 # ================================================================================ profile
 # Exclusive time per category: a wrapped call's time minus that of wrapped calls inside it.
-# Function classes by name (forward and backward both), then module-level callables.
+# Function classes by op name (forward and backward both; "Conv2d" for Conv2dFunction, as older
+# versions named the class), then module-level callables.
 OP_CATEGORIES = {
     "Conv2d": "GEMM",
     "Linear": "GEMM",
@@ -623,6 +624,8 @@ CALLABLE_CATEGORIES = {
     ("tinynet.ops.conv", "add_bias"): "ReLU/bias",
     ("tinynet.ops.elementwise", "relu_forward"): "ReLU/bias",
     ("tinynet.ops.elementwise", "relu_backward"): "ReLU/bias",
+    ("tinynet.kernels.activation", "relu_forward"): "ReLU/bias",
+    ("tinynet.kernels.activation", "relu_backward"): "ReLU/bias",
 }
 CATEGORY_ORDER = [
     "GEMM",
@@ -679,7 +682,7 @@ def install_profiler(timer):
         setattr(owner, name, new)
 
     for cls in set(subclasses(Function)):
-        category = OP_CATEGORIES.get(cls.__name__, "other ops")
+        category = OP_CATEGORIES.get(cls.__name__.removesuffix("Function"), "other ops")
         for method in ("forward", "backward"):
             if method in vars(cls):
                 patch(cls, method, staticmethod(timer.wrap(category, getattr(cls, method))))

@@ -51,7 +51,7 @@ def test_reproducible_from_a_seed():
 def test_gradient_is_the_mask_scaled(shape, p, seed):
     x = tinynet.tensor(away_from_zero(seed, shape), requires_grad=True)
     # A fresh generator with the same seed on every call: the same mask for each evaluation.
-    fn = lambda x: F.dropout(x, p, generator=np.random.default_rng(seed)) * 1.5  # noqa: E731
+    fn = lambda x: F.dropout(x, p, generator=np.random.default_rng(seed)) * 1.5
     assert fn(x).shape == shape
     assert tinynet.gradcheck(fn, [x], atol=1e-8, rtol=1e-6)
     y = fn(x)

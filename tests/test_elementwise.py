@@ -125,3 +125,31 @@ def test_relu_gradient_is_zero_at_zero_as_pytorch():
 def test_shapes_that_do_not_broadcast_are_an_error():
     with pytest.raises(ValueError, match=r"could not be broadcast.*\(2,3\).*\(4,\)"):
         tinynet.ones(2, 3) + tinynet.ones(4)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, np.int64])
+@pytest.mark.parametrize("view", ["contiguous", "channel-major", "strided"])
+def test_relu_is_max_x_0_in_every_layout_the_kernels_choose_between(dtype, view):
+    """The parallel kernels run over dense memory of float32/float64 and NumPy runs the rest:
+    either way y has np.maximum(x, 0)'s values and dtype (NaN passed on), dense y keeps x's memory
+    order, and dL/dx is g where y > 0, whatever the gradient's layout."""
+    values = np.array([np.nan, -0.0, 0.0, -1.5, 2.0, np.inf, -np.inf], dtype=np.float64)
+    base = np.random.default_rng(0).choice(values, size=(3, 4, 5, 6))
+    base = np.nan_to_num(base, posinf=9, neginf=-9) if np.dtype(dtype).kind == "i" else base
+    base = base.astype(dtype)
+    x_np = {
+        "contiguous": base,
+        "channel-major": base.transpose(1, 0, 2, 3),
+        "strided": base[:, ::2],
+    }[view]
+    y = F.relu(tinynet.tensor(x_np))
+    expected = np.maximum(x_np, 0)
+    assert y.dtype == expected.dtype
+    np.testing.assert_array_equal(y.data, expected)
+    if view != "strided":
+        assert y.data.strides == x_np.strides
+    if np.dtype(dtype).kind == "f":
+        x = tinynet.tensor(x_np, requires_grad=True)
+        g = uniform(1, x_np.shape, dtype=dtype).transpose(0, 1, 3, 2).copy().transpose(0, 1, 3, 2)
+        F.relu(x).backward(g)
+        np.testing.assert_array_equal(x.grad, np.where(expected > 0, g, 0))

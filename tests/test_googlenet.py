@@ -1,6 +1,9 @@
 """GoogLeNet: the paper's counts, shapes through every block for every option set, gradients,
 parity with a PyTorch GoogLeNet given the same weights, and bad input."""
 
+import inspect
+import re
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -47,7 +50,7 @@ def test_torchvision_preset_has_torchvisions_keys(torch):
 # ------------------------------------------------------------------ shapes through every block
 def _expected_block_sizes(config, size):
     """Spatial size at inception 3, 4 and 5 for an input of ``size`` pixels."""
-    ceil_pool = lambda s, k=3: -(-(s - k) // 2) + 1  # noqa: E731 - 3x3/2 ceil_mode pool
+    ceil_pool = lambda s, k=3: -(-(s - k) // 2) + 1  # a 3x3/2 ceil_mode pool
     s = size
     if config.stem == "imagenet":
         s = ceil_pool((s + 6 - 7) // 2 + 1)  # conv 7x7/2 pad 3, then pool
@@ -99,6 +102,28 @@ def test_shapes_through_every_block(opts, stem_and_size, seed):
         assert out.shape == (2, config.num_classes)
     model.eval()
     assert model(x).shape == (2, config.num_classes)
+
+
+def test_forward_comments_give_the_papers_shapes_at_224():
+    """Each ``# N x C x H x W`` comment under a ``self.<layer>(x)`` line of GoogLeNet.forward is
+    that layer's output shape in the paper's network on a 224x224 image."""
+    lines = inspect.getsource(GoogLeNet.forward).splitlines()
+    commented = {}
+    for line, below in zip(lines, lines[1:]):
+        call = re.fullmatch(r"\s*\w+ = self\.([a-z]\w*)\(x\)", line)
+        shape = re.match(r"\s*# N x (\d+(?: x \d+)*)", below)
+        if call and shape:
+            commented[call[1]] = (1,) + tuple(int(v) for v in shape[1].split(" x "))
+    assert len(commented) == 18  # the stem's 5 layers, 9 blocks, 2 pools between, avgpool, fc
+    model = googlenet_paper().eval()
+    shapes = {}
+    for name in commented:
+        getattr(model, name).register_forward_hook(
+            lambda m, i, out, name=name: shapes.update({name: out.shape})
+        )
+    with tinynet.no_grad():
+        model(np.zeros((1, 3, 224, 224), np.float32))
+    assert shapes == commented
 
 
 def test_eval_mode_returns_logits_and_skips_the_aux_heads():

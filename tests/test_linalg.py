@@ -96,6 +96,16 @@ def test_linear_hand_computed():
     np.testing.assert_array_equal(b.grad, [1.0, 1.0, 1.0])
 
 
+def test_linear_takes_arrays_and_lists_like_every_op():
+    """Like the other ops, linear makes Tensors of what it is given: nested lists, ndarrays or
+    Tensors give the same result."""
+    x, w, b = [[1.0, 2.0]], [[1.0, 0.0], [0.5, -1.0], [2.0, 3.0]], [0.0, 1.0, -1.0]
+    for make in (lambda v: v, np.array, tinynet.tensor):
+        y = F.linear(make(x), make(w), make(b))
+        assert isinstance(y, tinynet.Tensor)
+        np.testing.assert_array_equal(y.data, [[1.0, -0.5, 7.0]])
+
+
 def test_bad_shapes_are_errors():
     with pytest.raises(ValueError, match=r"inner dimensions differ.*\(2, 3\).*k=3.*\(4, 5\).*k=4"):
         tinynet.ones(2, 3) @ tinynet.ones(4, 5)

@@ -35,7 +35,7 @@ def test_softmax_shapes_and_gradients(op, shape, seed, data):
 def test_cross_entropy_gradients(reduction, case, smoothing):
     logits, target = case
     x = tinynet.tensor(logits, requires_grad=True)
-    fn = lambda x: F.cross_entropy(x, target, reduction=reduction, label_smoothing=smoothing)  # noqa: E731
+    fn = lambda x: F.cross_entropy(x, target, reduction=reduction, label_smoothing=smoothing)
     assert fn(x).shape == ((len(target),) if reduction == "none" else ())
     assert tinynet.gradcheck(fn, [x], atol=1e-8, rtol=1e-6)
 

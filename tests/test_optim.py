@@ -327,7 +327,7 @@ def test_resume_through_tinynet_io_is_exact(tmp_path, cls, settings, dtype):
     param_shapes = [(3, 4), (5,), (2, 1, 3)]
     sequence = gradient_sequence(11, param_shapes, 12, dtype)
     initial = [uniform(i, shape, dtype=dtype) for i, shape in enumerate(param_shapes)]
-    groups = lambda ps: [{"params": ps[:2]}, {"params": ps[2:], "lr": 0.02}]  # noqa: E731
+    groups = lambda ps: [{"params": ps[:2]}, {"params": ps[2:], "lr": 0.02}]
 
     straight = params_from(initial)
     run(cls(groups(straight), **settings), straight, sequence)

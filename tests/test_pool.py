@@ -228,6 +228,35 @@ def test_max_pool_3x3_same_argmax_is_the_scan(dtype, height, width):
     assert same_out.tobytes() == out.tobytes()  # -0.0 and NaN payloads included
 
 
+@pytest.mark.parametrize("with_grad", [False, True])
+@pytest.mark.parametrize(
+    "kwargs, kernel",
+    [
+        (dict(kernel_size=3, stride=1, padding=1), "3x3 same"),
+        (dict(kernel_size=3, stride=1, padding=1, ceil_mode=True), "3x3 same"),
+        (dict(kernel_size=3, stride=2, padding=1), "general"),
+        (dict(kernel_size=3, stride=1), "general"),
+        (dict(kernel_size=(3, 2), stride=1, padding=1), "general"),
+    ],
+)
+def test_max_pool_kernel_is_chosen_by_shape_in_kernels(monkeypatch, kwargs, kernel, with_grad):
+    """``kernels.pool.max_pool2d`` runs the separable 3x3 kernels for a 3x3/1 pool whose output
+    keeps the input's size (Inception's pool branch; with argmax only when a gradient will be
+    asked for) and the general scan for every other pool."""
+    from tinynet.kernels import pool
+
+    ran = []
+    for name in ("max_pool2d_forward", "max_pool2d_3x3_same", "max_pool2d_3x3_same_argmax"):
+        kernel_function = getattr(pool, name)
+        monkeypatch.setattr(
+            pool, name, lambda *a, f=kernel_function, n=name: (ran.append(n), f(*a))[1]
+        )
+    x = tinynet.tensor(uniform(0, (2, 3, 6, 7)), requires_grad=with_grad)
+    F.max_pool2d(x, **kwargs)
+    same = "max_pool2d_3x3_same_argmax" if with_grad else "max_pool2d_3x3_same"
+    assert ran == [same if kernel == "3x3 same" else "max_pool2d_forward"]
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize(
     "kwargs",

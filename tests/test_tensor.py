@@ -170,7 +170,7 @@ def test_item_and_repr():
     x = tinynet.tensor([[1.5]], requires_grad=True)
     assert x.item() == 1.5
     assert "requires_grad=True" in repr(x)
-    assert "grad_fn=Mul" in repr(x * 2.0)
+    assert "grad_fn=MulFunction" in repr(x * 2.0)
     with pytest.raises(ValueError, match="one element"):
         tinynet.zeros(2).item()
 
@@ -184,3 +184,39 @@ def test_to_casts_and_gradients_flow_back_in_the_original_dtype():
     np.testing.assert_array_equal(x.grad, [2.0, 4.0])
     with pytest.raises(TypeError, match="floating"):
         x.to(np.int32)
+
+
+class _Scale(tinynet.Function):
+    """y = 2x, with a backward that returns what the test asks for."""
+
+    @staticmethod
+    def forward(ctx, x, answer):
+        ctx.answer = answer
+        return 2 * x
+
+    @staticmethod
+    def backward(ctx, grad):
+        return ctx.answer(grad)
+
+
+@pytest.mark.parametrize(
+    "answer, match",
+    [
+        (lambda g: (2 * g, 2 * g), r"_Scale.backward returned 2 gradients for 1 inputs"),
+        (
+            lambda g: (2 * g)[:1],
+            r"_Scale.backward returned a gradient of shape \(1,\) for input 0 of shape \(3,\)",
+        ),
+    ],
+)
+def test_a_backward_that_breaks_the_function_contract_is_named(answer, match):
+    x = tinynet.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    with pytest.raises(RuntimeError, match=match):
+        _Scale.apply(x, answer=answer).sum().backward()
+
+
+def test_a_gradient_in_another_dtype_is_cast_to_its_inputs():
+    x = tinynet.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    _Scale.apply(x, answer=lambda g: (2 * g).astype(np.float64)).sum().backward()
+    assert x.grad.dtype == np.float32
+    np.testing.assert_array_equal(x.grad, [2.0, 2.0, 2.0])

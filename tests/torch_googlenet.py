@@ -26,7 +26,7 @@ class BasicConv2d(nn.Module):
 class Inception(nn.Module):
     def __init__(self, cin, ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj, config):
         super().__init__()
-        conv = lambda a, b, k, p=0: BasicConv2d(a, b, k, padding=p, batch_norm=config.batch_norm)  # noqa: E731
+        conv = lambda a, b, k, p=0: BasicConv2d(a, b, k, padding=p, batch_norm=config.batch_norm)
         self.branch1 = conv(cin, ch1x1, 1)
         self.branch2 = nn.Sequential(conv(cin, ch3x3red, 1), conv(ch3x3red, ch3x3, 3, 1))
         third = {
@@ -65,7 +65,7 @@ class TorchGoogLeNet(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.config = c = config
-        conv = lambda a, b, k, s=1, p=0: BasicConv2d(a, b, k, s, p, batch_norm=c.batch_norm)  # noqa: E731
+        conv = lambda a, b, k, s=1, p=0: BasicConv2d(a, b, k, s, p, batch_norm=c.batch_norm)
         ch = c.channels
         if c.stem == "imagenet":
             self.conv1 = conv(c.in_channels, ch(64), 7, 2, 3)

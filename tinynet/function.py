@@ -10,6 +10,9 @@ attributes); ``backward`` returns one gradient per positional input of ``forward
 single array for one input), ``None`` where an input is not differentiable or where
 ``ctx.needs_input_grad[i]`` is False. ``Function.apply`` unwraps Tensors, runs ``forward`` and, if
 any input requires grad, links the output to its inputs through ``ctx``.
+
+Each op's class is its name with a ``Function`` suffix (``Conv2dFunction``, ``ReLUFunction``),
+so it never shares a name with the ``tinynet.nn`` layer that calls it (``nn.Conv2d``).
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from tinynet.ops.pool import _sliding_tables as sliding_pool_arguments
 from tinynet.ops.reduce import max, mean, sum  # noqa: A004 - PyTorch's names
 from tinynet.ops.shape import pad, reshape, stack, transpose
 from tinynet.rng import default_generator
-from tinynet.tensor import Tensor
+from tinynet.tensor import Tensor, as_tensor
 
 _state = threading.local()
 
@@ -54,10 +54,6 @@ def use_reference(enabled: bool = True):
         _state.enabled = previous
 
 
-def _tensor(x) -> Tensor:
-    return x if isinstance(x, Tensor) else Tensor(x)
-
-
 def _window_taps(x, kernel, stride, out_size):
     """x (N, C, H, W), already padded, -> (N, C, kh·kw, OH, OW): tap (i, j) of window (p, q) is
     x[:, :, p·sh + i, q·sw + j]; the taps in scan order (row by row)."""
@@ -76,7 +72,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0) -> Tensor:  # noqa: A0
     im2col by slicing: cols[n, (c, i, j), (p, q)] = x_pad[n, c, p·sh + i, q·sw + j], one slice
     of x_pad per kernel tap (i, j); then one matmul, W (O, C·kh·kw) @ cols (N, C·kh·kw, OH·OW).
     """
-    x, weight = _tensor(input), _tensor(weight)
+    x, weight = as_tensor(input), as_tensor(weight)
     out_channels, channels, kh, kw = weight.shape
     stride = pair(stride, "stride", "conv2d", minimum=1)
     (top, bottom), (left, right) = conv_padding(padding, (kh, kw), stride)
@@ -131,7 +127,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False) -> T
     """y[n, c, p, q] = max over the window taps (i, j) of x_pad[n, c, p·sh + i, q·sw + j], x
     padded with -inf. The gradient goes to the one winning tap of each window (see
     ``_first_winner``), and adds up where windows overlap."""
-    x = _tensor(input)
+    x = as_tensor(input)
     window = _sliding_pool("max_pool2d", x, kernel_size, stride, padding, ceil_mode)
     taps = _pool_taps(x, *window, value=-np.inf)
     inside = _pool_taps(np.ones((1, 1) + x.shape[2:], x.dtype), *window, value=0).data > 0
@@ -151,7 +147,7 @@ def avg_pool2d(
     The divisor d_pq is the same window sum over a mask that is 1 on the input, 1 on the padding
     if count_include_pad (else 0), and 0 where ceil_mode's last window overhangs the padding.
     """
-    x = _tensor(input)
+    x = as_tensor(input)
     window = _sliding_pool(
         "avg_pool2d", x, kernel_size, stride, padding, ceil_mode, count_include_pad
     )
@@ -164,7 +160,7 @@ def avg_pool2d(
 def adaptive_avg_pool2d(input, output_size) -> Tensor:  # noqa: A002
     """y[n, c, i, j] = mean of x[n, c] over rows [floor(i·H/OH), ceil((i+1)·H/OH)) and columns
     [floor(j·W/OW), ceil((j+1)·W/OW)): OH·OW window slices, each averaged."""
-    x = _tensor(input)
+    x = as_tensor(input)
     n, c, h, w = x.shape
     if isinstance(output_size, (tuple, list)) and len(output_size) == 2:
         output_size = tuple(s if o is None else o for o, s in zip(output_size, (h, w)))
@@ -177,7 +173,7 @@ def adaptive_avg_pool2d(input, output_size) -> Tensor:  # noqa: A002
 
 def _per_channel(v, ndim: int) -> Tensor:
     """A (C,) vector shaped (1, C, 1, ...) to broadcast over the other axes of an ndim input."""
-    return reshape(_tensor(v), (1, -1) + (1,) * (ndim - 2))
+    return reshape(as_tensor(v), (1, -1) + (1,) * (ndim - 2))
 
 
 def batch_norm(
@@ -197,7 +193,7 @@ def batch_norm(
     updated in place: running = (1 - momentum) running + momentum batch, with the unbiased
     variance v · m / (m - 1). Evaluation: μ and v are the running statistics, constants.
     """
-    x = _tensor(input)
+    x = as_tensor(input)
     axes = (0,) + tuple(range(2, x.ndim))
     if training:
         mu = mean(x, axes, keepdim=True)
@@ -219,7 +215,7 @@ def batch_norm(
 def local_response_norm(input, size: int, alpha=1e-4, beta=0.75, k=1.0) -> Tensor:  # noqa: A002
     """y_c = x_c · (k + α/n · Σ_{c' = c - n//2}^{c + (n-1)//2} x_{c'}²)^-β, n = size, channels
     outside [0, C) counting 0: the window sum as n slices of x² zero-padded along channels."""
-    x = _tensor(input)
+    x = as_tensor(input)
     channels = x.shape[1]
     squares = pad(x * x, (0, 0, 0, 0, size // 2, (size - 1) // 2))
     window = sum(stack([squares[:, i : i + channels] for i in range(size)], dim=0), dim=0)
@@ -235,14 +231,14 @@ def linear(x, weight, bias=None) -> Tensor:
 def relu(x) -> Tensor:
     """y = x where x > 0, else 0;  dy/dx = [x > 0]. A NaN stays NaN (as in np.maximum(x, 0)),
     through the constant branch, so it gets no gradient, as in the fused op."""
-    x = _tensor(x)
+    x = as_tensor(x)
     return where(x.data > 0, x, np.where(np.isnan(x.data), x.data, 0))
 
 
 def log_softmax(x, dim: int) -> Tensor:
     """log softmax(x)_i = (x_i - m) - log Σ_j e^{x_j - m} along ``dim``, m = max_j x_j taken as
     a constant: softmax does not change when every x_j moves by m, which keeps e^… finite."""
-    x = _tensor(x)
+    x = as_tensor(x)
     dim = normalize_dim(dim, x.ndim, "log_softmax")
     shifted = x - max(x.detach(), dim, keepdim=True)
     return shifted - log(sum(exp(shifted), dim, keepdim=True))
@@ -250,7 +246,7 @@ def log_softmax(x, dim: int) -> Tensor:
 
 def softmax(x, dim: int) -> Tensor:
     """softmax(x)_i = e^{x_i - m} / Σ_j e^{x_j - m} along ``dim`` (m as in ``log_softmax``)."""
-    x = _tensor(x)
+    x = as_tensor(x)
     dim = normalize_dim(dim, x.ndim, "softmax")
     e = exp(x - max(x.detach(), dim, keepdim=True))
     return e / sum(e, dim, keepdim=True)
@@ -259,7 +255,7 @@ def softmax(x, dim: int) -> Tensor:
 def cross_entropy(input, target, reduction="mean", label_smoothing=0.0) -> Tensor:  # noqa: A002
     """ℓ_n = -Σ_c q_nc log softmax(x_n)_c with q_n = (1 - ε) onehot(t_n) + ε / C, for logits
     x (N, C) and classes t (N,); then the mean over n ('mean'), the sum ('sum') or ℓ ('none')."""
-    x = _tensor(input)
+    x = as_tensor(input)
     labels = np.asarray(target.data if isinstance(target, Tensor) else target)
     n, classes = x.shape
     in_range = labels.dtype.kind in "iu" and np.all((labels >= 0) & (labels < classes))
@@ -280,7 +276,7 @@ def dropout(x, p: float = 0.5, training: bool = True, generator=None) -> Tensor:
     """y = x · m / (1 - p) with m_i = [u_i >= p], u_i ~ U[0, 1) drawn in float32 from
     ``generator`` (default tinynet's): the fused op's draw, so one generator state gives one
     mask on both paths. The identity when not training or p = 0."""
-    x = _tensor(x)
+    x = as_tensor(x)
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout: p must be a probability in [0, 1]; got {p!r}")
     if not training or p == 0:
@@ -292,7 +288,7 @@ def dropout(x, p: float = 0.5, training: bool = True, generator=None) -> Tensor:
 def cat(tensors, dim: int = 0) -> Tensor:
     """y = [x_0, x_1, ...] along ``dim``: the sum of the pieces, each zero-padded along ``dim``
     to y's length at its own offset."""
-    tensors = [_tensor(t) for t in tensors]
+    tensors = [as_tensor(t) for t in tensors]
     axis = normalize_dim(dim, tensors[0].ndim, "cat")
     sizes = [t.shape[axis] for t in tensors]
     offsets, total = np.cumsum([0] + sizes[:-1]), int(np.sum(sizes))

@@ -42,10 +42,8 @@ class Tensor:
 
     def __init__(self, data, requires_grad: bool = False, dtype=None):
         self.data = _as_array(data, dtype)
-        if requires_grad and self.data.dtype.kind != "f":
-            raise TypeError(
-                f"requires_grad=True needs a floating-point tensor; got dtype {self.data.dtype}"
-            )
+        if requires_grad:
+            _check_differentiable(self.data.dtype)
         self.requires_grad = bool(requires_grad)
         self.grad: np.ndarray | None = None
         self._ctx = None  # the Context of the op that made this tensor, if recorded
@@ -116,10 +114,8 @@ class Tensor:
     def requires_grad_(self, requires_grad: bool = True) -> Tensor:
         if not self.is_leaf:
             raise RuntimeError("requires_grad_ can only be changed on leaf tensors")
-        if requires_grad and self.dtype.kind != "f":
-            raise TypeError(
-                f"requires_grad=True needs a floating-point tensor; got dtype {self.dtype}"
-            )
+        if requires_grad:
+            _check_differentiable(self.dtype)
         self.requires_grad = requires_grad
         return self
 
@@ -131,6 +127,27 @@ class Tensor:
                       which is then seeded with 1.
         retain_graph: keep the graph's saved arrays so backward can run through it again.
         """
+        grads = {id(self): self._seed(gradient)}  # dL/dt of each tensor t reached so far
+        for tensor in reversed(_topological_order(self)):
+            grad = grads.pop(id(tensor), None)
+            if grad is None:
+                continue  # no path from the output reached it (e.g. an unused input)
+            if tensor.is_leaf or tensor._retains_grad:
+                tensor._accumulate_grad(grad)
+            ctx = tensor._ctx
+            if ctx is None:
+                continue
+            input_grads = _checked_input_grads(ctx, ctx.fn.backward(ctx, grad))
+            for parent, input_grad in zip(ctx.parents, input_grads):
+                if input_grad is not None:
+                    previous = grads.get(id(parent))
+                    # Out of place: one op may return the same array for several inputs.
+                    grads[id(parent)] = input_grad if previous is None else previous + input_grad
+            if not retain_graph:
+                ctx.release()
+
+    def _seed(self, gradient) -> np.ndarray:
+        """dL/d(self) to start backward from: ``gradient``, or 1 for a one-element tensor."""
         if not self.requires_grad:
             raise RuntimeError(
                 "backward() called on a tensor that does not require grad: no input of the "
@@ -142,48 +159,11 @@ class Tensor:
                     f"backward() without a gradient needs a one-element output; this tensor "
                     f"has shape {self.shape}: pass gradient= an array of that shape"
                 )
-            seed = np.ones(self.shape, dtype=self.dtype)
-        else:
-            seed = np.asarray(gradient.data if isinstance(gradient, Tensor) else gradient)
-            if seed.shape != self.shape:
-                raise ValueError(
-                    f"backward(gradient=...) needs shape {self.shape}; got {seed.shape}"
-                )
-            seed = seed.astype(self.dtype, copy=False)
-
-        grads: dict[int, np.ndarray] = {id(self): seed}
-        for tensor in reversed(_topological_order(self)):
-            grad = grads.pop(id(tensor), None)
-            if grad is None:
-                continue  # no path from the output reached it (e.g. an unused input)
-            ctx = tensor._ctx
-            if ctx is None or tensor._retains_grad:
-                tensor._accumulate_grad(grad)
-            if ctx is None:
-                continue
-            input_grads = ctx.fn.backward(ctx, grad)
-            if not isinstance(input_grads, tuple):
-                input_grads = (input_grads,)
-            if len(input_grads) != len(ctx.parents):
-                raise RuntimeError(
-                    f"{ctx.fn.__name__}.backward returned {len(input_grads)} gradients for "
-                    f"{len(ctx.parents)} inputs"
-                )
-            for index, (parent, input_grad) in enumerate(zip(ctx.parents, input_grads)):
-                if parent is None or input_grad is None:
-                    continue
-                if input_grad.shape != parent.shape:
-                    raise RuntimeError(
-                        f"{ctx.fn.__name__}.backward returned a gradient of shape "
-                        f"{input_grad.shape} for input {index} of shape {parent.shape}"
-                    )
-                if input_grad.dtype != parent.dtype:
-                    input_grad = input_grad.astype(parent.dtype)
-                previous = grads.get(id(parent))
-                # Out of place: one op may return the same array for several inputs.
-                grads[id(parent)] = input_grad if previous is None else previous + input_grad
-            if not retain_graph:
-                ctx.release()
+            return np.ones(self.shape, dtype=self.dtype)
+        seed = np.asarray(gradient.data if isinstance(gradient, Tensor) else gradient)
+        if seed.shape != self.shape:
+            raise ValueError(f"backward(gradient=...) needs shape {self.shape}; got {seed.shape}")
+        return seed.astype(self.dtype, copy=False)
 
     def _accumulate_grad(self, grad: np.ndarray) -> None:
         if self.grad is None:
@@ -307,6 +287,41 @@ def _topological_order(root: Tensor) -> list[Tensor]:
             if parent is not None and id(parent) not in visited:
                 stack.append((parent, False))
     return order
+
+
+def _checked_input_grads(ctx, input_grads) -> tuple[np.ndarray | None, ...]:
+    """What ``ctx.fn.backward`` returned, held to the Function contract: one gradient per input,
+    each of its input's shape and cast to its dtype; None for inputs that need none."""
+    if not isinstance(input_grads, tuple):
+        input_grads = (input_grads,)
+    if len(input_grads) != len(ctx.parents):
+        raise RuntimeError(
+            f"{ctx.fn.__name__}.backward returned {len(input_grads)} gradients for "
+            f"{len(ctx.parents)} inputs"
+        )
+    checked = []
+    for index, (parent, input_grad) in enumerate(zip(ctx.parents, input_grads)):
+        if parent is None or input_grad is None:
+            checked.append(None)
+            continue
+        if input_grad.shape != parent.shape:
+            raise RuntimeError(
+                f"{ctx.fn.__name__}.backward returned a gradient of shape "
+                f"{input_grad.shape} for input {index} of shape {parent.shape}"
+            )
+        checked.append(input_grad.astype(parent.dtype, copy=False))
+    return tuple(checked)
+
+
+def _check_differentiable(dtype: np.dtype) -> None:
+    """Only floating-point tensors can require grad (a gradient is a real-valued rate)."""
+    if dtype.kind != "f":
+        raise TypeError(f"requires_grad=True needs a floating-point tensor; got dtype {dtype}")
+
+
+def as_tensor(data) -> Tensor:
+    """``data`` itself if it is a Tensor, else a new leaf Tensor holding it (an op's inputs)."""
+    return data if isinstance(data, Tensor) else Tensor(data)
 
 
 def tensor(data, dtype=None, requires_grad: bool = False) -> Tensor:

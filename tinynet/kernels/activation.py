@@ -2,12 +2,47 @@
 
 NumPy runs ``np.maximum(x, 0)``, ``np.where(y > 0, g, 0)`` and ``out += b[:, None]`` on one
 core; these are the same element-by-element rules split across the cores (``prange``). Each
-kernel takes flat (or row-major 2-D) arrays: the op hands over the memory in its own order.
+kernel takes flat (or row-major 2-D) arrays. ``relu`` and ``relu_grad`` hand the kernels the
+arrays' memory in its own order when it is one dense block (any axis order, so channel-major
+activations too) and fall back to NumPy otherwise; the output keeps the input's memory order.
 """
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit, prange
+
+from tinynet.kernels import KERNEL_DTYPES
+
+
+def relu(x) -> np.ndarray:
+    """max(x, 0): ``relu_forward`` over x's memory where it can, else ``np.maximum``.
+    Reference twin: ``tinynet.reference.relu``."""
+    if isinstance(x, np.ndarray) and x.dtype in KERNEL_DTYPES and x.ndim:
+        y = np.empty_like(x)
+        source, target = _memory(x), _memory(y)
+        if source is not None and target is not None and x.strides == y.strides:
+            relu_forward(source, target)
+            return y
+    return np.maximum(x, 0)
+
+
+def relu_grad(y: np.ndarray, grad: np.ndarray) -> np.ndarray:
+    """grad where y > 0, else 0, for y = relu(x): ``relu_backward`` over the arrays' memory where
+    they share one layout, else ``np.where``."""
+    if y.dtype in KERNEL_DTYPES and grad.dtype == y.dtype and grad.strides == y.strides:
+        out = np.empty_like(y)
+        memory = _memory(y), _memory(grad), _memory(out)
+        if all(m is not None for m in memory) and out.strides == y.strides:
+            relu_backward(*memory)
+            return out
+    return np.where(y > 0, grad, 0)
+
+
+def _memory(a: np.ndarray):
+    """a's elements as a 1-D view in memory order, or None if they are not one dense block."""
+    flat = a.ravel(order="K")
+    return flat if np.may_share_memory(flat, a) else None
 
 
 @njit(cache=True, parallel=True)

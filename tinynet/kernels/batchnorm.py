@@ -4,8 +4,8 @@ Every array is a C-contiguous (C, m) matrix, m = N·H·W: row c holds channel c 
 the batch (the channel-major layout, see ``tinynet.ops.layout``), so each channel's reductions
 run over contiguous memory and every loop over channels is a ``prange`` in which iteration c
 reads and writes row c only. The math (and the derivation of the gradient) is in
-``tinynet.ops.norm.BatchNorm``; with μ, σ the channel's statistics (computed by the op),
-x̂ = (x - μ) / σ and g = dL/dy:
+``tinynet.ops.norm.BatchNormFunction``; with μ, σ the channel's statistics (computed by the
+op), x̂ = (x - μ) / σ and g = dL/dy:
 
     forward:              y = x·a + b,           a = γ/σ, b = β - μ a    (per-channel scalars)
     backward sums:        Σ g,                   Σ g x̂ = (1/σ) Σ g (x - μ)

@@ -8,13 +8,40 @@ The windows come as tables, one per axis, computed by the op (``tinynet.ops.pool
 (i, j) covers input rows ``rows[0][i] <= y < rows[1][i]`` and columns
 ``cols[0][j] <= x < cols[1][j]``, already clipped to the input, so padding never appears here.
 For the means, ``rows[2][i] * cols[2][j]`` is the window's divisor. Average and adaptive average
-pooling differ only in these tables, so both use the two mean kernels.
+pooling differ only in these tables, so both use the two mean kernels. Max pooling has a general
+kernel and a faster one for Inception's 3x3/1 pad-1 pool; ``max_pool2d`` picks between them.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
+
+
+def max_pool2d(x, out, rows, cols, kernel, stride, with_argmax: bool) -> np.ndarray:
+    """out = the window maxima of x, by the kernel that fits the shape; returns argmax.
+
+    x (C, N, H, W) and out (C, N, OH, OW); rows, cols: the window tables; kernel, stride: (h, w).
+    A 3x3, stride-1 pool whose output keeps the input's size (padding 1: Inception's pool branch)
+    runs the separable ``max_pool2d_3x3_same`` kernels, every other the general
+    ``max_pool2d_forward``; both pick the same winner. With ``with_argmax``, argmax holds each
+    window's winner as its offset in the window (int8 for kernels of up to 127 elements), as
+    ``max_pool2d_backward`` takes it; otherwise it is empty and not computed.
+    Reference twin: ``tinynet.reference.max_pool2d``.
+    """
+    if with_argmax:
+        offset_type = np.int8 if kernel[0] * kernel[1] <= 127 else np.int32
+        argmax = np.empty(out.shape, dtype=offset_type)
+    else:
+        argmax = np.empty((0, 0, 0, 0), dtype=np.int8)
+    same_3x3 = kernel == (3, 3) and stride == (1, 1) and out.shape[2:] == x.shape[2:]
+    if same_3x3 and argmax.size:
+        max_pool2d_3x3_same_argmax(x, out, argmax)
+    elif same_3x3:
+        max_pool2d_3x3_same(x, out)
+    else:
+        max_pool2d_forward(x, out, argmax, rows, cols, kernel[1], stride[1])
+    return argmax
 
 
 @njit(cache=True)

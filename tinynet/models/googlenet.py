@@ -21,7 +21,7 @@ import numpy as np
 
 from tinynet import functional as F
 from tinynet import nn
-from tinynet.tensor import Tensor
+from tinynet.tensor import Tensor, as_tensor
 
 # The paper's table: (name, 1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool projection).
 INCEPTION_TABLE = (
@@ -154,7 +154,7 @@ class Inception(nn.Module):
         branch3: str = "5x5",
     ):
         super().__init__()
-        conv = lambda cin, cout, k, p=0: BasicConv2d(cin, cout, k, padding=p, batch_norm=batch_norm)  # noqa: E731
+        conv = lambda cin, cout, k, p=0: BasicConv2d(cin, cout, k, padding=p, batch_norm=batch_norm)
         self.out_channels = ch1x1 + ch3x3 + ch5x5 + pool_proj
         self.branch1 = conv(in_channels, ch1x1, 1)
         self.branch2 = nn.Sequential(conv(in_channels, ch3x3red, 1), conv(ch3x3red, ch3x3, 3, 1))
@@ -170,7 +170,9 @@ class Inception(nn.Module):
         )
 
     def forward(self, x):
+        # N x in_channels x H x W -> each branch N x its channels x H x W
         branches = [self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)]
+        # N x (ch1x1 + ch3x3 + ch5x5 + pool_proj) x H x W
         return F.cat(branches, dim=1)
 
 
@@ -196,16 +198,25 @@ class InceptionAux(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x):
+        # Shapes for the paper's network on 224x224 images.
+        # aux1: N x 512 x 14 x 14, aux2: N x 528 x 14 x 14
         x = self.pool(x)
+        # aux1: N x 512 x 4 x 4, aux2: N x 528 x 4 x 4
         if x.shape[2:] != (4, 4):
             raise ValueError(
                 f"InceptionAux: the 5x5/3 average pool needs a 14x14 feature map (224x224 "
                 f"images); got {tuple(x.shape[2:])} after pooling. Use aux_pool='adaptive4x4' "
                 f"for other input sizes"
             )
-        x = F.flatten(self.conv(x), 1)
+        x = self.conv(x)
+        # N x 128 x 4 x 4
+        x = F.flatten(x, 1)
+        # N x 2048
         x = F.relu(self.fc1(x))
-        return self.fc2(self.dropout(x))
+        # N x 1024
+        x = self.dropout(x)
+        # N x 1024
+        return self.fc2(x)  # N x num_classes
 
 
 class GoogLeNetOutputs(NamedTuple):
@@ -229,7 +240,7 @@ class GoogLeNet(nn.Module):
         config = replace(config or GoogLeNetConfig(), **options)
         self.config = config
         c, bn = config.channels, config.batch_norm
-        conv = lambda cin, cout, k, s=1, p=0: BasicConv2d(cin, cout, k, s, p, batch_norm=bn)  # noqa: E731
+        conv = lambda cin, cout, k, s=1, p=0: BasicConv2d(cin, cout, k, s, p, batch_norm=bn)
 
         if config.stem == "imagenet":
             self.conv1 = conv(config.in_channels, c(64), 7, 2, 3)
@@ -260,7 +271,7 @@ class GoogLeNet(nn.Module):
         self.inception5a, self.inception5b = blocks["inception5a"], blocks["inception5b"]
 
         if config.aux_logits:
-            aux = lambda block: InceptionAux(  # noqa: E731
+            aux = lambda block: InceptionAux(
                 block.out_channels,
                 config.num_classes,
                 config.dropout_aux,
@@ -309,33 +320,61 @@ class GoogLeNet(nn.Module):
             )
 
     def forward(self, x):
-        x = x if isinstance(x, Tensor) else Tensor(x)
+        # Shapes for the paper's network (the 'imagenet' stem, width 1) on 224x224 images.
+        x = as_tensor(x)
         self._check_input(x)
         if self.config.transform_input:
             x = self._transform_input(x)
+        # N x 3 x 224 x 224
         x = self.conv1(x)
+        # N x 64 x 112 x 112
         if self.maxpool1 is not None:
             x = self.maxpool1(x)
+        # N x 64 x 56 x 56
         if self.lrn1 is not None:
             x = self.lrn1(x)
-        x = self.conv3(self.conv2(x))
+        x = self.conv2(x)
+        # N x 64 x 56 x 56
+        x = self.conv3(x)
+        # N x 192 x 56 x 56
         if self.lrn2 is not None:
             x = self.lrn2(x)
         x = self.maxpool2(x)
+        # N x 192 x 28 x 28
 
-        x = self.inception3b(self.inception3a(x))
+        x = self.inception3a(x)
+        # N x 256 x 28 x 28
+        x = self.inception3b(x)
+        # N x 480 x 28 x 28
         x = self.maxpool3(x)
+        # N x 480 x 14 x 14
         x = self.inception4a(x)
+        # N x 512 x 14 x 14
         with_aux = self.training and self.aux1 is not None
         aux1 = self.aux1(x) if with_aux else None
-        x = self.inception4d(self.inception4c(self.inception4b(x)))
+        x = self.inception4b(x)
+        # N x 512 x 14 x 14
+        x = self.inception4c(x)
+        # N x 512 x 14 x 14
+        x = self.inception4d(x)
+        # N x 528 x 14 x 14
         aux2 = self.aux2(x) if with_aux else None
         x = self.inception4e(x)
+        # N x 832 x 14 x 14
         x = self.maxpool4(x)
-        x = self.inception5b(self.inception5a(x))
+        # N x 832 x 7 x 7
+        x = self.inception5a(x)
+        # N x 832 x 7 x 7
+        x = self.inception5b(x)
+        # N x 1024 x 7 x 7
 
-        x = F.flatten(self.avgpool(x), 1)
-        logits = self.fc(self.dropout(x))
+        x = self.avgpool(x)
+        # N x 1024 x 1 x 1
+        x = F.flatten(x, 1)
+        # N x 1024
+        x = self.dropout(x)
+        logits = self.fc(x)
+        # N x 1000 (num_classes)
         return GoogLeNetOutputs(logits, aux2, aux1) if with_aux else logits
 
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import numbers
 
+import numpy as np
+
+from tinynet.kernels import KERNEL_DTYPES
+
 
 def normalize_dim(dim: int, ndim: int, op: str, name: str = "dim") -> int:
     """A dimension index in [-ndim, ndim) as a non-negative index."""
@@ -55,3 +59,12 @@ def check_ndim(shape: tuple[int, ...], ndims: tuple[int, ...], name: str, op: st
     if len(shape) not in ndims:
         expected = " or ".join(f"{n}-D" for n in ndims)
         raise ValueError(f"{op}: {name} must be {expected} {layout}; got shape {tuple(shape)}")
+
+
+def check_float(dtype: np.dtype, name: str, op: str, kernels_only: bool = False) -> None:
+    """Raise unless ``dtype`` is a floating-point dtype, and with ``kernels_only`` one of the
+    kernels' dtypes (float32, float64)."""
+    if kernels_only and dtype not in KERNEL_DTYPES:
+        raise TypeError(f"{op}: {name} must be float32 or float64; got {dtype}")
+    if dtype.kind != "f":
+        raise TypeError(f"{op}: {name} must be a floating-point tensor; got dtype {dtype}")

@@ -15,8 +15,8 @@ from tinynet.function import Function
 from tinynet.kernels.activation import add_bias
 from tinynet.kernels.im2col import col2im, im2col
 from tinynet.ops import layout
-from tinynet.ops._args import check_ndim, pair
-from tinynet.tensor import Tensor
+from tinynet.ops._args import check_float, check_ndim, pair
+from tinynet.tensor import Tensor, as_tensor
 
 # A column matrix larger than this is built and multiplied a few images at a time, in one
 # reused buffer: a training step then never holds the 231 MB column matrix of the 3x3 stem conv
@@ -25,119 +25,133 @@ from tinynet.tensor import Tensor
 CHUNK_BYTES = 32 * 2**20
 
 
-def _is_pointwise(kernel, stride, padding) -> bool:
-    """A 1x1, stride-1, unpadded conv: the input's channel rows already are the columns."""
-    return kernel == (1, 1) and stride == (1, 1) and padding == ((0, 0), (0, 0))
+class Conv2dFunction(Function):
+    """y = conv(x, W) + b, x (N, C, H, W), W (O, C, kh, kw), b (O,)  ->  y (N, O, OH, OW).
+
+    As matrices, with cols = im2col(x) (C·kh·kw, N·OH·OW) and W as (O, C·kh·kw):
+        Y = W · cols + b                       (O, N·OH·OW)
+    so with dY the (O, N·OH·OW) gradient rows, the backward is that of a matrix product:
+        dL/dW = dY · colsᵀ                     reshaped to (O, C, kh, kw)
+        dL/db = Σ_columns dY
+        dL/dx = col2im(Wᵀ · dY)                each window's gradient added back where read
+    ``ImageColumns`` computes the three products with cols without ever holding it whole.
+    stride (sh, sw); padding ((top, bottom), (left, right)).
+    Reference twin: ``tinynet.reference.conv2d``.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, padding):
+        W = weight.reshape(len(weight), -1)
+        cols = ImageColumns(x, weight.shape[2:], stride, padding)
+        Y = cols.left_product(W)  # Y = W · cols
+        if bias is not None:
+            add_bias(Y, bias)  # Y += b
+        # Save x, not cols: backward recomputes im2col, a memory-bound pass far cheaper than the
+        # two backward GEMMs, so a training step never holds every layer's column matrix at once.
+        ctx.save_for_backward(x, weight)
+        ctx.stride, ctx.padding = stride, padding
+        return layout.from_channel_rows(Y, len(x), *cols.out_size)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        W = weight.reshape(len(weight), -1)
+        cols = ImageColumns(x, weight.shape[2:], ctx.stride, ctx.padding)
+        dY = layout.channel_rows(grad)
+        need_x, need_w, need_b = ctx.needs_input_grad
+        dW = cols.right_product(dY).reshape(weight.shape) if need_w else None  # dW = dY · colsᵀ
+        dX = cols.col2im_product(W.T, dY) if need_x else None  # dX = col2im(Wᵀ · dY)
+        db = dY.sum(axis=1) if need_b else None  # db = Σ_columns dY
+        return dX, dW, db
+
+
+class ImageColumns:
+    """cols = im2col(x), the (C·kh·kw, N·OH·OW) column matrix of ``Conv2dFunction``, and the three
+    products it is used in, computed without holding it whole (speed only; the math is the op's).
+
+    Columns are grouped by image, so each product splits into image chunks (``_chunks``) whose
+    columns are built, one chunk at a time, in one reused scratch buffer: W · cols and
+    col2im(Wᵀ · dY) chunk by chunk, dY · colsᵀ as the sum of the chunks' products. A pointwise
+    conv (1x1, stride 1, no padding) needs no im2col: its cols are x's channel rows
+    (``tinynet.ops.layout``), a view when x is channel-major.
+    Reference twin: ``tinynet.reference.conv2d``.
+    """
+
+    def __init__(self, x: np.ndarray, kernel, stride, padding):
+        n, c, h, w = x.shape
+        self.x, self.kernel, self.stride, self.padding = x, tuple(kernel), stride, padding
+        self.out_size = (
+            (h + sum(padding[0]) - self.kernel[0]) // stride[0] + 1,
+            (w + sum(padding[1]) - self.kernel[1]) // stride[1] + 1,
+        )
+        self.rows = c * self.kernel[0] * self.kernel[1]
+        self.pixels = self.out_size[0] * self.out_size[1]  # columns per image
+        self.pointwise = (
+            self.kernel == (1, 1) and stride == (1, 1) and padding == ((0, 0), (0, 0))
+        )
+        self.chunks = _chunks(n, self.rows, self.pixels, x.itemsize)
+        self._scratch = None
+
+    def left_product(self, W: np.ndarray) -> np.ndarray:
+        """W · cols (O, N·OH·OW) for W (O, C·kh·kw)."""
+        if self.pointwise:
+            return W @ layout.channel_rows(self.x)
+        out = np.empty((len(W), len(self.x) * self.pixels), dtype=self.x.dtype)
+        for columns, cols in self._column_chunks():
+            np.matmul(W, cols, out=out[:, columns])
+        return out
+
+    def right_product(self, G: np.ndarray) -> np.ndarray:
+        """G · colsᵀ (O, C·kh·kw) for G (O, N·OH·OW)."""
+        if self.pointwise:
+            return G @ layout.channel_rows(self.x).T
+        total = None
+        for columns, cols in self._column_chunks():
+            part = G[:, columns] @ cols.T
+            total = part if total is None else np.add(total, part, out=total)
+        return total
+
+    def col2im_product(self, Wt: np.ndarray, G: np.ndarray) -> np.ndarray:
+        """col2im(Wt · G) as x's (N, C, H, W) for Wt (C·kh·kw, O) and G (O, N·OH·OW)."""
+        n, c, h, w = self.x.shape
+        if self.pointwise:
+            return layout.from_channel_rows(Wt @ G, n, h, w)
+        grad_source = np.zeros((c, n, h, w), dtype=G.dtype)
+        for n0, n1 in self.chunks:
+            g_chunk = G[:, n0 * self.pixels : n1 * self.pixels]
+            grad_cols = np.matmul(Wt, g_chunk, out=self._matrix(g_chunk.shape[1]))
+            col2im(
+                grad_cols, self.kernel, self.stride, self._pad, self.out_size, grad_source[:, n0:n1]
+            )
+        return layout.from_channel_rows(grad_source.reshape(c, -1), n, h, w)
+
+    @property
+    def _pad(self) -> tuple[int, int]:
+        """(top, left): the padding im2col and col2im take (the far sides follow from out_size)."""
+        (top, _), (left, _) = self.padding
+        return top, left
+
+    def _column_chunks(self):
+        """(slice of columns, cols of those columns) per chunk of images, each in the scratch."""
+        source = layout.channel_major(self.x)
+        for n0, n1 in self.chunks:
+            cols = self._matrix((n1 - n0) * self.pixels)
+            im2col(source[:, n0:n1], self.kernel, self.stride, self._pad, self.out_size, cols)
+            yield slice(n0 * self.pixels, n1 * self.pixels), cols
+
+    def _matrix(self, columns: int) -> np.ndarray:
+        """A C-contiguous (C·kh·kw, columns) matrix at the start of the one scratch buffer, which
+        holds the largest chunk: its contents last until the next call."""
+        if self._scratch is None:
+            n0, n1 = self.chunks[0]
+            self._scratch = np.empty(self.rows * (n1 - n0) * self.pixels, dtype=self.x.dtype)
+        return self._scratch[: self.rows * columns].reshape(self.rows, columns)
 
 
 def _chunks(batch: int, rows: int, pixels: int, itemsize: int) -> list[tuple[int, int]]:
     """[n0, n1) image ranges whose (rows, (n1 - n0)·pixels) column matrix fits CHUNK_BYTES."""
     step = max(1, min(batch, CHUNK_BYTES // max(1, rows * pixels * itemsize)))
     return [(n0, min(n0 + step, batch)) for n0 in range(0, batch, step)]
-
-
-def _scratch(rows: int, columns: int, dtype) -> np.ndarray:
-    """A flat buffer that ``_view`` cuts (rows, m) matrices from, for every m <= columns."""
-    return np.empty(rows * columns, dtype=dtype)
-
-
-def _view(scratch: np.ndarray, rows: int, columns: int) -> np.ndarray:
-    """A C-contiguous (rows, columns) matrix at the start of scratch."""
-    return scratch[: rows * columns].reshape(rows, columns)
-
-
-class Conv2d(Function):
-    """y = conv(x, W) + b, x (N, C, H, W), W (O, C, kh, kw), b (O,)  ->  y (N, O, OH, OW).
-
-    As matrices, with cols = im2col(x) (C·kh·kw, N·OH·OW) and W as (O, C·kh·kw):
-        Y = W · cols + b                       (O, N·OH·OW)
-    so with G the (O, N·OH·OW) gradient rows, the backward is that of a matrix product:
-        dL/dW = G · colsᵀ                      reshaped to (O, C, kh, kw)
-        dL/db = Σ_columns G
-        dL/dx = col2im(Wᵀ · G)                 each window's gradient added back where read
-    Columns are grouped by image, so each product splits into image chunks (``_chunks``): Y and
-    dL/dx chunk by chunk, dL/dW as the sum of the chunks' products.
-    stride (sh, sw); padding ((top, bottom), (left, right)).
-    """
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, stride, padding):
-        n, _, h, w = x.shape
-        out_channels, _, kh, kw = weight.shape
-        oh = (h + sum(padding[0]) - kh) // stride[0] + 1
-        ow = (w + sum(padding[1]) - kw) // stride[1] + 1
-        matrix = weight.reshape(out_channels, -1)
-        if _is_pointwise((kh, kw), stride, padding):
-            out = matrix @ layout.channel_rows(x)
-        else:
-            source, pixels = layout.channel_major(x), oh * ow
-            chunks = _chunks(n, matrix.shape[1], pixels, x.itemsize)
-            scratch = _scratch(matrix.shape[1], (chunks[0][1] - chunks[0][0]) * pixels, x.dtype)
-            out = np.empty((out_channels, n * pixels), dtype=x.dtype)
-            for n0, n1 in chunks:
-                cols = _columns(source[:, n0:n1], (kh, kw), stride, padding, (oh, ow), scratch)
-                np.matmul(matrix, cols, out=out[:, n0 * pixels : n1 * pixels])
-        if bias is not None:
-            add_bias(out, bias)
-        # Save x, not cols: backward recomputes im2col, a memory-bound pass far cheaper than the
-        # two backward GEMMs, so a training step never holds every layer's column matrix at once.
-        ctx.save_for_backward(x, weight)
-        ctx.stride, ctx.padding = stride, padding
-        return layout.from_channel_rows(out, n, oh, ow)
-
-    @staticmethod
-    def backward(ctx, grad):
-        x, weight = ctx.saved_tensors
-        n, c, h, w = x.shape
-        out_channels, _, kh, kw = weight.shape
-        kernel, out_size = (kh, kw), grad.shape[2:]
-        matrix = weight.reshape(out_channels, -1)
-        g = layout.channel_rows(grad)
-        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[2]:
-            grad_b = g.sum(axis=1)
-        if _is_pointwise(kernel, ctx.stride, ctx.padding):
-            if need_w:
-                grad_w = (g @ layout.channel_rows(x).T).reshape(weight.shape)
-            if need_x:
-                grad_x = layout.from_channel_rows(matrix.T @ g, n, h, w)
-            return grad_x, grad_w, grad_b
-        if not (need_x or need_w):
-            return grad_x, grad_w, grad_b
-        source, pixels = layout.channel_major(x), out_size[0] * out_size[1]
-        chunks = _chunks(n, matrix.shape[1], pixels, x.itemsize)
-        scratch = _scratch(matrix.shape[1], (chunks[0][1] - chunks[0][0]) * pixels, x.dtype)
-        (top, _), (left, _) = ctx.padding
-        if need_x:
-            grad_source = np.zeros((c, n, h, w), dtype=grad.dtype)
-        for n0, n1 in chunks:
-            g_chunk = g[:, n0 * pixels : n1 * pixels]
-            if need_w:
-                cols = _columns(
-                    source[:, n0:n1], kernel, ctx.stride, ctx.padding, out_size, scratch
-                )
-                part = g_chunk @ cols.T
-                grad_w = part if grad_w is None else np.add(grad_w, part, out=grad_w)
-            if need_x:
-                # The same scratch: cols is no longer needed once its product is taken.
-                grad_cols = np.matmul(
-                    matrix.T, g_chunk, out=_view(scratch, matrix.shape[1], g_chunk.shape[1])
-                )
-                col2im(grad_cols, kernel, ctx.stride, (top, left), out_size, grad_source[:, n0:n1])
-        if need_w:
-            grad_w = grad_w.reshape(weight.shape)
-        if need_x:
-            grad_x = layout.from_channel_rows(grad_source.reshape(c, -1), n, h, w)
-        return grad_x, grad_w, grad_b
-
-
-def _columns(source, kernel, stride, padding, out_size, scratch) -> np.ndarray:
-    """The (C·kh·kw, N·OH·OW) column matrix of source (C, N, H, W), in scratch."""
-    c, n = source.shape[:2]
-    (top, _), (left, _) = padding
-    cols = _view(scratch, c * kernel[0] * kernel[1], n * out_size[0] * out_size[1])
-    return im2col(source, kernel, stride, (top, left), out_size, cols)
 
 
 def _padding(padding, kernel, stride) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -160,7 +174,7 @@ def _padding(padding, kernel, stride) -> tuple[tuple[int, int], tuple[int, int]]
     return (ph, ph), (pw, pw)
 
 
-def conv2d(input, weight, bias=None, stride=1, padding=0) -> Tensor:  # noqa: A002 - PyTorch's name
+def conv2d(input, weight, bias=None, stride=1, padding=0) -> Tensor:
     """2-D convolution with PyTorch's semantics (``torch.nn.functional.conv2d``, groups=1).
 
     input  (N, C_in, H, W);  weight (C_out, C_in, kH, kW);  bias (C_out,) or None
@@ -171,8 +185,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0) -> Tensor:  # noqa: A0
     Returns (N, C_out, OH, OW) with OH = (H + pad_top + pad_bottom - kH) // sH + 1 (OW alike),
     in the input's dtype.
     """
-    x = input if isinstance(input, Tensor) else Tensor(input)
-    weight = weight if isinstance(weight, Tensor) else Tensor(weight)
+    x, weight = as_tensor(input), as_tensor(weight)
     check_ndim(x.shape, (4,), "input", "conv2d", "(N, C_in, H, W)")
     check_ndim(weight.shape, (4,), "weight", "conv2d", "(C_out, C_in, kH, kW)")
     out_channels, in_channels, kh, kw = weight.shape
@@ -186,7 +199,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0) -> Tensor:  # noqa: A0
             f"conv2d: weight must have C_out, kH and kW >= 1; got weight shape {weight.shape}"
         )
     if bias is not None:
-        bias = bias if isinstance(bias, Tensor) else Tensor(bias)
+        bias = as_tensor(bias)
         if bias.shape != (out_channels,):
             raise ValueError(
                 f"conv2d: bias must have shape ({out_channels},) to match weight "
@@ -198,8 +211,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0) -> Tensor:  # noqa: A0
                 f"conv2d: input and {name} must have the same dtype; got input {x.dtype} "
                 f"and {name} {t.dtype}"
             )
-    if x.dtype not in (np.float32, np.float64):
-        raise TypeError(f"conv2d: input must be float32 or float64; got {x.dtype}")
+    check_float(x.dtype, "input", "conv2d", kernels_only=True)
     stride = pair(stride, "stride", "conv2d", minimum=1)
     pads = _padding(padding, (kh, kw), stride)
     padded = (x.shape[2] + sum(pads[0]), x.shape[3] + sum(pads[1]))
@@ -208,4 +220,4 @@ def conv2d(input, weight, bias=None, stride=1, padding=0) -> Tensor:  # noqa: A0
             f"conv2d: kernel size ({kh}, {kw}) of weight is larger than the padded input "
             f"{padded} (input {x.shape[2:]} with padding {padding!r})"
         )
-    return Conv2d.apply(x, weight, bias, stride=stride, padding=pads)
+    return Conv2dFunction.apply(x, weight, bias, stride=stride, padding=pads)

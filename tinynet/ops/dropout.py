@@ -9,11 +9,12 @@ import numpy as np
 
 from tinynet.function import Function
 from tinynet.rng import default_generator
-from tinynet.tensor import Tensor
+from tinynet.tensor import Tensor, as_tensor
 
 
-class Dropout(Function):
-    """y = x * m / (1 - p), m_i ~ Bernoulli(1 - p) drawn once per call;  dL/dx = g * m / (1 - p)."""
+class DropoutFunction(Function):
+    """y = x * m / (1 - p), m_i ~ Bernoulli(1 - p) drawn once per call;  dL/dx = g * m / (1 - p).
+    Reference twin: ``tinynet.reference.dropout``."""
 
     @staticmethod
     def forward(ctx, x, p, generator):
@@ -35,7 +36,7 @@ def dropout(x, p: float = 0.5, training: bool = True, generator=None) -> Tensor:
     """
     if not isinstance(p, numbers.Real) or not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout: p must be a probability in [0, 1]; got {p!r}")
-    x = x if isinstance(x, Tensor) else Tensor(x)
+    x = as_tensor(x)
     if not training or p == 0:
         return x
-    return Dropout.apply(x, p=float(p), generator=generator or default_generator())
+    return DropoutFunction.apply(x, p=float(p), generator=generator or default_generator())

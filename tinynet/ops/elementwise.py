@@ -11,7 +11,7 @@ import numbers
 import numpy as np
 
 from tinynet.function import Function
-from tinynet.kernels.activation import relu_backward, relu_forward
+from tinynet.kernels import activation
 from tinynet.tensor import Tensor
 
 
@@ -39,7 +39,7 @@ def _operand(x):
     return np.asarray(x)
 
 
-class Add(Function):
+class AddFunction(Function):
     """y = a + b;  dL/da = unbroadcast(g),  dL/db = unbroadcast(g)."""
 
     @staticmethod
@@ -53,7 +53,7 @@ class Add(Function):
         return unbroadcast(grad, shape_a), unbroadcast(grad, shape_b)
 
 
-class Sub(Function):
+class SubFunction(Function):
     """y = a - b;  dL/da = unbroadcast(g),  dL/db = -unbroadcast(g)."""
 
     @staticmethod
@@ -68,7 +68,7 @@ class Sub(Function):
         return unbroadcast(grad, shape_a), grad_b
 
 
-class Mul(Function):
+class MulFunction(Function):
     """y = a * b;  dL/da = unbroadcast(g * b),  dL/db = unbroadcast(g * a)."""
 
     @staticmethod
@@ -84,7 +84,7 @@ class Mul(Function):
         return grad_a, grad_b
 
 
-class Div(Function):
+class DivFunction(Function):
     """y = a / b;  dL/da = unbroadcast(g / b),  dL/db = unbroadcast(-g * a / b^2)."""
 
     @staticmethod
@@ -100,7 +100,7 @@ class Div(Function):
         return grad_a, grad_b
 
 
-class Neg(Function):
+class NegFunction(Function):
     """y = -x;  dL/dx = -g."""
 
     @staticmethod
@@ -112,7 +112,7 @@ class Neg(Function):
         return -grad
 
 
-class Pow(Function):
+class PowFunction(Function):
     """y = a ** b;  dL/da = unbroadcast(g * b * a^(b-1)),  dL/db = unbroadcast(g * y * log a)."""
 
     @staticmethod
@@ -132,7 +132,7 @@ class Pow(Function):
         return grad_a, grad_b
 
 
-class Exp(Function):
+class ExpFunction(Function):
     """y = e^x;  dL/dx = g * y."""
 
     @staticmethod
@@ -147,7 +147,7 @@ class Exp(Function):
         return grad * y
 
 
-class Log(Function):
+class LogFunction(Function):
     """y = ln x;  dL/dx = g / x."""
 
     @staticmethod
@@ -161,51 +161,26 @@ class Log(Function):
         return grad / x
 
 
-_KERNEL_TYPES = (np.float32, np.float64)
-
-
-def _memory(a: np.ndarray):
-    """a's elements as a 1-D view in memory order, or None if they are not one dense block."""
-    flat = a.ravel(order="K")
-    return flat if np.may_share_memory(flat, a) else None
-
-
-class ReLU(Function):
+class ReLUFunction(Function):
     """y = max(x, 0);  dL/dx = g * [y > 0]  (0 at x = 0, as PyTorch).
 
-    Both directions run as parallel kernels (``tinynet.kernels.activation``) over the arrays'
-    memory when it is one dense block (any axis order, so channel-major activations too), and
-    as NumPy otherwise; the output keeps x's memory order.
+    Both directions run as parallel kernels where the memory allows (``kernels.activation``).
+    Reference twin: ``tinynet.reference.relu``.
     """
 
     @staticmethod
     def forward(ctx, x):
-        y = None
-        if isinstance(x, np.ndarray) and x.dtype in _KERNEL_TYPES and x.ndim:
-            y = np.empty_like(x)
-            source, target = _memory(x), _memory(y)
-            if source is not None and target is not None and x.strides == y.strides:
-                relu_forward(source, target)
-            else:
-                y = None
-        if y is None:
-            y = np.maximum(x, 0)
+        y = activation.relu(x)  # y = max(x, 0)
         ctx.save_for_backward(y)
         return y
 
     @staticmethod
     def backward(ctx, grad):
         (y,) = ctx.saved_tensors
-        if y.dtype in _KERNEL_TYPES and grad.dtype == y.dtype and grad.strides == y.strides:
-            out = np.empty_like(y)
-            memory = _memory(y), _memory(grad), _memory(out)
-            if all(m is not None for m in memory) and out.strides == y.strides:
-                relu_backward(*memory)
-                return out
-        return np.where(y > 0, grad, 0)
+        return activation.relu_grad(y, grad)  # dL/dx = g * [y > 0]
 
 
-class Cast(Function):
+class CastFunction(Function):
     """y = x converted to ``dtype``;  dL/dx = g converted back to x's dtype."""
 
     @staticmethod
@@ -219,49 +194,49 @@ class Cast(Function):
 
 
 def add(a, b) -> Tensor:
-    return Add.apply(_operand(a), _operand(b))
+    return AddFunction.apply(_operand(a), _operand(b))
 
 
 def sub(a, b) -> Tensor:
-    return Sub.apply(_operand(a), _operand(b))
+    return SubFunction.apply(_operand(a), _operand(b))
 
 
 def mul(a, b) -> Tensor:
-    return Mul.apply(_operand(a), _operand(b))
+    return MulFunction.apply(_operand(a), _operand(b))
 
 
 def div(a, b) -> Tensor:
-    return Div.apply(_operand(a), _operand(b))
+    return DivFunction.apply(_operand(a), _operand(b))
 
 
 def neg(x) -> Tensor:
-    return Neg.apply(_operand(x))
+    return NegFunction.apply(_operand(x))
 
 
-def pow(a, b) -> Tensor:  # noqa: A001 - PyTorch's name
-    return Pow.apply(_operand(a), _operand(b))
+def pow(a, b) -> Tensor:
+    return PowFunction.apply(_operand(a), _operand(b))
 
 
 def exp(x) -> Tensor:
-    return Exp.apply(_operand(x))
+    return ExpFunction.apply(_operand(x))
 
 
 def log(x) -> Tensor:
-    return Log.apply(_operand(x))
+    return LogFunction.apply(_operand(x))
 
 
 def relu(x) -> Tensor:
-    return ReLU.apply(_operand(x))
+    return ReLUFunction.apply(_operand(x))
 
 
 def cast(x, dtype) -> Tensor:
     dtype = np.dtype(dtype)
     if dtype.kind != "f":
         raise TypeError(f"cast: dtype must be a floating type (float32, float64); got {dtype}")
-    return Cast.apply(_operand(x), dtype=dtype)
+    return CastFunction.apply(_operand(x), dtype=dtype)
 
 
-class Where(Function):
+class WhereFunction(Function):
     """y = a where condition, else b (broadcast together, as ``np.where``); condition is a
     constant;  dL/da = unbroadcast(g where condition, else 0),  dL/db = unbroadcast(g where not
     condition, else 0)."""
@@ -288,4 +263,4 @@ def where(condition, a, b) -> Tensor:
     condition = np.asarray(condition.data if isinstance(condition, Tensor) else condition)
     if condition.dtype != np.bool_:
         raise TypeError(f"where: condition must be a boolean array; got dtype {condition.dtype}")
-    return Where.apply(condition, _operand(a), _operand(b))
+    return WhereFunction.apply(condition, _operand(a), _operand(b))

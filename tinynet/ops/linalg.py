@@ -7,10 +7,10 @@ import numpy as np
 from tinynet.function import Function
 from tinynet.ops._args import check_ndim
 from tinynet.ops.elementwise import unbroadcast
-from tinynet.tensor import Tensor
+from tinynet.tensor import Tensor, as_tensor
 
 
-class MatMul(Function):
+class MatMulFunction(Function):
     """Y = A @ B;  dL/dA = G @ Bᵀ,  dL/dB = Aᵀ @ G  (batch axes summed where broadcast).
 
     A 1-D A is a row (1, k) and a 1-D B a column (k, 1), as in ``np.matmul``; the gradient is
@@ -37,11 +37,12 @@ class MatMul(Function):
         return grad_a, grad_b
 
 
-class Linear(Function):
+class LinearFunction(Function):
     """y = x Wᵀ + b, x (..., in), W (out, in), b (out,)  ->  y (..., out).
 
     With X the rows of x as a (M, in) matrix and G the (M, out) gradient:
     dL/dX = G W,  dL/dW = Gᵀ X,  dL/db = Σ_rows G.
+    Reference twin: ``tinynet.reference.linear``.
     """
 
     @staticmethod
@@ -64,8 +65,7 @@ class Linear(Function):
 
 def matmul(a, b) -> Tensor:
     """Matrix product with NumPy's rules (1-D operands, batch broadcasting)."""
-    a = a if isinstance(a, Tensor) else Tensor(a)
-    b = b if isinstance(b, Tensor) else Tensor(b)
+    a, b = as_tensor(a), as_tensor(b)
     if a.ndim == 0 or b.ndim == 0:
         raise ValueError(f"matmul: operands must be at least 1-D; got {a.shape} and {b.shape}")
     k_a = a.shape[-1]
@@ -75,11 +75,13 @@ def matmul(a, b) -> Tensor:
             f"matmul: inner dimensions differ: a has shape {a.shape} (k={k_a}), "
             f"b has shape {b.shape} (k={k_b})"
         )
-    return MatMul.apply(a, b)
+    return MatMulFunction.apply(a, b)
 
 
 def linear(x, weight, bias=None) -> Tensor:
     """``x @ weight.T + bias`` with weight ``(out_features, in_features)``, as PyTorch."""
+    x, weight = as_tensor(x), as_tensor(weight)
+    bias = None if bias is None else as_tensor(bias)
     check_ndim(weight.shape, (2,), "weight", "linear", "(out_features, in_features)")
     if x.ndim == 0 or x.shape[-1] != weight.shape[1]:
         raise ValueError(
@@ -91,4 +93,4 @@ def linear(x, weight, bias=None) -> Tensor:
             f"linear: bias must have shape ({weight.shape[0]},) to match weight "
             f"{weight.shape}; got {bias.shape}"
         )
-    return Linear.apply(x, weight, bias)
+    return LinearFunction.apply(x, weight, bias)

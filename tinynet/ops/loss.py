@@ -12,7 +12,7 @@ import numpy as np
 
 from tinynet.function import Function
 from tinynet.ops._args import normalize_dim
-from tinynet.tensor import Tensor
+from tinynet.tensor import Tensor, as_tensor
 
 
 def _log_softmax(x: np.ndarray, axis: int) -> np.ndarray:
@@ -20,8 +20,9 @@ def _log_softmax(x: np.ndarray, axis: int) -> np.ndarray:
     return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
 
 
-class Softmax(Function):
-    """y_i = e^{x_i} / Σ_j e^{x_j} along ``dim``;  dL/dx = y * (g - Σ_j g_j y_j)."""
+class SoftmaxFunction(Function):
+    """y_i = e^{x_i} / Σ_j e^{x_j} along ``dim``;  dL/dx = y * (g - Σ_j g_j y_j).
+    Reference twin: ``tinynet.reference.softmax``."""
 
     @staticmethod
     def forward(ctx, x, dim):
@@ -36,8 +37,9 @@ class Softmax(Function):
         return y * (grad - np.sum(grad * y, axis=ctx.dim, keepdims=True))
 
 
-class LogSoftmax(Function):
-    """y_i = x_i - log Σ_j e^{x_j} along ``dim``;  dL/dx = g - softmax(x) * Σ_j g_j."""
+class LogSoftmaxFunction(Function):
+    """y_i = x_i - log Σ_j e^{x_j} along ``dim``;  dL/dx = g - softmax(x) * Σ_j g_j.
+    Reference twin: ``tinynet.reference.log_softmax``."""
 
     @staticmethod
     def forward(ctx, x, dim):
@@ -52,13 +54,14 @@ class LogSoftmax(Function):
         return grad - np.exp(y) * np.sum(grad, axis=ctx.dim, keepdims=True)
 
 
-class CrossEntropy(Function):
+class CrossEntropyFunction(Function):
     """Loss of logits x (N, C) against integer classes t (N,), with label smoothing ε:
 
         q_n = (1 - ε) onehot(t_n) + ε / C,     ℓ_n = -Σ_c q_nc log softmax(x_n)_c
         reduction 'mean': L = Σ_n ℓ_n / N;  'sum': L = Σ_n ℓ_n;  'none': L = ℓ (N,)
 
     dL/dx_n = (softmax(x_n) - q_n) * dL/dℓ_n   (dL/dℓ_n = g / N for 'mean', g for 'sum').
+    Reference twin: ``tinynet.reference.cross_entropy``.
     """
 
     @staticmethod
@@ -88,20 +91,20 @@ class CrossEntropy(Function):
 
 def softmax(x, dim: int) -> Tensor:
     """exp(x) normalised to sum to 1 along ``dim``."""
-    x = x if isinstance(x, Tensor) else Tensor(x)
-    return Softmax.apply(x, dim=normalize_dim(dim, max(x.ndim, 1), "softmax"))
+    x = as_tensor(x)
+    return SoftmaxFunction.apply(x, dim=normalize_dim(dim, max(x.ndim, 1), "softmax"))
 
 
 def log_softmax(x, dim: int) -> Tensor:
     """log(softmax(x)) along ``dim``, computed without forming softmax (stable)."""
-    x = x if isinstance(x, Tensor) else Tensor(x)
-    return LogSoftmax.apply(x, dim=normalize_dim(dim, max(x.ndim, 1), "log_softmax"))
+    x = as_tensor(x)
+    return LogSoftmaxFunction.apply(x, dim=normalize_dim(dim, max(x.ndim, 1), "log_softmax"))
 
 
 def cross_entropy(input, target, reduction: str = "mean", label_smoothing: float = 0.0) -> Tensor:
     """Cross-entropy of logits ``input`` (N, C) against class indices ``target`` (N,), as
     ``torch.nn.functional.cross_entropy`` (reduction 'mean' | 'sum' | 'none')."""
-    logits = input if isinstance(input, Tensor) else Tensor(input)
+    logits = as_tensor(input)
     labels = np.asarray(target.data if isinstance(target, Tensor) else target)
     if logits.ndim != 2:
         raise ValueError(
@@ -131,6 +134,6 @@ def cross_entropy(input, target, reduction: str = "mean", label_smoothing: float
         raise ValueError(
             f"cross_entropy: label_smoothing must be in [0, 1]; got {label_smoothing!r}"
         )
-    return CrossEntropy.apply(
+    return CrossEntropyFunction.apply(
         logits, labels, reduction=reduction, label_smoothing=float(label_smoothing)
     )

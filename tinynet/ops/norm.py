@@ -13,14 +13,12 @@ import numbers
 import numpy as np
 
 from tinynet.function import Function
+from tinynet.kernels import KERNEL_DTYPES
 from tinynet.kernels.batchnorm import batch_norm_apply, batch_norm_backward
 from tinynet.kernels.lrn import lrn_backward, lrn_forward
-from tinynet.ops._args import check_ndim
+from tinynet.ops._args import check_float, check_ndim
 from tinynet.ops.layout import channel_rows, from_channel_rows
-from tinynet.tensor import Tensor
-
-_KERNEL_TYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
+from tinynet.tensor import Tensor, as_tensor
 
 def _rows(a: np.ndarray) -> np.ndarray:
     """(N, C) or (N, C, H, W) as a C-contiguous (C, m) matrix of channel rows (a view where
@@ -36,7 +34,7 @@ def _from_rows(rows: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return from_channel_rows(rows, n, h, w)
 
 
-class LocalResponseNorm(Function):
+class LocalResponseNormFunction(Function):
     """Local response normalisation across channels, as ``torch.nn.functional.local_response_norm``.
 
     For x (N, C, H, W), at every pixel, with n = ``size`` and channel c's window
@@ -53,6 +51,7 @@ class LocalResponseNorm(Function):
 
     where j in W(c) exactly when c is in [j - (n-1)//2, j + n//2]: the window, mirrored.
     The loops are numba kernels (``tinynet.kernels.lrn``) over the (C, N·H·W) channel rows.
+    Reference twin: ``tinynet.reference.local_response_norm``.
     """
 
     @staticmethod
@@ -60,6 +59,7 @@ class LocalResponseNorm(Function):
         n, _, h, w = x.shape
         rows = channel_rows(x)
         scalars = tuple(x.dtype.type(v) for v in (alpha / size, beta, k))
+        # y_c = x_c S_c^-β,  S_c = k + α/n Σ_{c' in W(c)} x_c'²
         y, s_pow = lrn_forward(rows, size, *scalars)
         ctx.save_for_backward(rows, s_pow)
         ctx.size, ctx.scalars = size, scalars
@@ -69,11 +69,12 @@ class LocalResponseNorm(Function):
     def backward(ctx, grad):
         rows, s_pow = ctx.saved_tensors
         n, _, h, w = grad.shape
+        # dL/dx_j = g_j S_j^-β - (2αβ/n) x_j Σ_{c : j in W(c)} g_c x_c S_c^{-β-1}
         dx = lrn_backward(rows, channel_rows(grad), s_pow, ctx.size, *ctx.scalars)
         return from_channel_rows(dx, n, h, w)
 
 
-class BatchNorm(Function):
+class BatchNormFunction(Function):
     """Batch normalisation per channel, as ``torch.nn.functional.batch_norm``.
 
     For x (N, C) or (N, C, H, W), each channel's m = N·H·W values x_i are normalised with a mean
@@ -101,31 +102,26 @@ class BatchNorm(Function):
     again while it is still in cache) are numba kernels parallel over channels
     (``tinynet.kernels.batchnorm``). float32 and float64 run as such (the backward's sums in
     float64); other float dtypes run in float64.
+    Reference twin: ``tinynet.reference.batch_norm``.
     """
 
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean, running_var, training, momentum, eps):
-        dtype = x.dtype if x.dtype in _KERNEL_TYPES else np.dtype(np.float64)
+        dtype = x.dtype if x.dtype in KERNEL_DTYPES else np.dtype(np.float64)
         rows = _rows(x).astype(dtype, copy=False)  # float16 and long double: in float64
         if training:
-            # NumPy's pairwise sums, not a kernel: a float64-accumulating kernel is ~4x faster
-            # here but rounds float32 statistics differently, and the float32 GoogLeNet test
-            # then flips a max-pool near-tie (values 3e-8 apart) as PyTorch's float32 does.
-            mean, var = rows.mean(axis=1), rows.var(axis=1)
-            if running_mean is not None:
-                m = rows.shape[1]
-                running_mean[...] = momentum * mean + (1 - momentum) * running_mean
-                running_var[...] = momentum * var * (m / (m - 1)) + (1 - momentum) * running_var
+            mean, var = _batch_statistics(rows, running_mean, running_var, momentum)
         else:
             mean, var = running_mean.astype(dtype), running_var.astype(dtype)
-        invstd = 1 / np.sqrt(var + eps)
+        invstd = 1 / np.sqrt(var + eps)  # 1/σ
+        # y = γ x̂ + β = x·a + b, a = γ/σ, b = β - μ a
         scale = (invstd if weight is None else invstd * weight).astype(dtype, copy=False)
         shift = -mean * scale if bias is None else (bias - mean * scale).astype(dtype, copy=False)
-        out = np.empty_like(rows)
-        batch_norm_apply(rows, scale, shift, out)
+        y = np.empty_like(rows)
+        batch_norm_apply(rows, scale, shift, y)
         ctx.save_for_backward(rows, mean, invstd, scale)
         ctx.shape, ctx.dtype, ctx.training = x.shape, x.dtype, training
-        return _from_rows(out.astype(x.dtype, copy=False), x.shape)
+        return _from_rows(y.astype(x.dtype, copy=False), x.shape)
 
     @staticmethod
     def backward(ctx, grad):
@@ -133,6 +129,7 @@ class BatchNorm(Function):
         g = _rows(grad)
         if g.dtype != rows.dtype:
             g = g.astype(rows.dtype)
+        # dL/dβ = Σ g,  dL/dγ = Σ g x̂,  dL/dx = a (g - mean(g) - x̂ mean(g x̂)) (training)
         sum_g, sum_g_x_hat = np.empty_like(mean), np.empty_like(mean)
         wants_x = ctx.needs_input_grad[0]
         dx = np.empty_like(rows) if wants_x else np.empty((0, 0), rows.dtype)
@@ -144,11 +141,18 @@ class BatchNorm(Function):
         return grad_x, grad_weight, grad_bias
 
 
-def _float_input(input, op: str) -> Tensor:
-    x = input if isinstance(input, Tensor) else Tensor(input)
-    if x.dtype.kind != "f":
-        raise TypeError(f"{op}: input must be a floating-point tensor; got dtype {x.dtype}")
-    return x
+def _batch_statistics(rows, running_mean, running_var, momentum):
+    """The batch's mean μ and biased variance v of each channel row; the running statistics, if
+    given, move towards μ and the unbiased variance by ``momentum``, in place."""
+    # NumPy's pairwise sums, not a kernel: a float64-accumulating kernel is ~4x faster here but
+    # rounds float32 statistics differently, and the float32 GoogLeNet test then flips a
+    # max-pool near-tie (values 3e-8 apart) as PyTorch's float32 does.
+    mean, var = rows.mean(axis=1), rows.var(axis=1)
+    if running_mean is not None:
+        m = rows.shape[1]
+        running_mean[...] = momentum * mean + (1 - momentum) * running_mean
+        running_var[...] = momentum * var * (m / (m - 1)) + (1 - momentum) * running_var
+    return mean, var
 
 
 def _array(stat):
@@ -161,9 +165,11 @@ def local_response_norm(
 ) -> Tensor:
     """Normalise each value by the energy of its ``size`` neighbouring channels, as
     ``torch.nn.functional.local_response_norm`` (GoogLeNet's stem: size 5, alpha 1e-4,
-    beta 0.75, k 1). ``input`` must be 4-D (N, C, H, W); the math is in ``LocalResponseNorm``.
+    beta 0.75, k 1). ``input`` must be 4-D (N, C, H, W); the math is in
+    ``LocalResponseNormFunction``.
     """
-    x = _float_input(input, "local_response_norm")
+    x = as_tensor(input)
+    check_float(x.dtype, "input", "local_response_norm")
     check_ndim(
         x.shape,
         (4,),
@@ -175,7 +181,7 @@ def local_response_norm(
         raise TypeError(f"local_response_norm: size must be an int; got {size!r}")
     if size < 1:
         raise ValueError(f"local_response_norm: size must be >= 1 channel; got {size}")
-    return LocalResponseNorm.apply(
+    return LocalResponseNormFunction.apply(
         x, size=int(size), alpha=float(alpha), beta=float(beta), k=float(k)
     )
 
@@ -191,7 +197,7 @@ def batch_norm(
     eps: float = 1e-5,
 ) -> Tensor:
     """Batch normalisation of (N, C) or (N, C, H, W) ``input`` per channel, as
-    ``torch.nn.functional.batch_norm``; the math is in ``BatchNorm``.
+    ``torch.nn.functional.batch_norm``; the math is in ``BatchNormFunction``.
 
     running_mean, running_var: (C,) ndarrays or Tensors. training=True normalises with the
         batch statistics and updates these in place (both may be None: then nothing is
@@ -200,8 +206,24 @@ def batch_norm(
     momentum: the weight of the batch statistic in the running update, in [0, 1].
     eps: > 0, added to the variance (torchvision's GoogLeNet uses 0.001).
     """
+    x = as_tensor(input)
+    _check_batch_norm_args(x, running_mean, running_var, weight, bias, training, momentum, eps)
+    return BatchNormFunction.apply(
+        x,
+        weight,
+        bias,
+        running_mean=_array(running_mean),
+        running_var=_array(running_var),
+        training=bool(training),
+        momentum=float(momentum),
+        eps=float(eps),
+    )
+
+
+def _check_batch_norm_args(x, running_mean, running_var, weight, bias, training, momentum, eps):
+    """Raise the first problem with ``batch_norm``'s arguments, naming it."""
     op = "batch_norm"
-    x = _float_input(input, op)
+    check_float(x.dtype, "input", op)
     check_ndim(x.shape, (2, 4), "input", op, "(N, C) or (N, C, H, W)")
     channels = x.shape[1]
     per_channel = {
@@ -236,13 +258,3 @@ def batch_norm(
         raise ValueError(
             f"{op}: Expected more than 1 value per channel when training, got input size {x.shape}"
         )
-    return BatchNorm.apply(
-        x,
-        weight,
-        bias,
-        running_mean=_array(running_mean),
-        running_var=_array(running_var),
-        training=bool(training),
-        momentum=float(momentum),
-        eps=float(eps),
-    )

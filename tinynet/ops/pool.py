@@ -21,8 +21,8 @@ import numpy as np
 from tinynet.function import Function
 from tinynet.kernels import pool
 from tinynet.ops import layout
-from tinynet.ops._args import check_ndim, pair
-from tinynet.tensor import Tensor
+from tinynet.ops._args import check_float, check_ndim, pair
+from tinynet.tensor import Tensor, as_tensor
 
 
 def pool_output_size(size: int, kernel: int, stride: int, padding: int, ceil_mode: bool) -> int:
@@ -52,50 +52,38 @@ def _adaptive_windows(size, out):
     return start, end, end - start
 
 
-class MaxPool2d(Function):
+class MaxPool2dFunction(Function):
     """y[n, c, i, j] = max of x[n, c] over window (i, j), the padding counting as -inf;
     dL/dx[n, c, a, b] = Σ g[n, c, i, j] over the windows (i, j) whose maximum is x[n, c, a, b].
 
     The forward records each window's winner as PyTorch's CPU kernel picks it (scanning the
     window row by row, the first of equal maxima, or the last NaN), and only when a gradient
-    will be asked for: as its offset in the window, int8 for kernels of up to 127 elements.
+    will be asked for, as its offset in the window; ``kernels.pool.max_pool2d`` picks the kernel.
     rows, cols: (start, end) window tables of ``_sliding_windows``; kernel, stride: (h, w).
+    Reference twin: ``tinynet.reference.max_pool2d``.
     """
 
     @staticmethod
     def forward(ctx, x, rows, cols, kernel, stride):
-        n, c, _, _ = x.shape
-        oh, ow = len(rows[0]), len(cols[0])
-        out = layout.empty_nchw(n, c, oh, ow, x.dtype)
-        same_3x3 = kernel == (3, 3) and stride == (1, 1) and (oh, ow) == x.shape[2:]  # pad 1
-        if ctx.needs_input_grad[0]:
-            offset_type = np.int8 if kernel[0] * kernel[1] <= 127 else np.int32
-            argmax = np.empty((c, n, oh, ow), dtype=offset_type)
-        else:
-            argmax = np.empty((0, 0, 0, 0), dtype=np.int8)
-        if same_3x3 and argmax.size:
-            pool.max_pool2d_3x3_same_argmax(
-                layout.channel_major(x), layout.channel_major(out), argmax
-            )
-        elif same_3x3:
-            pool.max_pool2d_3x3_same(layout.channel_major(x), layout.channel_major(out))
-        else:
-            pool.max_pool2d_forward(
-                layout.channel_major(x),
-                layout.channel_major(out),
-                argmax,
-                rows,
-                cols,
-                kernel[1],
-                stride[1],
-            )
-        ctx.argmax, ctx.shape, ctx.dtype = argmax, x.shape, x.dtype
+        y = layout.empty_nchw(len(x), x.shape[1], len(rows[0]), len(cols[0]), x.dtype)
+        # y = the max of each window, and where it was found
+        ctx.argmax = pool.max_pool2d(
+            layout.channel_major(x),
+            layout.channel_major(y),
+            rows,
+            cols,
+            kernel,
+            stride,
+            with_argmax=ctx.needs_input_grad[0],
+        )
+        ctx.shape, ctx.dtype = x.shape, x.dtype
         ctx.rows, ctx.cols, ctx.kernel_width = rows, cols, kernel[1]
-        return out
+        return y
 
     @staticmethod
     def backward(ctx, grad):
         grad_x = layout.empty_nchw(*ctx.shape, ctx.dtype)
+        # dL/dx = each window's gradient added to its winner, 0 elsewhere
         pool.max_pool2d_backward(
             layout.channel_major(grad),
             ctx.argmax,
@@ -107,43 +95,45 @@ class MaxPool2d(Function):
         return grad_x
 
 
-class AvgPool2d(Function):
+class AvgPool2dFunction(Function):
     """y[n, c, i, j] = (Σ of x[n, c] over window (i, j)) / d_ij;
     dL/dx[n, c, a, b] = Σ g[n, c, i, j] / d_ij over the windows (i, j) that hold (a, b).
 
     Zero padding adds nothing to a sum, so windows are clipped to the input; the divisor d_ij is
     the product of the per-axis divisors of ``_sliding_windows``.
     rows, cols: (start, end, divisor) window tables.
+    Reference twin: ``tinynet.reference.avg_pool2d``.
     """
 
     @staticmethod
     def forward(ctx, x, rows, cols):
-        n, c, _, _ = x.shape
-        out = layout.empty_nchw(n, c, len(rows[0]), len(cols[0]), x.dtype)
-        pool.avg_pool2d_forward(layout.channel_major(x), layout.channel_major(out), rows, cols)
+        y = layout.empty_nchw(len(x), x.shape[1], len(rows[0]), len(cols[0]), x.dtype)
+        # y = the sum of each window over its divisor
+        pool.avg_pool2d_forward(layout.channel_major(x), layout.channel_major(y), rows, cols)
         ctx.rows, ctx.cols, ctx.shape, ctx.dtype = rows, cols, x.shape, x.dtype
-        return out
+        return y
 
     @staticmethod
     def backward(ctx, grad):
         grad_x = layout.empty_nchw(*ctx.shape, ctx.dtype)
+        # dL/dx = each window's gradient over its divisor, added to every element of the window
         pool.avg_pool2d_backward(
             layout.channel_major(grad), layout.channel_major(grad_x), ctx.rows, ctx.cols
         )
         return grad_x
 
 
-class AdaptiveAvgPool2d(AvgPool2d):
-    """The window mean of ``AvgPool2d`` over the adaptive windows of ``_adaptive_windows``:
-    window (i, j) covers [floor(i·H/OH), ceil((i+1)·H/OH)) x [floor(j·W/OW), ceil((j+1)·W/OW))
-    and d_ij is its number of elements."""
+class AdaptiveAvgPool2dFunction(AvgPool2dFunction):
+    """The window mean of ``AvgPool2dFunction`` over the adaptive windows of
+    ``_adaptive_windows``: window (i, j) covers [floor(i·H/OH), ceil((i+1)·H/OH)) x
+    [floor(j·W/OW), ceil((j+1)·W/OW)) and d_ij is its number of elements.
+    Reference twin: ``tinynet.reference.adaptive_avg_pool2d``."""
 
 
 def _check_input(x, op: str) -> Tensor:
-    x = x if isinstance(x, Tensor) else Tensor(x)
+    x = as_tensor(x)
     check_ndim(x.shape, (4,), "input", op, "(N, C, H, W)")
-    if x.dtype not in (np.float32, np.float64):
-        raise TypeError(f"{op}: input must be float32 or float64; got {x.dtype}")
+    check_float(x.dtype, "input", op, kernels_only=True)
     if 0 in x.shape[1:]:
         raise ValueError(f"{op}: input must have non-zero C, H and W; got shape {x.shape}")
     return x
@@ -176,29 +166,20 @@ def _sliding_tables(op, x, kernel_size, stride, padding, ceil_mode, count_includ
     return rows, cols, kernel, stride
 
 
-def max_pool2d(
-    input,  # noqa: A002 - PyTorch's name
-    kernel_size,
-    stride=None,
-    padding=0,
-    ceil_mode=False,
-) -> Tensor:
+def max_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False) -> Tensor:
     """Max over kernel_size windows every stride (default kernel_size) of input (N, C, H, W)
     padded with -inf, as ``torch.nn.functional.max_pool2d`` (no dilation, no indices)."""
     input = _check_input(input, "max_pool2d")
     rows, cols, kernel, stride = _sliding_tables(
         "max_pool2d", input, kernel_size, stride, padding, ceil_mode
     )
-    return MaxPool2d.apply(input, rows=rows[:2], cols=cols[:2], kernel=kernel, stride=stride)
+    return MaxPool2dFunction.apply(
+        input, rows=rows[:2], cols=cols[:2], kernel=kernel, stride=stride
+    )
 
 
 def avg_pool2d(
-    input,  # noqa: A002 - PyTorch's name
-    kernel_size,
-    stride=None,
-    padding=0,
-    ceil_mode=False,
-    count_include_pad=True,
+    input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True
 ) -> Tensor:
     """Mean over kernel_size windows every stride (default kernel_size) of input (N, C, H, W)
     padded with zeros, as ``torch.nn.functional.avg_pool2d`` (no divisor_override): the
@@ -207,10 +188,10 @@ def avg_pool2d(
     rows, cols, _, _ = _sliding_tables(
         "avg_pool2d", input, kernel_size, stride, padding, ceil_mode, bool(count_include_pad)
     )
-    return AvgPool2d.apply(input, rows=rows, cols=cols)
+    return AvgPool2dFunction.apply(input, rows=rows, cols=cols)
 
 
-def adaptive_avg_pool2d(input, output_size) -> Tensor:  # noqa: A002 - PyTorch's name
+def adaptive_avg_pool2d(input, output_size) -> Tensor:
     """Mean over the windows that split input (N, C, H, W) into output_size (OH, OW) cells, as
     ``torch.nn.functional.adaptive_avg_pool2d``; output_size is an int or a pair whose None
     entries keep the input's size."""
@@ -221,4 +202,4 @@ def adaptive_avg_pool2d(input, output_size) -> Tensor:  # noqa: A002 - PyTorch's
     oh, ow = pair(output_size, "output_size", op, minimum=0)
     h, w = input.shape[2:]
     rows, cols = _adaptive_windows(h, oh), _adaptive_windows(w, ow)
-    return AdaptiveAvgPool2d.apply(input, rows=rows, cols=cols)
+    return AdaptiveAvgPool2dFunction.apply(input, rows=rows, cols=cols)

@@ -9,7 +9,7 @@ import numpy as np
 
 from tinynet.function import Function
 from tinynet.ops._args import normalize_dims
-from tinynet.tensor import Tensor
+from tinynet.tensor import Tensor, as_tensor
 
 
 def _expand(grad: np.ndarray, axes: tuple[int, ...], keepdim: bool, shape) -> np.ndarray:
@@ -19,7 +19,7 @@ def _expand(grad: np.ndarray, axes: tuple[int, ...], keepdim: bool, shape) -> np
     return np.broadcast_to(grad, shape)
 
 
-class Sum(Function):
+class SumFunction(Function):
     """y = sum of x over ``axes``;  dL/dx = g broadcast back over those axes."""
 
     @staticmethod
@@ -32,7 +32,7 @@ class Sum(Function):
         return _expand(grad, ctx.axes, ctx.keepdim, ctx.shape)
 
 
-class Mean(Function):
+class MeanFunction(Function):
     """y = mean of x over ``axes`` (m elements each);  dL/dx = g / m broadcast back."""
 
     @staticmethod
@@ -46,7 +46,7 @@ class Mean(Function):
         return _expand(grad / ctx.count, ctx.axes, ctx.keepdim, ctx.shape)
 
 
-class Max(Function):
+class MaxFunction(Function):
     """y = max of x over ``axes``;  dL/dx = g / k at each of the k positions that attain the
     maximum, 0 elsewhere (ties share the gradient evenly, as ``torch.amax``)."""
 
@@ -67,23 +67,23 @@ class Max(Function):
 
 
 def _reduce(function, x, dim, keepdim, op):
-    x = x if isinstance(x, Tensor) else Tensor(x)
+    x = as_tensor(x)
     axes = normalize_dims(dim, x.ndim, op)
-    if x.size == 0 and function is Max:
+    if x.size == 0 and function is MaxFunction:
         raise ValueError(f"{op}: cannot take the max of an empty tensor of shape {x.shape}")
     return function.apply(x, axes=axes, keepdim=bool(keepdim))
 
 
-def sum(x, dim=None, keepdim: bool = False) -> Tensor:  # noqa: A001 - PyTorch's name
+def sum(x, dim=None, keepdim: bool = False) -> Tensor:
     """Sum over ``dim`` (an int, a tuple of ints, or None for every axis)."""
-    return _reduce(Sum, x, dim, keepdim, "sum")
+    return _reduce(SumFunction, x, dim, keepdim, "sum")
 
 
 def mean(x, dim=None, keepdim: bool = False) -> Tensor:
     """Mean over ``dim`` (an int, a tuple of ints, or None for every axis)."""
-    return _reduce(Mean, x, dim, keepdim, "mean")
+    return _reduce(MeanFunction, x, dim, keepdim, "mean")
 
 
-def max(x, dim=None, keepdim: bool = False) -> Tensor:  # noqa: A001 - PyTorch's name
+def max(x, dim=None, keepdim: bool = False) -> Tensor:
     """Maximum over ``dim``, values only (like ``torch.amax``)."""
-    return _reduce(Max, x, dim, keepdim, "max")
+    return _reduce(MaxFunction, x, dim, keepdim, "max")

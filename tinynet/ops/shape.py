@@ -9,10 +9,10 @@ import numpy as np
 
 from tinynet.function import Function
 from tinynet.ops._args import normalize_dim
-from tinynet.tensor import Tensor
+from tinynet.tensor import Tensor, as_tensor
 
 
-class Reshape(Function):
+class ReshapeFunction(Function):
     """y = x viewed with ``shape``;  dL/dx = g reshaped to x's shape."""
 
     @staticmethod
@@ -25,7 +25,7 @@ class Reshape(Function):
         return grad.reshape(ctx.shape)
 
 
-class Permute(Function):
+class PermuteFunction(Function):
     """y = x with axes reordered, y.shape[i] = x.shape[dims[i]];  dL/dx = g permuted by the
     inverse order."""
 
@@ -39,7 +39,7 @@ class Permute(Function):
         return grad.transpose(ctx.inverse)
 
 
-class Index(Function):
+class IndexFunction(Function):
     """y = x[index] (NumPy basic or advanced indexing);  dL/dx = g scattered back to the
     indexed positions, summed where an index repeats."""
 
@@ -55,11 +55,12 @@ class Index(Function):
         return grad_x
 
 
-class Concat(Function):
+class ConcatFunction(Function):
     """y = [x_0, x_1, ...] joined along ``dim``;  dL/dx_i = the slice of g that x_i filled.
 
     The output keeps the memory order of the first input (so channel-major activations stay
     channel-major), and the backward hands each input a view of g, not a copy.
+    Reference twin: ``tinynet.reference.cat``.
     """
 
     @staticmethod
@@ -76,13 +77,9 @@ class Concat(Function):
         return tuple(np.split(grad, ctx.offsets, axis=ctx.dim))
 
 
-def _tensor(x) -> Tensor:
-    return x if isinstance(x, Tensor) else Tensor(x)
-
-
 def reshape(x, shape) -> Tensor:
     """``x`` with a new shape holding the same number of elements (one entry may be -1)."""
-    x = _tensor(x)
+    x = as_tensor(x)
     shape = (shape,) if isinstance(shape, numbers.Integral) else tuple(int(s) for s in shape)
     known = int(np.prod([s for s in shape if s != -1]))
     if -1 in shape:
@@ -93,34 +90,34 @@ def reshape(x, shape) -> Tensor:
         raise ValueError(
             f"reshape: cannot view a tensor of shape {x.shape} ({x.size} elements) as {shape}"
         )
-    return Reshape.apply(x, shape=shape)
+    return ReshapeFunction.apply(x, shape=shape)
 
 
 def permute(x, dims) -> Tensor:
     """Reorder the axes: ``y.shape[i] == x.shape[dims[i]]``."""
-    x = _tensor(x)
+    x = as_tensor(x)
     dims = tuple(normalize_dim(d, x.ndim, "permute", "dims") for d in dims)
     if sorted(dims) != list(range(x.ndim)):
         raise ValueError(
             f"permute: dims must be a permutation of 0..{x.ndim - 1} for a tensor of shape "
             f"{x.shape}; got {dims}"
         )
-    return Permute.apply(x, dims=dims)
+    return PermuteFunction.apply(x, dims=dims)
 
 
 def transpose(x, dim0: int, dim1: int) -> Tensor:
     """Swap two axes."""
-    x = _tensor(x)
+    x = as_tensor(x)
     dims = list(range(x.ndim))
     a = normalize_dim(dim0, x.ndim, "transpose", "dim0")
     b = normalize_dim(dim1, x.ndim, "transpose", "dim1")
     dims[a], dims[b] = dims[b], dims[a]
-    return Permute.apply(x, dims=tuple(dims))
+    return PermuteFunction.apply(x, dims=tuple(dims))
 
 
 def flatten(x, start_dim: int = 0, end_dim: int = -1) -> Tensor:
     """Merge axes ``start_dim..end_dim`` (inclusive) into one, as ``torch.flatten``."""
-    x = _tensor(x)
+    x = as_tensor(x)
     if x.ndim == 0:
         return reshape(x, (1,))
     start = normalize_dim(start_dim, x.ndim, "flatten", "start_dim")
@@ -128,7 +125,7 @@ def flatten(x, start_dim: int = 0, end_dim: int = -1) -> Tensor:
     if start > end:
         raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
     shape = x.shape[:start] + (int(np.prod(x.shape[start : end + 1])),) + x.shape[end + 1 :]
-    return Reshape.apply(x, shape=shape)
+    return ReshapeFunction.apply(x, shape=shape)
 
 
 def index(x, index) -> Tensor:
@@ -137,12 +134,12 @@ def index(x, index) -> Tensor:
         index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
     elif isinstance(index, Tensor):
         index = index.data
-    return Index.apply(_tensor(x), index=index)
+    return IndexFunction.apply(as_tensor(x), index=index)
 
 
 def cat(tensors, dim: int = 0) -> Tensor:
     """Join tensors along ``dim``; every other dimension must match."""
-    tensors = [_tensor(t) for t in tensors]
+    tensors = [as_tensor(t) for t in tensors]
     if not tensors:
         raise ValueError("cat: needs at least one tensor; got an empty sequence")
     first = tensors[0]
@@ -157,13 +154,13 @@ def cat(tensors, dim: int = 0) -> Tensor:
                 f"cat: tensor {i} has shape {t.shape} but tensor 0 has shape {first.shape}; "
                 f"every dimension except dim={dim} must match"
             )
-    return Concat.apply(*tensors, dim=axis)
+    return ConcatFunction.apply(*tensors, dim=axis)
 
 
 concat = cat
 
 
-class Stack(Function):
+class StackFunction(Function):
     """y = [x_0, x_1, ...] stacked along a new axis ``dim``;  dL/dx_i = g[..., i, ...], the
     slice of g at position i along that axis."""
 
@@ -177,7 +174,7 @@ class Stack(Function):
         return tuple(np.moveaxis(grad, ctx.dim, 0))
 
 
-class Pad(Function):
+class PadFunction(Function):
     """y = x with ``widths[axis] = (before, after)`` elements of ``value`` added along each axis;
     dL/dx = g with those elements cut off again."""
 
@@ -195,7 +192,7 @@ class Pad(Function):
 
 def stack(tensors, dim: int = 0) -> Tensor:
     """Join tensors of one shape along a new axis ``dim``, as ``torch.stack``."""
-    tensors = [_tensor(t) for t in tensors]
+    tensors = [as_tensor(t) for t in tensors]
     if not tensors:
         raise ValueError("stack: needs at least one tensor; got an empty sequence")
     for i, t in enumerate(tensors):
@@ -205,14 +202,14 @@ def stack(tensors, dim: int = 0) -> Tensor:
                 f"{tensors[0].shape}; every tensor must have the same shape"
             )
     axis = normalize_dim(dim, tensors[0].ndim + 1, "stack")
-    return Stack.apply(*tensors, dim=axis)
+    return StackFunction.apply(*tensors, dim=axis)
 
 
 def pad(input, pad, value: float = 0.0) -> Tensor:  # noqa: A002 - PyTorch's names
     """``input`` with constant padding, as ``torch.nn.functional.pad`` (mode 'constant'):
     ``pad = (last_before, last_after, second_last_before, second_last_after, ...)`` counts the
     elements of ``value`` added at each end, the last axis first."""
-    x = _tensor(input)
+    x = as_tensor(input)
     if (
         not isinstance(pad, (tuple, list))
         or len(pad) % 2
@@ -225,4 +222,4 @@ def pad(input, pad, value: float = 0.0) -> Tensor:  # noqa: A002 - PyTorch's nam
         )
     pairs = [(int(pad[i]), int(pad[i + 1])) for i in range(0, len(pad), 2)]
     widths = ((0, 0),) * (x.ndim - len(pairs)) + tuple(reversed(pairs))
-    return Pad.apply(x, widths=widths, value=value)
+    return PadFunction.apply(x, widths=widths, value=value)

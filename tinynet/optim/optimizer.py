@@ -204,6 +204,20 @@ class Optimizer:
         the shape of its parameter; every problem is reported in one error, and on error
         nothing is changed. State arrays are copied and cast to their parameter's dtype.
         """
+        self._check_state_dict_layout(state_dict)
+        problems: list[str] = []
+        groups, saved_group_of = self._groups_from(state_dict["param_groups"], problems)
+        state = self._state_from(state_dict["state"], saved_group_of, problems)
+        if problems:
+            raise ValueError(
+                f"{type(self).__name__}.load_state_dict failed; nothing was loaded:\n"
+                + "\n".join(problems)
+            )
+        self.param_groups[:] = groups
+        self.state = state
+
+    def _check_state_dict_layout(self, state_dict) -> None:
+        """Raise unless ``state_dict`` is ``state_dict()``'s dict with one entry per group."""
         name = type(self).__name__
         if not isinstance(state_dict, dict) or set(state_dict) != {"state", "param_groups"}:
             keys = sorted(state_dict) if isinstance(state_dict, dict) else type(state_dict)
@@ -211,14 +225,18 @@ class Optimizer:
                 f"{name}.load_state_dict: expected a dict with keys 'param_groups' and "
                 f"'state' (from Optimizer.state_dict()); got {keys}"
             )
-        saved_groups, saved_state = state_dict["param_groups"], state_dict["state"]
+        saved_groups = state_dict["param_groups"]
         if len(saved_groups) != len(self.param_groups):
             raise ValueError(
                 f"{name}.load_state_dict: the state dict has {len(saved_groups)} parameter "
                 f"group(s), this optimiser has {len(self.param_groups)}; nothing was loaded"
             )
-        problems = []
-        position_to_param, new_groups = {}, []
+
+    def _groups_from(self, saved_groups: list, problems: list[str]):
+        """The param groups that the saved ones describe, holding this optimiser's parameters, and
+        for each saved position (a string) its parameter and saved group; appends what is wrong
+        to ``problems``."""
+        saved_group_of, groups = {}, []
         for index, (saved, group) in enumerate(zip(saved_groups, self.param_groups)):
             saved_positions = list(saved.get("params", []))
             if len(saved_positions) != len(group["params"]):
@@ -227,7 +245,7 @@ class Optimizer:
                     f"dict, {len(group['params'])} in this optimiser"
                 )
             for position, p in zip(saved_positions, group["params"]):
-                position_to_param[str(position)] = (p, saved)
+                saved_group_of[str(position)] = (p, saved)
             missing = [key for key in self.defaults if key not in saved]
             if missing:
                 problems.append(
@@ -247,13 +265,18 @@ class Optimizer:
             except (TypeError, ValueError) as error:
                 problems.append(f"  {error}")
             new_group["params"] = group["params"]
-            new_groups.append(new_group)
-        new_state = {}
+            groups.append(new_group)
+        return groups, saved_group_of
+
+    def _state_from(self, saved_state: dict, saved_group_of: dict, problems: list[str]) -> dict:
+        """Per-parameter state from the saved one, keyed by this optimiser's parameters, arrays
+        copied in their parameter's dtype; appends what is wrong to ``problems``."""
+        name, state = type(self).__name__, {}
         for key, p_state in saved_state.items():
-            if str(key) not in position_to_param:
+            if str(key) not in saved_group_of:
                 problems.append(f"  state for parameter {key}, which no param group lists")
                 continue
-            p, saved_group = position_to_param[str(key)]
+            p, saved_group = saved_group_of[str(key)]
             expected = self._state_names(saved_group)
             if set(p_state) != expected:
                 problems.append(
@@ -272,13 +295,8 @@ class Optimizer:
                     )
                 else:
                     loaded[state_name] = np.array(value, dtype=p.dtype, copy=True)
-            new_state[p] = loaded
-        if problems:
-            raise ValueError(
-                f"{name}.load_state_dict failed; nothing was loaded:\n" + "\n".join(problems)
-            )
-        self.param_groups[:] = new_groups
-        self.state = new_state
+            state[p] = loaded
+        return state
 
     # ------------------------------------------------------------------ display
     def __repr__(self) -> str:
