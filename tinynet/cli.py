@@ -15,6 +15,7 @@ same rules as the Python API); every other numeric option by its ``_number`` typ
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 from pathlib import Path
@@ -52,6 +53,11 @@ _SEED = _number(int, "an int >= 0", lambda value: value >= 0)
 
 
 def _train_parser(commands):
+    from tinynet.data.datasets import BUILDERS
+    from tinynet.models.registry import MODELS
+    from tinynet.train import DEFAULT_LR, OPTIMIZERS, SCHEDULES, TrainConfig
+
+    default = {field.name: field.default for field in dataclasses.fields(TrainConfig)}
     p = commands.add_parser(
         "train",
         help="train a GoogLeNet (default: the small BatchNorm one on the bundled digits)",
@@ -61,12 +67,12 @@ def _train_parser(commands):
     g = p.add_argument_group("model and data")
     g.add_argument(
         "--model",
-        choices=["small", "paper", "torchvision"],
-        help="preset: small (BatchNorm, small-image stem; default), paper, torchvision",
+        choices=sorted(MODELS),
+        help=f"the network (default {default['model']}: BatchNorm, small-image stem)",
     )
     g.add_argument("--width", type=float, help="channel multiplier (default: 0.25 for small)")
     g.add_argument(
-        "--dataset", help="digits (default), mnist, fashion_mnist, cifar10, image_folder"
+        "--dataset", help=f"default {default['dataset']}; one of {', '.join(sorted(BUILDERS))}"
     )
     g.add_argument("--data-dir", help="folder holding the dataset's files")
     g.add_argument(
@@ -77,21 +83,39 @@ def _train_parser(commands):
     )
     g.add_argument("--image-size", type=int, help="image side in pixels (default: the dataset's)")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, help="number of epochs (default 6)")
-    g.add_argument("--batch-size", type=int, help="images per step (default 64)")
-    g.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], help="default sgd (Nesterov)")
-    g.add_argument("--lr", type=float, help="peak learning rate (default 0.1 SGD, 1e-3 Adam)")
-    g.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
-    g.add_argument("--weight-decay", type=float, help="default 5e-4")
+    g.add_argument("--epochs", type=int, help=f"number of epochs (default {default['epochs']})")
+    g.add_argument(
+        "--batch-size", type=int, help=f"images per step (default {default['batch_size']})"
+    )
+    g.add_argument(
+        "--optimizer",
+        choices=sorted(OPTIMIZERS),
+        help=f"default {default['optimizer']} (SGD with Nesterov momentum)",
+    )
+    g.add_argument(
+        "--lr",
+        type=float,
+        help="peak learning rate (default "
+        + ", ".join(f"{lr:g} for {name}" for name, lr in DEFAULT_LR.items())
+        + ")",
+    )
+    g.add_argument("--momentum", type=float, help=f"SGD momentum (default {default['momentum']})")
+    g.add_argument("--weight-decay", type=float, help=f"default {default['weight_decay']:g}")
     g.add_argument(
         "--schedule",
-        choices=["cosine", "step", "constant"],
-        help="cosine (default), step (the paper's x0.96 every 8 epochs), constant",
+        choices=SCHEDULES,
+        help=f"default {default['schedule']}; step is the paper's x0.96 every 8 epochs",
     )
-    g.add_argument("--warmup-epochs", type=float, help="linear warm-up length (default 0)")
-    g.add_argument("--label-smoothing", type=float, help="default 0")
     g.add_argument(
-        "--ema-decay", type=float, help="Polyak averaging for evaluation (default 0.999)"
+        "--warmup-epochs",
+        type=float,
+        help=f"linear warm-up length (default {default['warmup_epochs']:g})",
+    )
+    g.add_argument("--label-smoothing", type=float, help=f"default {default['label_smoothing']:g}")
+    g.add_argument(
+        "--ema-decay",
+        type=float,
+        help=f"Polyak averaging for evaluation (default {default['ema_decay']})",
     )
     g.add_argument(
         "--no-ema",
@@ -109,7 +133,9 @@ def _train_parser(commands):
         help="no random crops or flips",
     )
     g = p.add_argument_group("run")
-    g.add_argument("--seed", type=int, help="seed of every random choice (default 0)")
+    g.add_argument(
+        "--seed", type=int, help=f"seed of every random choice (default {default['seed']})"
+    )
     g.add_argument("--out", dest="out_dir", help="output folder (default runs/<dataset>)")
     g.add_argument(
         "--resume",
@@ -216,7 +242,9 @@ def _predict(args) -> None:
 
 def _summary_parser(commands):
     p = commands.add_parser("summary", help="layers, output shapes, parameters, multiply-adds")
-    p.add_argument("--model", choices=["paper", "torchvision", "small"], default="paper")
+    from tinynet.models.registry import MODELS
+
+    p.add_argument("--model", choices=sorted(MODELS), default="paper")
     p.add_argument("--width", type=_POSITIVE)
     p.add_argument("--num-classes", type=_POSITIVE_INT)
     p.add_argument(
@@ -224,7 +252,7 @@ def _summary_parser(commands):
         type=_POSITIVE_INT,
         nargs=3,
         metavar=("C", "H", "W"),
-        help="default 3 224 224 (3 32 32 for small)",
+        help="default: 3 channels at the side the network was designed for (224; 32 for small)",
     )
     p.add_argument(
         "--depth", type=_POSITIVE_INT, default=1, help="how deep to list modules (default 1)"
@@ -233,17 +261,17 @@ def _summary_parser(commands):
 
 
 def _summary(args) -> None:
-    from tinynet.models import GoogLeNet
+    from tinynet.models.registry import model_entry
     from tinynet.summary import summary
-    from tinynet.train import PRESETS
 
-    shape = args.input_shape or ((3, 32, 32) if args.model == "small" else (3, 224, 224))
+    entry = model_entry(args.model)
+    shape = args.input_shape or (3, entry.input_size, entry.input_size)
     options = {"in_channels": shape[0]}
     if args.width is not None:
         options["width"] = args.width
     if args.num_classes is not None:
         options["num_classes"] = args.num_classes
-    print(summary(GoogLeNet(PRESETS[args.model], **options), shape, depth=args.depth))
+    print(summary(entry.build(**options), shape, depth=args.depth))
 
 
 def _gradcheck_parser(commands):

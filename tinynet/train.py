@@ -33,14 +33,13 @@ from pathlib import Path
 
 import numpy as np
 
-from tinynet import io
+from tinynet import io, nn
 from tinynet.data import DataLoader, DataSplits, load_dataset
 from tinynet.data import transforms as T
 from tinynet.function import no_grad
 from tinynet.functional import cross_entropy
 from tinynet.metrics import topk_correct
-from tinynet.models import GoogLeNet, GoogLeNetOutputs, googlenet_loss
-from tinynet.models.googlenet import PAPER, SMALL, TORCHVISION
+from tinynet.models.registry import MODELS, model_entry
 from tinynet.optim import (
     SGD,
     Adam,
@@ -55,7 +54,6 @@ from tinynet.optim import (
 from tinynet.progress import ProgressBar
 from tinynet.rng import default_generator, manual_seed
 
-PRESETS = {"small": SMALL, "paper": PAPER, "torchvision": TORCHVISION}
 OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
 SCHEDULES = ("cosine", "step", "constant")
 DEFAULT_LR = {"sgd": 0.1, "adam": 1e-3, "adamw": 1e-3}
@@ -195,7 +193,7 @@ def _flag(value, config) -> bool:
 # (field, is the value allowed?, what is allowed), checked in this order (warmup_epochs after
 # epochs, mean and std after channels).
 _RULES = [
-    ("model", lambda v, c: isinstance(v, str) and v in PRESETS, f"one of {sorted(PRESETS)}"),
+    ("model", lambda v, c: isinstance(v, str) and v in MODELS, f"one of {sorted(MODELS)}"),
     ("width", _optional(lambda v, c: _real(v) and 0 < v <= MAX_WIDTH),
      f"a number in (0, {MAX_WIDTH:g}]"),
     ("dataset", _text, "a dataset name"),
@@ -231,12 +229,12 @@ _RULES = [
 ]
 
 
-def build_model(config: TrainConfig) -> GoogLeNet:
-    """The configured preset for the data's channels and classes, at the configured width."""
+def build_model(config: TrainConfig) -> nn.Module:
+    """The configured network for the data's channels and classes, at the configured width."""
     options = {"in_channels": config.channels, "num_classes": len(config.classes)}
     if config.width is not None:
         options["width"] = config.width
-    return GoogLeNet(PRESETS[config.model], **options)
+    return model_entry(config.model).build(**options)
 
 
 def load_data(config: TrainConfig) -> DataSplits:
@@ -370,7 +368,7 @@ class Trainer:
             if step == self.steps_per_epoch:
                 break
             outputs = self.model(images)
-            loss = googlenet_loss(outputs, labels, c.aux_weight, c.label_smoothing)
+            loss = model_entry(c.model).loss(outputs, labels, c.aux_weight, c.label_smoothing)
             value = loss.item()
             if not math.isfinite(value):
                 raise self._diverged(f"the loss became {value} at epoch {epoch}, batch {step + 1}")
@@ -382,7 +380,7 @@ class Trainer:
             self.scheduler.step()
             if self.ema is not None:
                 self.ema.update()
-            logits = outputs.logits if isinstance(outputs, GoogLeNetOutputs) else outputs
+            logits = getattr(outputs, "logits", outputs)  # training mode: the aux heads' too
             total_loss += value * len(labels)
             correct += topk_correct(logits.data, labels, 1)
             seen += len(labels)
@@ -557,7 +555,7 @@ def _listed(names: list[str], most: int = 20) -> str:
     return f"[{shown}]"
 
 
-def load_trained_model(path, averaged: bool = True) -> tuple[GoogLeNet, TrainConfig]:
+def load_trained_model(path, averaged: bool = True) -> tuple[nn.Module, TrainConfig]:
     """The network of a training checkpoint, in eval mode, and the run's configuration.
 
     averaged: use the Polyak-averaged (EMA) weights when the run kept them, as its evaluation
