@@ -38,15 +38,16 @@ import sys
 
 import numpy as np
 
-from tinynet.models import GoogLeNet, Inception
-from tinynet.train import PRESETS, load_trained_model
+from tinynet.models import Inception
+from tinynet.models.registry import model_entry
+from tinynet.train import load_trained_model
 
 BRANCHES = ("branch1", "branch2", "branch3", "branch4")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", choices=sorted(PRESETS), default="small")
+    parser.add_argument("--model", choices=["small", "paper", "torchvision"], default="small")
     parser.add_argument("--width", type=float, default=None, help="channel multiplier")
     parser.add_argument("--size", type=int, default=None, help="image side (32; 224 for paper)")
     parser.add_argument("--block", default="inception3a", help="which Inception block")
@@ -68,8 +69,8 @@ def build(args):
     if args.width is not None:
         options["width"] = args.width
     tinynet.manual_seed(args.seed)  # the layers' initialisation draws from tinynet's generator
-    model = GoogLeNet(PRESETS[args.model], **options)
-    size = args.size or (32 if model.config.stem == "small" else 224)
+    model = model_entry(args.model).build(**options)
+    size = args.size or model_entry(args.model).input_size
     return model.train(), 1, size, f"{args.model} preset, width {model.config.width}, random"
 
 
