@@ -19,10 +19,10 @@ import pytest
 def upstream_torchvision():
     """The ``torchvision`` package with its model code importable (see the module docstring)."""
     pytest.importorskip("torch")
-    spec = importlib.util.find_spec("torchvision")
-    if spec is None:
-        pytest.skip("torchvision is not installed (pip install -e '.[dev,torch]')")
     if "torchvision" not in sys.modules:
+        spec = importlib.util.find_spec("torchvision")
+        if spec is None:
+            pytest.skip("torchvision is not installed (pip install -e '.[dev,torch]')")
         package = types.ModuleType("torchvision")
         package.__path__ = list(spec.submodule_search_locations)
         package.__file__ = spec.origin
