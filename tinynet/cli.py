@@ -149,6 +149,8 @@ def _train_parser(commands):
 
 
 def _train(args) -> None:
+    import numpy as np
+
     from tinynet.train import TrainConfig, Trainer
 
     chosen = {
@@ -172,7 +174,10 @@ def _train(args) -> None:
         chosen.setdefault("out_dir", f"runs/{chosen.get('dataset', 'digits')}")
         trainer = Trainer(TrainConfig(**chosen))
     try:
-        history = trainer.fit()
+        # The trainer checks every loss for NaN and inf and stops with advice: NumPy's overflow
+        # warnings on the way there would only bury that one line.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            history = trainer.fit()
     except KeyboardInterrupt:
         print(
             f"\ninterrupted: {trainer.out_dir}/checkpoint.npz holds the last completed epoch; "
