@@ -138,11 +138,14 @@ def test_saving_writes_valid_dot_svg_and_png(block_and_output, tmp_path):
     assert graph._repr_svg_().rstrip().endswith("</svg>")
 
 
-def test_without_a_renderer_the_error_says_what_to_install(monkeypatch):
+def test_without_a_renderer_the_error_says_what_to_install(monkeypatch, block_and_output):
     monkeypatch.setattr("shutil.which", lambda name: None)
     monkeypatch.setitem(sys.modules, "pygraphviz", None)
     with pytest.raises(RuntimeError, match=r"needs Graphviz: pip install 'tinynet\[graph\]'"):
         render("digraph { a -> b }", "svg")
+    graph = tinynet.draw_graph(*block_and_output[::-1])
+    assert graph._repr_svg_() is None  # Jupyter then shows the repr, which says what to install
+    assert "pip install 'tinynet[graph]'" in repr(graph)
 
 
 def test_bad_input_gives_one_line_errors(block_and_output, tmp_path):

@@ -3,6 +3,8 @@ removable handles; the capture helper built on them."""
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import tinynet
 import tinynet.functional as F
@@ -109,6 +111,28 @@ def test_tensor_hook_replaces_the_gradient_a_leaf_accumulates():
     (w * 3).sum().backward()
     np.testing.assert_array_equal(seen[0], [3.0, 3.0])
     np.testing.assert_array_equal(w.grad, [30.0, 30.0])
+
+
+@given(scale=st.floats(-4, 4), size=st.integers(1, 5))
+def test_a_tensor_hook_scaling_the_gradient_scales_every_gradient_behind_it(scale, size):
+    x = tinynet.tensor(np.linspace(-1, 1, size), requires_grad=True)
+    hidden = x.exp()
+    hidden.register_hook(lambda g: g * scale)
+    (hidden * hidden).sum().backward()
+    np.testing.assert_allclose(x.grad, scale * 2 * np.exp(2 * x.data), rtol=1e-12, atol=1e-300)
+    assert hidden.grad is None  # a hook does not make a non-leaf keep its gradient
+
+
+def test_full_backward_hook_on_a_module_with_two_differentiable_inputs_says_so():
+    class Add(nn.Module):
+        def forward(self, a, b):
+            return a + b
+
+    add = Add()
+    add.register_full_backward_hook(lambda *args: None)
+    a = tinynet.tensor([1.0], requires_grad=True)
+    with pytest.raises(NotImplementedError, match="Add was called with 2 inputs that require"):
+        add(a, a * 2)
 
 
 def test_handles_remove_hooks_and_work_as_context_managers():

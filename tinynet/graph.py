@@ -18,6 +18,7 @@ Rendering SVG or PNG uses the system Graphviz ``dot`` when it is on PATH, else p
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -272,7 +273,8 @@ class Graph:
 
     def __repr__(self) -> str:
         counts = f"{len(self.trace.ops)} ops, {len(self.trace.leaves)} leaves"
-        return f"<tinynet Graph: {counts}; .source is DOT; to draw it: {INSTALL_HINT}>"
+        drawn = "" if renderer_available() else f"; to draw it as SVG or PNG: {INSTALL_HINT}"
+        return f"<tinynet Graph: {counts}; .source is its DOT text{drawn}>"
 
 
 def _dissolve_single_op_clusters(branch: dict) -> dict:
@@ -300,6 +302,10 @@ def _all_nodes(branch: dict) -> list[_Node]:
         if name is not None:
             nodes += _all_nodes(inner)
     return nodes
+
+
+def renderer_available() -> bool:
+    return shutil.which("dot") is not None or importlib.util.find_spec("pygraphviz") is not None
 
 
 def render(source: str, format: str) -> bytes:
