@@ -203,9 +203,12 @@ class Graph:
         if leaf.id in nodes or leaf.kind == "constant":
             return
         owner = leaf.name.rpartition(".")[0] if leaf.kind in ("parameter", "buffer") else ""
-        scope = tuple(".".join(owner.split(".")[: k + 1]) for k in range(owner.count(".") + 1))
-        clusters, group = self._collapse(self._chain(scope)) if self._inside(scope) and owner \
-            else ((), None)  # fmt: skip
+        clusters, group = (), None
+        if owner:  # a parameter sits in its module's box: the scope its module's ops ran in
+            parts = owner.split(".")
+            scope = tuple(".".join(parts[: k + 1]) for k in range(len(parts)))
+            if self._inside(scope):
+                clusters, group = self._collapse(self._chain(scope))
         if group is not None:
             return  # inside a collapsed module: counted in its parameters
         lines = _value_lines(leaf.name, leaf)
