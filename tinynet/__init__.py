@@ -14,12 +14,15 @@ from tinynet.tensor import Tensor, ones, tensor, zeros  # Tensor before the ops 
 
 # isort: on
 from tinynet import functional, models, nn, optim
+from tinynet.capture import capture
 from tinynet.function import Function, enable_grad, is_grad_enabled, no_grad
 from tinynet.gradcheck import GradcheckError, check_gradients, gradcheck
+from tinynet.graph import draw_graph
 from tinynet.io import load, save
 from tinynet.reference import use_reference
 from tinynet.rng import manual_seed
 from tinynet.summary import summary  # the function; the module stays tinynet.summary in sys.modules
+from tinynet.trace import trace  # the function, as summary
 
 _threads.configure_numba()
 
@@ -29,7 +32,9 @@ __all__ = [
     "Function",
     "GradcheckError",
     "Tensor",
+    "capture",
     "check_gradients",
+    "draw_graph",
     "enable_grad",
     "functional",
     "gradcheck",
@@ -44,6 +49,7 @@ __all__ = [
     "save",
     "summary",
     "tensor",
+    "trace",
     "use_reference",
     "zeros",
 ]

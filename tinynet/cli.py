@@ -331,6 +331,64 @@ def _convert(args) -> None:
     print(f"wrote {len(state)} tensors to {args.destination}")
 
 
+def _graph_parser(commands):
+    from tinynet.models.registry import MODELS
+
+    p = commands.add_parser(
+        "graph",
+        help="draw a model's autograd graph (.dot, .svg or .png)",
+        description="Run one random image through a model and draw the graph behind its "
+        "output, modules as nested boxes. .svg and .png need Graphviz: the graph extra "
+        "(pygraphviz) or a system `dot`.",
+    )
+    p.add_argument("--model", choices=sorted(MODELS), default="paper")
+    p.add_argument("--width", type=_POSITIVE)
+    p.add_argument(
+        "--input-size", type=_POSITIVE_INT, help="image side (default: the model's design size)"
+    )
+    p.add_argument("--module", help="draw only this module, e.g. inception3a")
+    p.add_argument(
+        "--depth",
+        type=_POSITIVE_INT,
+        help="module levels drawn open; deeper ones become one node each "
+        "(default 1 for a whole model, every level with --module)",
+    )
+    p.add_argument(
+        "--backward",
+        action="store_true",
+        help="run backward from a cross-entropy loss and show each gradient's norm",
+    )
+    p.add_argument("--seed", type=_SEED, default=0)
+    p.add_argument("--out", required=True, help="the file to write: .dot, .svg or .png")
+    p.set_defaults(run=_graph)
+
+
+def _graph(args) -> None:
+    import numpy as np
+
+    import tinynet
+    from tinynet.graph import FORMATS, draw_graph
+    from tinynet.models.registry import model_entry
+
+    if Path(args.out).suffix.lower() not in FORMATS:  # before minutes of forward pass
+        raise ValueError(f"--out must end in one of {', '.join(FORMATS)}; got {args.out!r}")
+    entry = model_entry(args.model)
+    tinynet.manual_seed(args.seed)
+    model = entry.build(**({} if args.width is None else {"width": args.width})).eval()
+    if args.module is not None and args.module not in dict(model.named_modules()):
+        children = ", ".join(name for name, _ in model.named_children())
+        raise ValueError(f"--module must be one of {children} (or a dotted name below them); "
+                         f"got {args.module!r}")  # fmt: skip
+    size = args.input_size or entry.input_size
+    image = np.random.default_rng(args.seed).standard_normal((1, 3, size, size), np.float32)
+    output = model(tinynet.tensor(image, requires_grad=True))
+    depth = args.depth or (None if args.module else 1)
+    graph = draw_graph(output, model, depth=depth, module=args.module, grad_norms=args.backward)
+    if args.backward:
+        tinynet.functional.cross_entropy(output, np.zeros(1, dtype=np.int64)).backward()
+    print(f"wrote {graph.save(args.out)}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="tinynet",
@@ -340,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in (_train_parser, _evaluate_parser, _predict_parser, _summary_parser,
-                _gradcheck_parser, _convert_parser):  # fmt: skip
+                _gradcheck_parser, _convert_parser, _graph_parser):  # fmt: skip
         add(commands)
     return parser
 

@@ -54,6 +54,23 @@ def enable_grad() -> _GradMode:
     return _GradMode(True)
 
 
+def current_module_scope() -> tuple:
+    """The modules whose ``forward`` is running, outermost first (``Module.__call__`` keeps it)."""
+    return getattr(_state, "module_scope", ())
+
+
+@contextlib.contextmanager
+def module_scope(module):
+    """Run a block with ``module`` innermost in ``current_module_scope()``: each op recorded
+    inside remembers it in ``ctx.scope``, which is how a trace knows which module ran an op."""
+    outer = current_module_scope()
+    _state.module_scope = outer + (module,)
+    try:
+        yield
+    finally:
+        _state.module_scope = outer
+
+
 class Context:
     """What one op application remembers between its forward and its backward."""
 
@@ -62,6 +79,11 @@ class Context:
         self.saved_tensors: tuple[np.ndarray, ...] = ()
         self.fn: type[Function] | None = None
         self.parents: tuple[Tensor | None, ...] = ()
+        # For tracing (tinynet.trace), not for backward: every positional input as given
+        # (Tensors and constants), the keyword parameters, and the modules the op ran in.
+        self.inputs: tuple = ()
+        self.params: dict = {}
+        self.scope: tuple = ()
         self.released = False
 
     def save_for_backward(self, *arrays: np.ndarray) -> None:
@@ -97,4 +119,5 @@ class Function:
             return Tensor._from_op(output, None)
         ctx.fn = cls
         ctx.parents = tuple(x if needed else None for x, needed in zip(inputs, needs_input_grad))
+        ctx.inputs, ctx.params, ctx.scope = inputs, params, current_module_scope()
         return Tensor._from_op(output, ctx)

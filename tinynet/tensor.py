@@ -9,7 +9,11 @@ tensor feeds several consumers.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import numpy as np
+
+from tinynet.hooks import RemovableHandle
 
 DEFAULT_DTYPE = np.dtype(np.float32)
 
@@ -48,6 +52,7 @@ class Tensor:
         self.grad: np.ndarray | None = None
         self._ctx = None  # the Context of the op that made this tensor, if recorded
         self._retains_grad = False
+        self._hooks: OrderedDict | None = None  # register_hook's, created on first use
 
     @classmethod
     def _from_op(cls, data: np.ndarray, ctx) -> Tensor:
@@ -58,6 +63,7 @@ class Tensor:
         out.grad = None
         out._ctx = ctx
         out._retains_grad = False
+        out._hooks = None
         return out
 
     # ----------------------------------------------------------------- properties
@@ -111,6 +117,32 @@ class Tensor:
         """Keep ``.grad`` on this non-leaf tensor after backward (leaves always keep it)."""
         self._retains_grad = True
 
+    def register_hook(self, hook) -> RemovableHandle:
+        """Call ``hook(grad)`` each time backward has computed dL/d(this tensor), before the
+        gradient is accumulated into ``.grad`` or passed on; ``grad`` is an ndarray, and a
+        return value other than None (an array or Tensor of the same shape) replaces it, as in
+        PyTorch. Returns a handle whose ``remove()`` takes the hook away."""
+        if not self.requires_grad:
+            raise RuntimeError(
+                "register_hook: this tensor does not require grad, so backward never reaches it"
+            )
+        if self._hooks is None:
+            self._hooks = OrderedDict()
+        return RemovableHandle(self._hooks, hook)
+
+    def _run_hooks(self, grad: np.ndarray) -> np.ndarray:
+        for hook in tuple(self._hooks.values()):  # a hook may remove itself
+            replaced = hook(grad)
+            if replaced is not None:
+                replaced = np.asarray(replaced.data if isinstance(replaced, Tensor) else replaced)
+                if replaced.shape != self.shape:
+                    raise RuntimeError(
+                        f"a tensor hook returned a gradient of shape {replaced.shape} for a "
+                        f"tensor of shape {self.shape}"
+                    )
+                grad = replaced.astype(self.dtype, copy=False)
+        return grad
+
     def requires_grad_(self, requires_grad: bool = True) -> Tensor:
         if not self.is_leaf:
             raise RuntimeError("requires_grad_ can only be changed on leaf tensors")
@@ -132,6 +164,8 @@ class Tensor:
             grad = grads.pop(id(tensor), None)
             if grad is None:
                 continue  # no path from the output reached it (e.g. an unused input)
+            if tensor._hooks:
+                grad = tensor._run_hooks(grad)
             if tensor.is_leaf or tensor._retains_grad:
                 tensor._accumulate_grad(grad)
             ctx = tensor._ctx
@@ -258,14 +292,17 @@ class Tensor:
         return self.to(np.float64)
 
 
-def _topological_order(root: Tensor) -> list[Tensor]:
-    """Tensors that need gradients, each after every tensor it was computed from.
+def _topological_order(roots, inputs_of=lambda ctx: ctx.parents) -> list[Tensor]:
+    """The tensors reached from ``roots`` (a Tensor or several) through ``inputs_of(ctx)``,
+    each after every tensor it was computed from. Backward follows ``ctx.parents`` (the
+    inputs that need gradients); a trace follows ``ctx.inputs`` (every input).
 
     Iterative depth-first post-order, so deep graphs do not hit Python's recursion limit.
     """
+    roots = [roots] if isinstance(roots, Tensor) else list(roots)
     order: list[Tensor] = []
     visited: set[int] = set()
-    stack: list[tuple[Tensor, bool]] = [(root, False)]
+    stack: list[tuple[Tensor, bool]] = [(root, False) for root in reversed(roots)]
     while stack:
         tensor, children_done = stack.pop()
         if children_done:
@@ -283,8 +320,8 @@ def _topological_order(root: Tensor) -> list[Tensor]:
                 f"backward through {ctx.fn.__name__} a second time: its saved arrays were freed "
                 "after the first backward; pass retain_graph=True to the first call"
             )
-        for parent in ctx.parents:
-            if parent is not None and id(parent) not in visited:
+        for parent in inputs_of(ctx):
+            if isinstance(parent, Tensor) and id(parent) not in visited:
                 stack.append((parent, False))
     return order
 

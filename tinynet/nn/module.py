@@ -4,6 +4,10 @@ A Module holds Parameters (trained), buffers (state that is saved but not traine
 BatchNorm's running statistics) and child Modules, each registered by assigning an attribute.
 Dotted names (``inception3a.branch2.1.conv.weight``) address every piece, exactly as PyTorch's
 ``state_dict()`` keys do, so weights move between the two frameworks unchanged.
+
+Hooks follow PyTorch's conventions: ``register_forward_pre_hook``, ``register_forward_hook`` and
+``register_full_backward_hook`` (and ``Tensor.register_hook``) each return a handle to remove
+them; a hook that returns something other than None replaces what it was given.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from typing import Iterator
 
 import numpy as np
 
+from tinynet.function import Function, is_grad_enabled, module_scope
+from tinynet.hooks import RemovableHandle
 from tinynet.tensor import Tensor
 
 
@@ -26,15 +32,93 @@ class Parameter(Tensor):
         return "Parameter containing:\n" + super().__repr__()
 
 
-class HookHandle:
-    """Returned by ``register_forward_hook``; ``remove()`` takes the hook away again."""
+class BackwardHookIdentityFunction(Function):
+    """y = x; dL/dx = on_grad(dL/dy), or dL/dy where on_grad returns None. Marks a module's
+    inputs and outputs so that its full backward hooks see the gradients that cross its
+    boundary (after any tensor hooks on y, as in PyTorch), and no other consumer's."""
 
-    def __init__(self, hooks: OrderedDict, hook):
-        self._hooks, self._key = hooks, id(self)
-        hooks[self._key] = hook
+    @staticmethod
+    def forward(ctx, x, on_grad=None):
+        ctx.on_grad = on_grad
+        return x
 
-    def remove(self) -> None:
-        self._hooks.pop(self._key, None)
+    @staticmethod
+    def backward(ctx, grad_output):
+        replaced = ctx.on_grad(grad_output)
+        return grad_output if replaced is None else replaced
+
+
+class _FullBackwardHookCall:
+    """One forward call of a module with full backward hooks: the gradients of its outputs are
+    gathered as backward reaches them; when the gradient of its input is ready, each hook is
+    called as ``hook(module, grad_input, grad_output)`` and may return a new grad_input.
+
+    grad_input has one entry per positional Tensor argument (None where no gradient flows); at
+    most one of them may require grad. If none does, the hooks run once every output's
+    gradient is in, with grad_input all None (as in PyTorch)."""
+
+    def __init__(self, module: Module, hooks: tuple):
+        self.module, self.hooks = module, hooks
+        self.input_count, self.input_index = 0, None
+        self.grad_outputs: list = []
+        self.pending = 0  # outputs whose gradient has not arrived yet
+
+    def wrap_inputs(self, args: tuple) -> tuple:
+        positions = [i for i, arg in enumerate(args) if isinstance(arg, Tensor)]
+        self.input_count = len(positions)
+        differentiable = [k for k, i in enumerate(positions) if args[i].requires_grad]
+        if len(differentiable) > 1:
+            raise NotImplementedError(
+                f"register_full_backward_hook: {type(self.module).__name__} was called with "
+                f"{len(differentiable)} inputs that require grad; tinynet supports one"
+            )
+        if not differentiable:
+            return args
+        self.input_index = differentiable[0]
+        position = positions[self.input_index]
+        wrapped = BackwardHookIdentityFunction.apply(args[position], on_grad=self._on_grad_input)
+        return args[:position] + (wrapped,) + args[position + 1 :]
+
+    def wrap_outputs(self, output):
+        outputs = output if isinstance(output, tuple) else (output,)
+        self.grad_outputs = [None] * len(outputs)
+        wrapped = list(outputs)
+        for k, value in enumerate(outputs):
+            if isinstance(value, Tensor) and value.requires_grad:
+                on_grad = lambda grad, k=k: self._on_grad_output(k, grad)
+                wrapped[k] = BackwardHookIdentityFunction.apply(value, on_grad=on_grad)
+        self.pending = sum(w is not o for w, o in zip(wrapped, outputs))
+        if not isinstance(output, tuple):
+            return wrapped[0]
+        return type(output)(*wrapped) if hasattr(output, "_fields") else tuple(wrapped)
+
+    def _on_grad_output(self, k: int, grad: np.ndarray) -> None:
+        self.grad_outputs[k] = grad
+        self.pending -= 1
+        if self.input_index is None and self.pending == 0:
+            self._call_hooks([None] * self.input_count)
+
+    def _on_grad_input(self, grad: np.ndarray) -> np.ndarray:
+        grad_input = [None] * self.input_count
+        grad_input[self.input_index] = grad
+        return self._call_hooks(grad_input)[self.input_index]
+
+    def _call_hooks(self, grad_input: list) -> list:
+        for hook in self.hooks:
+            replaced = hook(self.module, tuple(grad_input), tuple(self.grad_outputs))
+            if replaced is None:
+                continue
+            replaced = replaced if isinstance(replaced, (tuple, list)) else (replaced,)
+            if len(replaced) != len(grad_input):
+                raise RuntimeError(
+                    f"a full backward hook of {type(self.module).__name__} returned "
+                    f"{len(replaced)} gradients for {len(grad_input)} inputs"
+                )
+            grad_input = [
+                None if g is None else np.asarray(g.data if isinstance(g, Tensor) else g)
+                for g in replaced
+            ]
+        return grad_input
 
 
 class Module:
@@ -46,7 +130,9 @@ class Module:
         object.__setattr__(self, "_buffers", OrderedDict())
         object.__setattr__(self, "_modules", OrderedDict())
         object.__setattr__(self, "training", True)
+        object.__setattr__(self, "_forward_pre_hooks", OrderedDict())
         object.__setattr__(self, "_forward_hooks", OrderedDict())
+        object.__setattr__(self, "_backward_hooks", OrderedDict())
 
     # ------------------------------------------------------------- registration
     def __setattr__(self, name: str, value) -> None:
@@ -100,15 +186,41 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} must define forward()")
 
     def __call__(self, *args, **kwargs):
-        output = self.forward(*args, **kwargs)
+        for hook in tuple(self._forward_pre_hooks.values()):
+            replaced = hook(self, args)
+            if replaced is not None:
+                args = replaced if isinstance(replaced, tuple) else (replaced,)
+        backward_hooks = None
+        if self._backward_hooks and is_grad_enabled():
+            backward_hooks = _FullBackwardHookCall(self, tuple(self._backward_hooks.values()))
+            args = backward_hooks.wrap_inputs(args)
+        with module_scope(self):
+            output = self.forward(*args, **kwargs)
         for hook in tuple(self._forward_hooks.values()):
-            hook(self, args, output)
+            replaced = hook(self, args, output)
+            if replaced is not None:
+                output = replaced
+        if backward_hooks is not None:
+            output = backward_hooks.wrap_outputs(output)
         return output
 
-    def register_forward_hook(self, hook) -> HookHandle:
-        """Call ``hook(module, inputs, output)`` after every forward of this module (used by
-        ``tinynet.summary``); ``handle.remove()`` unregisters it."""
-        return HookHandle(self._forward_hooks, hook)
+    def register_forward_pre_hook(self, hook, prepend: bool = False) -> RemovableHandle:
+        """Call ``hook(module, args)`` before every forward of this module; a return value
+        other than None (a tuple, or a single value) replaces the positional arguments."""
+        return RemovableHandle(self._forward_pre_hooks, hook, prepend)
+
+    def register_forward_hook(self, hook, prepend: bool = False) -> RemovableHandle:
+        """Call ``hook(module, args, output)`` after every forward of this module (used by
+        ``tinynet.summary`` and ``tinynet.capture``); a return value other than None
+        replaces the output."""
+        return RemovableHandle(self._forward_hooks, hook, prepend)
+
+    def register_full_backward_hook(self, hook, prepend: bool = False) -> RemovableHandle:
+        """Call ``hook(module, grad_input, grad_output)`` when backward has computed the
+        gradients of this module's inputs: tuples of ndarrays (None where no gradient flows),
+        grad_input one per positional Tensor argument, grad_output one per output. A return
+        value other than None (a tuple like grad_input) replaces the gradients passed on."""
+        return RemovableHandle(self._backward_hooks, hook, prepend)
 
     def train(self, mode: bool = True) -> Module:
         """Training mode (dropout active, BatchNorm uses batch statistics), recursively."""
