@@ -50,4 +50,4 @@ def read_safetensors(path) -> dict[str, np.ndarray]:
         raise CheckpointError(f"{path} is truncated or unreadable ({error})") from error
     if not tensors:
         raise CheckpointError(f"{path}: the file holds no tensors")
-    return {key: np.ascontiguousarray(value) for key, value in tensors.items()}
+    return {key: np.array(value, order="C") for key, value in tensors.items()}
