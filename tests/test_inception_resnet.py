@@ -4,6 +4,7 @@ figures, the scaled residual add, a gradient check of every block type, the refe
 bad options."""
 
 import inspect
+import json
 import re
 
 import numpy as np
@@ -12,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tinynet
+from tinynet.cli import main
 from tinynet.models import (
     Block8,
     Block17,
@@ -176,3 +178,29 @@ def test_the_reference_path_gives_the_same_outputs_and_gradients(build):
     assert_close(r_logits, logits)
     for key, grad in grads.items():
         assert_close(r_grads[key], grad, scale=float(np.abs(grad).max()))
+
+
+# ------------------------------------------------------------------ the command
+@pytest.mark.parametrize(
+    "model", ["inception_v4_small", "inception_resnet_v1_small", "inception_resnet_v2_small"]
+)
+def test_the_small_networks_train_from_the_command(tmp_path, capsys, model):
+    argv = ["train", "--model", model, "--width", "0.125", "--epochs", "1", "--batch-size", "8"]
+    argv += ["--max-batches", "1", "--label-smoothing", "0.1", "--out", str(tmp_path)]
+    assert main(argv) == 0, capsys.readouterr().err
+    record = json.loads((tmp_path / "metrics.jsonl").read_text())
+    assert record["epoch"] == 1 and np.isfinite(record["train_loss"]), record
+
+
+@pytest.mark.parametrize(
+    "model, parameters",
+    [
+        ("inception_v4", "42,679,816"),
+        ("inception_resnet_v2", "55,843,464"),
+        ("inception_resnet_v1", "22,756,328"),
+    ],
+)
+def test_summary_at_299(capsys, model, parameters):
+    assert main(["summary", "--model", model]) == 0
+    out = capsys.readouterr().out
+    assert "on input (1, 3, 299, 299)" in out and f"parameters: {parameters} " in out
