@@ -26,6 +26,7 @@ from tinynet.models import (
     inception_resnet_v1_small,
     inception_resnet_v2,
     inception_resnet_v2_small,
+    inception_v4_small,
 )
 
 from reference import assert_close
@@ -59,8 +60,10 @@ def test_v2_training_gradients_match_timm_in_float64(torch):
 
 # ------------------------------------------------------------------ shapes at 299x299
 def _commented_shapes(network_class):
-    """The ``# N x C x H x W`` comment under each ``x = self.<layer>(x)`` line of forward."""
-    lines = inspect.getsource(network_class.forward).splitlines()
+    """The ``# N x C x H x W`` comment under each ``x = self.<layer>(x)`` line of forward and
+    of the stem the two networks share."""
+    lines = inspect.getsource(network_class._stem_to_71).splitlines()
+    lines += inspect.getsource(network_class.forward).splitlines()
     commented = {}
     for line, below in zip(lines, lines[1:]):
         call = re.fullmatch(r"\s*x = self\.([a-z]\w*)\(x\)", line)
@@ -162,8 +165,11 @@ def test_the_small_networks_take_28_and_32_pixel_images(build):
         model(np.zeros((1, 1, 12, 12), np.float32))
 
 
-@pytest.mark.parametrize("build", [inception_resnet_v1_small, inception_resnet_v2_small])
+@pytest.mark.parametrize(
+    "build", [inception_v4_small, inception_resnet_v1_small, inception_resnet_v2_small]
+)
 def test_the_reference_path_gives_the_same_outputs_and_gradients(build):
+    """The family's small networks (Inception-v4's too) on both paths, in training mode."""
     tinynet.manual_seed(0)
     model = build(width=0.125, dropout=0.0).double()
     x, target = uniform(1, (2, 3, 32, 32), 0, 1), np.array([3, 5])

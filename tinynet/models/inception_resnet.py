@@ -188,33 +188,12 @@ class InceptionResNetConfig(InceptionV4Config):
             )
 
 
-def _repeats(table, in_channels: int, config: InceptionResNetConfig):
-    """The table's blocks as (name, module): a residual block's repeats become one Sequential
-    (``repeat``, ``repeat_1``, ``repeat_2``), a reduction stands alone (``mixed_6a``,
-    ``mixed_7a``), as timm names them."""
-    names = iter(("repeat", "mixed_6a", "repeat_1", "mixed_7a", "repeat_2"))
-    scales = iter(config.residual_scales)
-    c = config.channels
-    for block, repeats, *widths in table:
-        widths = [c(w) for w in widths]
-        if issubclass(block, ResidualBlock):
-            scale = next(scales)
-            yield next(names), nn.Sequential(
-                *(block(in_channels, *widths, scale=scale) for _ in range(repeats))
-            )
-        else:
-            reduction = block(in_channels, *widths)
-            in_channels = reduction.out_channels
-            yield next(names), reduction
+class InceptionResNet(nn.Module):
+    """What v1 and v2 share: the config, the stem up to 71x71x192 (Figures 14 and 3 agree that
+    far), the residual stages of their table and the classifier."""
 
-
-class InceptionResNetV2(nn.Module):
-    """Inception-ResNet-v2, timm's ``inception_resnet_v2`` at the defaults (55,843,464
-    parameters for 1000 classes); see ``InceptionResNetConfig`` for the options."""
-
-    def __init__(self, config: InceptionResNetConfig | None = None, **options):
+    def __init__(self, config: InceptionResNetConfig):
         super().__init__()
-        config = replace(config or V2, **options)
         self.config = config
         c = config.channels
         if config.stem == "imagenet":
@@ -224,34 +203,75 @@ class InceptionResNetV2(nn.Module):
             self.maxpool_3a = nn.MaxPool2d(3, stride=2)
             self.conv2d_3b = conv_bn(c(64), c(80), 1)
             self.conv2d_4a = conv_bn(c(80), c(192), 3)
+
+    def _checked(self, x):
+        x = as_tensor(x)
+        check_image_batch(type(self).__name__, self.config, x)
+        return x
+
+    def _stem_to_71(self, x):
+        # N x 3 x 299 x 299
+        x = self.conv2d_1a(x)
+        # N x 32 x 149 x 149
+        x = self.conv2d_2a(x)
+        # N x 32 x 147 x 147
+        x = self.conv2d_2b(x)
+        # N x 64 x 147 x 147
+        x = self.maxpool_3a(x)
+        # N x 64 x 73 x 73
+        x = self.conv2d_3b(x)
+        # N x 80 x 73 x 73
+        x = self.conv2d_4a(x)
+        # N x 192 x 71 x 71
+        return x
+
+    def _add_stages(self, table, in_channels: int) -> int:
+        """The table's blocks after the stem: a residual block's repeats become one Sequential
+        (``repeat``, ``repeat_1``, ``repeat_2``), a reduction stands alone (``mixed_6a``,
+        ``mixed_7a``), as timm names them; returns the channels they end with."""
+        names = iter(("repeat", "mixed_6a", "repeat_1", "mixed_7a", "repeat_2"))
+        scales = iter(self.config.residual_scales)
+        for block, repeats, *widths in table:
+            widths = [self.config.channels(w) for w in widths]
+            if issubclass(block, ResidualBlock):
+                scale = next(scales)
+                stage = nn.Sequential(
+                    *(block(in_channels, *widths, scale=scale) for _ in range(repeats))
+                )
+            else:
+                stage = block(in_channels, *widths)
+                in_channels = stage.out_channels
+            setattr(self, next(names), stage)
+        return in_channels
+
+    def _head(self, x):
+        x = self.global_pool(x)
+        # N x C x 1 x 1
+        x = self.head_drop(F.flatten(x, 1))
+        return self.classif(x)  # N x num_classes
+
+
+class InceptionResNetV2(InceptionResNet):
+    """Inception-ResNet-v2, timm's ``inception_resnet_v2`` at the defaults (55,843,464
+    parameters for 1000 classes); see ``InceptionResNetConfig`` for the options."""
+
+    def __init__(self, config: InceptionResNetConfig | None = None, **options):
+        super().__init__(replace(config or V2, **options))
+        c = self.config.channels
+        if self.config.stem == "imagenet":
             self.maxpool_5a = nn.MaxPool2d(3, stride=2)
         else:
-            self.stem = SmallStem(config.in_channels, c(192), c)
+            self.stem = SmallStem(self.config.in_channels, c(192), c)
         self.mixed_5b = InceptionA(c(192), c(96), c((48, 64)), c((64, 96, 96)), c(64), 5)
-        in_channels = self.mixed_5b.out_channels
-        for name, stage in _repeats(INCEPTION_RESNET_V2_TABLE, in_channels, config):
-            setattr(self, name, stage)
-        in_channels = self.repeat_2[-1].out_channels
+        in_channels = self._add_stages(INCEPTION_RESNET_V2_TABLE, self.mixed_5b.out_channels)
         self.block8 = Block8(in_channels, c(192), c((192, 224, 256)), relu=False)
         self.conv2d_7b = conv_bn(in_channels, c(1536), 1)
-        self.global_pool, self.head_drop, self.classif = classifier_head(config, c(1536))
+        self.global_pool, self.head_drop, self.classif = classifier_head(self.config, c(1536))
 
     def forward(self, x):
-        x = as_tensor(x)
-        check_image_batch("InceptionResNetV2", self.config, x)
+        x = self._checked(x)
         if self.config.stem == "imagenet":
-            # N x 3 x 299 x 299
-            x = self.conv2d_1a(x)
-            # N x 32 x 149 x 149
-            x = self.conv2d_2a(x)
-            # N x 32 x 147 x 147
-            x = self.conv2d_2b(x)
-            # N x 64 x 147 x 147
-            x = self.maxpool_3a(x)
-            # N x 64 x 73 x 73
-            x = self.conv2d_3b(x)
-            # N x 80 x 73 x 73
-            x = self.conv2d_4a(x)
+            x = self._stem_to_71(x)
             # N x 192 x 71 x 71
             x = self.maxpool_5a(x)
             # N x 192 x 35 x 35
@@ -273,53 +293,27 @@ class InceptionResNetV2(nn.Module):
         # N x 2080 x 8 x 8
         x = self.conv2d_7b(x)
         # N x 1536 x 8 x 8
-        x = self.global_pool(x)
-        # N x 1536 x 1 x 1
-        x = self.head_drop(F.flatten(x, 1))
-        # N x 1536
-        return self.classif(x)  # N x 1000 (num_classes)
+        return self._head(x)  # N x 1000 (num_classes)
 
 
-class InceptionResNetV1(nn.Module):
+class InceptionResNetV1(InceptionResNet):
     """Inception-ResNet-v1 as the paper's figures draw it (Figure 15: its own stem, 5/10/5
     residual blocks, average pooling, dropout); see ``InceptionResNetConfig`` for the options."""
 
     def __init__(self, config: InceptionResNetConfig | None = None, **options):
-        super().__init__()
-        config = replace(config or V1, **options)
-        self.config = config
-        c = config.channels
-        if config.stem == "imagenet":
-            self.conv2d_1a = conv_bn(config.in_channels, c(32), 3, stride=2)
-            self.conv2d_2a = conv_bn(c(32), c(32), 3)
-            self.conv2d_2b = conv_bn(c(32), c(64), 3, padding=1)
-            self.maxpool_3a = nn.MaxPool2d(3, stride=2)
-            self.conv2d_3b = conv_bn(c(64), c(80), 1)
-            self.conv2d_4a = conv_bn(c(80), c(192), 3)
+        super().__init__(replace(config or V1, **options))
+        c = self.config.channels
+        if self.config.stem == "imagenet":
             self.conv2d_4b = conv_bn(c(192), c(256), 3, stride=2)
         else:
-            self.stem = SmallStem(config.in_channels, c(256), c)
-        for name, stage in _repeats(INCEPTION_RESNET_V1_TABLE, c(256), config):
-            setattr(self, name, stage)
-        in_channels = self.repeat_2[-1].out_channels
-        self.global_pool, self.head_drop, self.classif = classifier_head(config, in_channels)
+            self.stem = SmallStem(self.config.in_channels, c(256), c)
+        in_channels = self._add_stages(INCEPTION_RESNET_V1_TABLE, c(256))
+        self.global_pool, self.head_drop, self.classif = classifier_head(self.config, in_channels)
 
     def forward(self, x):
-        x = as_tensor(x)
-        check_image_batch("InceptionResNetV1", self.config, x)
+        x = self._checked(x)
         if self.config.stem == "imagenet":
-            # N x 3 x 299 x 299
-            x = self.conv2d_1a(x)
-            # N x 32 x 149 x 149
-            x = self.conv2d_2a(x)
-            # N x 32 x 147 x 147
-            x = self.conv2d_2b(x)
-            # N x 64 x 147 x 147
-            x = self.maxpool_3a(x)
-            # N x 64 x 73 x 73
-            x = self.conv2d_3b(x)
-            # N x 80 x 73 x 73
-            x = self.conv2d_4a(x)
+            x = self._stem_to_71(x)
             # N x 192 x 71 x 71
             x = self.conv2d_4b(x)
             # N x 256 x 35 x 35
@@ -335,11 +329,7 @@ class InceptionResNetV1(nn.Module):
         # N x 1792 x 8 x 8
         x = self.repeat_2(x)
         # N x 1792 x 8 x 8
-        x = self.global_pool(x)
-        # N x 1792 x 1 x 1
-        x = self.head_drop(F.flatten(x, 1))
-        # N x 1792
-        return self.classif(x)  # N x 1000 (num_classes)
+        return self._head(x)  # N x 1000 (num_classes)
 
 
 V1 = InceptionResNetConfig()

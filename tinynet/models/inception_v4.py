@@ -4,12 +4,12 @@ Connections on Learning", 2016) built from explicit blocks.
 The network is the paper's Figure 9, one table row per block type after the stem:
 
     block       repeats  output at 299x299   branches (widths)
-    stem           1      384 x 35 x 35      three convs, Mixed3a, Mixed4a, Mixed5a (Figure 3)
-    InceptionA     4      384 x 35 x 35      1x1 96 | 1x1 64, 3x3 96 | 1x1 64, 3x3 96, 3x3 96 | pool, 1x1 96
+    stem           1      384 x 35 x 35      3 convs, Mixed3a, Mixed4a, Mixed5a (Figure 3)
+    InceptionA     4      384 x 35 x 35      1x1 | 1x1, 3x3 | 1x1, 3x3, 3x3 | pool, 1x1 (96 each)
     ReductionA     1     1024 x 17 x 17      k, l, m, n = 192, 224, 256, 384 (Table 1)
-    InceptionB     7     1024 x 17 x 17      1x1 384 | 1x7, 7x1 | 7x1, 1x7, 7x1, 1x7 | pool, 1x1 128
+    InceptionB     7     1024 x 17 x 17      1x1 | 1x7, 7x1 | 7x1, 1x7, 7x1, 1x7 | pool, 1x1
     ReductionB     1     1536 x  8 x  8      3x3/2 192 | 1x7, 7x1, 3x3/2 320 | max pool
-    InceptionC     3     1536 x  8 x  8      1x1 256 | 1x3 and 3x1 256 | 3x1, 1x3, 1x3 and 3x1 | pool
+    InceptionC     3     1536 x  8 x  8      1x1 | 1x3 and 3x1 | 3x1, 1x3, 1x3 and 3x1 | pool
 
 Module and parameter names follow timm's ``inception_v4`` (``features.0`` .. ``features.21``,
 ``branch0``.., ``conv``/``bn``, ``last_linear``), so a timm state dict loads unchanged; every
