@@ -317,9 +317,15 @@ def _gradcheck(args) -> None:
 
 def _convert_parser(commands):
     p = commands.add_parser(
-        "convert", help="convert a PyTorch .pth state dict to tinynet's .npz (no torch needed)"
+        "convert",
+        help="convert a PyTorch .pth state dict or a .safetensors file to tinynet's .npz "
+        "(no torch needed)",
     )
-    p.add_argument("source", help="a .pth file written by torch.save(state_dict)")
+    p.add_argument(
+        "source",
+        help="a .pth file written by torch.save(state_dict), or a .safetensors file (timm's "
+        "weights; needs the safetensors extra)",
+    )
     p.add_argument("destination", help="the .npz to write")
     p.set_defaults(run=_convert)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from tinynet import functional as F
 from tinynet import nn
 from tinynet.models.googlenet import (
     googlenet_loss,
@@ -13,6 +14,13 @@ from tinynet.models.googlenet import (
     googlenet_small,
     googlenet_torchvision,
 )
+from tinynet.models.inception_resnet import (
+    inception_resnet_v1,
+    inception_resnet_v1_small,
+    inception_resnet_v2,
+    inception_resnet_v2_small,
+)
+from tinynet.models.inception_v4 import inception_v4, inception_v4_small
 
 
 @dataclass(frozen=True)
@@ -26,10 +34,22 @@ class ModelEntry:
     input_size: int
 
 
+def cross_entropy_loss(logits, target, aux_weight: float = 0.0, label_smoothing: float = 0.0):
+    """The loss of the networks without auxiliary heads: cross-entropy of the logits, with label
+    smoothing (``aux_weight`` is accepted and has nothing to weigh)."""
+    return F.cross_entropy(logits, target, label_smoothing=label_smoothing)
+
+
 MODELS: dict[str, ModelEntry] = {
     "small": ModelEntry(googlenet_small, googlenet_loss, 32),
     "paper": ModelEntry(googlenet_paper, googlenet_loss, 224),
     "torchvision": ModelEntry(googlenet_torchvision, googlenet_loss, 224),
+    "inception_v4": ModelEntry(inception_v4, cross_entropy_loss, 299),
+    "inception_v4_small": ModelEntry(inception_v4_small, cross_entropy_loss, 32),
+    "inception_resnet_v1": ModelEntry(inception_resnet_v1, cross_entropy_loss, 299),
+    "inception_resnet_v1_small": ModelEntry(inception_resnet_v1_small, cross_entropy_loss, 32),
+    "inception_resnet_v2": ModelEntry(inception_resnet_v2, cross_entropy_loss, 299),
+    "inception_resnet_v2_small": ModelEntry(inception_resnet_v2_small, cross_entropy_loss, 32),
 }
 
 
