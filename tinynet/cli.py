@@ -331,7 +331,7 @@ def _inspect_parser(commands):
     )
     g.add_argument("--width", type=_POSITIVE, default=0.125, help="channel multiplier (0.125)")
     g.add_argument("--steps", type=_POSITIVE_INT, default=300, help="SGD steps each (300)")
-    g.add_argument("--batch-size", type=_POSITIVE_INT, default=32, help="images per step (32)")
+    g.add_argument("--batch-size", type=_POSITIVE_INT, default=16, help="images per step (16)")
     g.add_argument("--lr", type=_POSITIVE, default=0.01, help="constant learning rate (0.01)")
     g.add_argument(
         "--log-every", type=_POSITIVE_INT, default=10, metavar="N", help="record every N steps"

@@ -1,7 +1,7 @@
 """``tinynet inspect gradients``: why the paper added auxiliary classifiers, measured.
 
-Three variants of the paper's network (its Inception blocks, LRN, dropout and initialisation: a
-normal of std 0.01) train side by side on the bundled digits, each from the same seed and on the
+Three variants of the paper's network (its Inception blocks, LRN, dropout, and torchvision's
+initialisation for it: a truncated normal of std 0.01) train side by side on the bundled digits, each from the same seed and on the
 same batches:
 
     no aux      the paper's network without its auxiliary heads
@@ -70,7 +70,7 @@ def _check(name: str, value, ok: bool, expected: str) -> None:
 def compare_gradient_flow(
     width: float = 0.125,
     steps: int = 300,
-    batch_size: int = 32,
+    batch_size: int = 16,
     lr: float = 0.01,
     log_every: int = 10,
     seed: int = 0,

@@ -385,7 +385,7 @@ class Trainer:
             self.optimizer.zero_grad()
             loss.backward()
             global_step = (epoch - 1) * self.steps_per_epoch + step
-            logged = self.gradient_flow and global_step % c.log_gradients == 0
+            logged = c.log_gradients is not None and global_step % c.log_gradients == 0
             if logged:
                 before = self.gradient_flow.before_step()
             if c.grad_clip is not None:
