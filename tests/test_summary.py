@@ -1,5 +1,7 @@
 """tinynet.summary against the paper's table (Szegedy et al. 2014, table 1)."""
 
+import re
+
 import pytest
 
 from tinynet.models import googlenet_paper, googlenet_small
@@ -66,3 +68,56 @@ def test_bad_input_shape():
         ValueError, match=r"input_shape must be \(C, H, W\) or \(N, C, H, W\); got \(32, 32\)"
     ):
         summary(googlenet_small(), (32, 32))
+
+
+# ------------------------------------------------------------------ the 1x1 bottleneck
+def test_the_naive_block_costs_854m_and_the_reduced_one_the_papers_304m(paper_summary):
+    # inception3b's input is the worked example: 28 x 28 x 256, with 128 1x1, 192 3x3 and 96
+    # 5x5 filters. Naive: every convolution sees all 256 channels; the pool's pass through.
+    pixels, depth = 28 * 28, 256
+    naive_macs = pixels * depth * (128 * 1 + 192 * 3 * 3 + 96 * 5 * 5)
+    assert naive_macs == 854_196_224  # "854M"
+    naive_params = depth * (128 + 192 * 9 + 96 * 25) + (128 + 192 + 96)  # + biases
+    # With the reductions (128 before the 3x3, 32 before the 5x5, a 64 pool projection):
+    reduced_macs = pixels * (
+        depth * 128  # 1x1
+        + depth * 128 + 128 * 9 * 192  # 1x1 reduce -> 3x3
+        + depth * 32 + 32 * 25 * 96  # 1x1 reduce -> 5x5
+        + depth * 64  # pool -> 1x1 projection
+    )
+    assert reduced_macs == 304_267_264  # the paper's 304M
+    reduced_params = reduced_macs // pixels + (128 + 128 + 192 + 32 + 96 + 64)
+    row = next(r for r in paper_summary.bottlenecks if r.name == "inception3b")
+    assert row.input_shape == (256, 28, 28)
+    assert (row.macs, row.params) == (reduced_macs, reduced_params)
+    assert (row.naive_macs, row.naive_params) == (naive_macs, naive_params)
+    text = str(paper_summary)
+    assert re.search(r"inception3b  256x28x28 +304\.3M +854\.2M +388,736 +1,089,952\n", text)
+
+
+def test_every_block_and_the_totals_are_in_the_table(paper_summary):
+    blocks = paper_summary.bottlenecks
+    assert [r.name for r in blocks] == [f"inception{b}" for b in
+                                        ("3a", "3b", "4a", "4b", "4c", "4d", "4e", "5a", "5b")]
+    rows = {r.name: r for r in paper_summary.rows}
+    assert all(r.macs == rows[r.name].macs and r.params == rows[r.name].params for r in blocks)
+    # 5b on 7 x 7 x 832: 384 1x1, 384 3x3, 128 5x5, by the same formula
+    assert blocks[-1].naive_macs == 49 * 832 * (384 + 384 * 9 + 128 * 25)
+    total_macs, total_naive = sum(r.macs for r in blocks), sum(r.naive_macs for r in blocks)
+    assert re.search(
+        rf"total +{total_macs / 1e6:,.1f}M +{total_naive / 1e6:,.1f}M +"
+        rf"{sum(r.params for r in blocks):,} +{sum(r.naive_params for r in blocks):,}\n",
+        str(paper_summary),
+    )
+
+
+def test_the_naive_cost_keeps_batchnorm_and_the_later_3x3():
+    # Inception-v2's double 3x3: only the first 3x3 after the reduction takes the full depth.
+    model = googlenet_small(branch3="double3x3")
+    row = summary(model, (3, 32, 32)).bottlenecks[0]  # 3a on 16 x 16 x 48 at width 0.25
+    block, (depth, h, w) = model.inception3a, row.input_shape
+    c1, c3, c5 = (block.branch1.conv.out_channels, block.branch2[1].conv.out_channels,
+                  block.branch3[1].conv.out_channels)  # fmt: skip
+    weights = depth * (c1 + 9 * c3 + 9 * c5) + c5 * 9 * c5
+    assert row.naive_macs == h * w * weights
+    assert row.naive_params == weights + 2 * (c1 + c3 + c5 + c5)  # BatchNorm's γ and β

@@ -5,6 +5,7 @@
     tinynet predict RUN/checkpoint.npz image.png ...
     tinynet summary --model paper --input-shape 3 224 224
     tinynet gradcheck inception
+    tinynet inspect gradients        vanishing gradients, with and without aux heads or BatchNorm
     tinynet convert googlenet.pth googlenet.npz
 
 Errors (a bad option, a bad file, running out of memory) are one line on stderr and exit code
@@ -144,6 +145,13 @@ def _train_parser(commands):
     )
     g.add_argument(
         "--max-batches", type=int, help="stop each epoch after this many batches (quick smoke runs)"
+    )
+    g.add_argument(
+        "--log-gradients",
+        type=int,
+        metavar="N",
+        help="every N steps, record each layer's gradient norm and update-to-weight ratio in "
+        "OUT/metrics.jsonl and draw them in OUT/gradients.png",
     )
     p.set_defaults(run=_train)
 
@@ -315,6 +323,45 @@ def _gradcheck(args) -> None:
         raise SystemExit(EXIT_ERROR)
 
 
+def _inspect_parser(commands):
+    p = commands.add_parser("inspect", help="look inside the network while it trains")
+    targets = p.add_subparsers(dest="target", metavar="WHAT", required=True)
+    g = targets.add_parser(
+        "gradients",
+        help="gradient flow of the paper's network without aux heads, with them, with BatchNorm",
+        description="Train the paper's network (small stem, narrow) without its aux heads, with "
+        "them and with BatchNorm, side by side on the digits; print the gradient norm at conv1, "
+        "3a, 4a, 4d and 5b at the start and the end, and draw OUT/gradients.png (records in "
+        "OUT/gradients.jsonl).",
+    )
+    g.add_argument("--width", type=_POSITIVE, default=0.125, help="channel multiplier (0.125)")
+    g.add_argument("--steps", type=_POSITIVE_INT, default=300, help="SGD steps each (300)")
+    g.add_argument("--batch-size", type=_POSITIVE_INT, default=16, help="images per step (16)")
+    g.add_argument("--lr", type=_POSITIVE, default=0.01, help="constant learning rate (0.01)")
+    g.add_argument(
+        "--log-every", type=_POSITIVE_INT, default=10, metavar="N", help="record every N steps"
+    )
+    g.add_argument("--seed", type=_SEED, default=0)
+    g.add_argument("--out", default="runs/inspect-gradients", help="output folder")
+    g.set_defaults(run=_inspect_gradients)
+
+
+def _inspect_gradients(args) -> None:
+    from tinynet import io
+    from tinynet.inspect_gradients import compare_gradient_flow, save_runs, table
+
+    io.check_writable_folder(args.out, "--out")  # before minutes of training
+    log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    runs = compare_gradient_flow(
+        args.width, args.steps, args.batch_size, args.lr, args.log_every, args.seed, log=log
+    )
+    print(f"gradient norm per block, width {args.width:g}, batch {args.batch_size}, SGD lr "
+          f"{args.lr:g} (momentum 0.9), seed {args.seed}:")  # fmt: skip
+    print(table(runs))
+    for path in save_runs(runs, args.out):
+        print(f"wrote {path}")
+
+
 def _convert_parser(commands):
     p = commands.add_parser(
         "convert",
@@ -404,7 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in (_train_parser, _evaluate_parser, _predict_parser, _summary_parser,
-                _gradcheck_parser, _convert_parser, _graph_parser):  # fmt: skip
+                _gradcheck_parser, _inspect_parser, _convert_parser, _graph_parser):  # fmt: skip
         add(commands)
     return parser
 

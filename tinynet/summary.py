@@ -4,6 +4,16 @@ multiply-adds, measured by running one forward pass (eval mode, no graph recorde
 Multiply-adds count the convolutions and fully connected layers, as the GoogLeNet paper's
 table does: a Conv2d costs out_elements · in_channels · kh · kw, a Linear out_elements ·
 in_features; pooling, normalisation and ReLU are not counted.
+
+Each Inception block is also costed without its 1x1 reductions (section 4 of the paper): the
+naive block applies its 1x1, 3x3 and 5x5 convolutions to the full input depth C and passes the
+pool's C channels through, so on an H x W input it costs
+
+    H · W · C · (ch1x1 + 9 · ch3x3 + 25 · ch5x5)
+
+multiply-adds: 854M for 128, 192 and 96 filters on 28 x 28 x 256, against the 304M of
+inception3b, which reduces to 128 and 32 channels before its 3x3 and 5x5 and projects the pool
+to 64.
 """
 
 from __future__ import annotations
@@ -13,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tinynet.function import no_grad
+from tinynet.models.googlenet import Inception
 from tinynet.nn import Conv2d, Linear, Module
 
 
@@ -26,6 +37,18 @@ class SummaryRow:
 
 
 @dataclass
+class BottleneckRow:
+    """An Inception block's cost per image as built (with its 1x1 reductions) and naive."""
+
+    name: str
+    input_shape: tuple[int, int, int]  # C, H, W
+    macs: int
+    params: int
+    naive_macs: int
+    naive_params: int
+
+
+@dataclass
 class Summary:
     model_name: str
     input_shape: tuple[int, ...]
@@ -34,8 +57,12 @@ class Summary:
     total_params: int
     inference_params: int  # parameters of the layers that ran
     total_macs: int  # per image
+    bottlenecks: list[BottleneckRow]  # the Inception blocks that ran
 
     def __str__(self) -> str:
+        return "\n".join([self._layers_table(), *self._bottleneck_table()])
+
+    def _layers_table(self) -> str:
         header = ("name", "type", "output shape", "params", "MACs")
         lines = [
             (
@@ -66,6 +93,47 @@ class Summary:
             ]
         )
 
+    def _bottleneck_table(self) -> list[str]:
+        if not self.bottlenecks:
+            return []
+        header = ("block", "input", "MACs", "naive MACs", "params", "naive params")
+        total = BottleneckRow(
+            "total", (),
+            *(sum(getattr(r, field) for r in self.bottlenecks)
+              for field in ("macs", "params", "naive_macs", "naive_params")),
+        )  # fmt: skip
+        lines = [
+            (
+                r.name,
+                "x".join(map(str, r.input_shape)),
+                f"{r.macs / 1e6:,.1f}M",
+                f"{r.naive_macs / 1e6:,.1f}M",
+                f"{r.params:,}",
+                f"{r.naive_params:,}",
+            )
+            for r in [*self.bottlenecks, total]
+        ]
+        widths = [max(len(row[i]) for row in [header, *lines]) for i in range(6)]
+        fmt = lambda row: "  ".join(  # noqa: E731
+            cell.ljust(w) if i < 2 else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(row, widths))
+        )
+        rule = "-" * len(fmt(header))
+        return [
+            "",
+            "Inception blocks, each on the input it gets here, with their 1x1 reductions and",
+            "without them (naive: the 1x1, 3x3 and 5x5 convolutions on the full input depth,",
+            "the pool's depth passed through)",
+            rule,
+            fmt(header),
+            rule,
+            *map(fmt, lines[:-1]),
+            rule,
+            fmt(lines[-1]),
+            f"the 1x1 reductions save {1 - total.macs / total.naive_macs:.0%} of the blocks' "
+            f"multiply-adds and {1 - total.params / total.naive_params:.0%} of their parameters",
+        ]
+
 
 def _macs(module: Module, output) -> int:
     if isinstance(module, Conv2d):
@@ -74,6 +142,25 @@ def _macs(module: Module, output) -> int:
     if isinstance(module, Linear):
         return output.size * module.in_features
     return 0
+
+
+def naive_inception_cost(block: Inception, input_shape) -> tuple[int, int]:
+    """(multiply-adds per image, parameters) of ``block`` without its 1x1 reductions, on an
+    input of ``input_shape`` (C, H, W): branch1's 1x1 as built; in branches 2 and 3 the
+    convolution after the reduction takes the full depth C (any later one is unchanged); the
+    pool's C channels pass through unprojected. Each convolution keeps its bias or BatchNorm."""
+    channels, height, width = input_shape
+    layers = [(block.branch1, channels)]
+    for branch in (block.branch2, block.branch3):
+        first, *rest = list(branch)[1:]  # [0] is the 1x1 reduction
+        layers += [(first, channels), *((layer, layer.conv.in_channels) for layer in rest)]
+    macs = params = 0
+    for layer, depth in layers:
+        kh, kw = layer.conv.kernel_size
+        weights = depth * kh * kw * layer.conv.out_channels
+        macs += height * width * weights  # stride 1, padded: the output is H x W
+        params += weights + sum(p.size for p in layer.parameters()) - layer.conv.weight.size
+    return macs, params
 
 
 def summary(model: Module, input_shape, depth: int = 1, dtype=np.float32) -> Summary:
@@ -93,12 +180,14 @@ def summary(model: Module, input_shape, depth: int = 1, dtype=np.float32) -> Sum
     named = list(model.named_modules())
     reported = [(name, m) for name, m in named if name and name.count(".") < depth]
     outputs: dict[str, tuple[int, ...]] = {}
+    inputs_of: dict[str, tuple[int, ...]] = {}
     leaf_macs: dict[str, int] = {}
     handles = []
     for name, module in named:
 
         def hook(module, inputs, output, name=name):
             outputs[name] = tuple(output.shape)
+            inputs_of[name] = tuple(inputs[0].shape[1:])
             leaf_macs[name] = leaf_macs.get(name, 0) + _macs(module, output)
 
         handles.append(module.register_forward_hook(hook))
@@ -116,18 +205,28 @@ def summary(model: Module, input_shape, depth: int = 1, dtype=np.float32) -> Sum
     def owned(prefix: str):
         return lambda name: name == prefix or name.startswith(prefix + ".")
 
-    rows = []
-    for name, module in reported:
-        inside = owned(name)
-        rows.append(
-            SummaryRow(
-                name=name,
-                type=type(module).__name__,
-                output_shape=outputs.get(name),
-                params=sum(p.size for p in module.parameters()),
-                macs=sum(m for leaf, m in leaf_macs.items() if inside(leaf)) // shape[0],
-            )
+    def macs(prefix: str) -> int:
+        inside = owned(prefix)
+        return sum(m for leaf, m in leaf_macs.items() if inside(leaf)) // shape[0]
+
+    rows = [
+        SummaryRow(
+            name=name,
+            type=type(module).__name__,
+            output_shape=outputs.get(name),
+            params=sum(p.size for p in module.parameters()),
+            macs=macs(name),
         )
+        for name, module in reported
+    ]
+    bottlenecks = [
+        BottleneckRow(
+            name, inputs_of[name], macs(name), sum(p.size for p in module.parameters()),
+            *naive_inception_cost(module, inputs_of[name]),
+        )  # fmt: skip
+        for name, module in named
+        if isinstance(module, Inception) and name in outputs
+    ]
     # A parameter is used at inference if the module that owns it ran.
     inference_params = sum(
         p.size for pname, p in model.named_parameters() if pname.rpartition(".")[0] in outputs
@@ -140,4 +239,5 @@ def summary(model: Module, input_shape, depth: int = 1, dtype=np.float32) -> Sum
         total_params=sum(p.size for p in model.parameters()),
         inference_params=inference_params,
         total_macs=sum(leaf_macs.values()) // shape[0],
+        bottlenecks=bottlenecks,
     )

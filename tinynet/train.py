@@ -8,8 +8,10 @@ head), evaluates top-1/top-5 on the test split (with the Polyak-averaged weights
 on, as the paper evaluated), and writes, each atomically, into ``out_dir``:
 
     checkpoint.npz   model, optimiser, schedule, EMA, data-loader and RNG states, history
-    metrics.jsonl    one JSON record per epoch
+    metrics.jsonl    one JSON record per epoch (and, with log_gradients, the per-layer
+                     gradient records of ``tinynet.gradflow`` before each epoch's)
     curves.png       loss and accuracy per epoch (if matplotlib is installed)
+    gradients.png    with log_gradients: gradient norms and update ratios per layer and step
 
 ``Trainer.resume(out_dir)`` restores every one of those states, so a resumed run computes
 exactly the losses an uninterrupted run with the same seed would have.
@@ -38,6 +40,7 @@ from tinynet.data import DataLoader, DataSplits, load_dataset
 from tinynet.data import transforms as T
 from tinynet.function import no_grad
 from tinynet.functional import cross_entropy
+from tinynet.gradflow import GradientFlow, is_record, nonfinite
 from tinynet.metrics import topk_correct
 from tinynet.models.registry import MODELS, model_entry
 from tinynet.optim import (
@@ -58,6 +61,7 @@ OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
 SCHEDULES = ("cosine", "step", "constant")
 DEFAULT_LR = {"sgd": 0.1, "adam": 1e-3, "adamw": 1e-3}
 CHECKPOINT, METRICS, CURVES = "checkpoint.npz", "metrics.jsonl", "curves.png"
+GRADIENTS = "gradients.png"
 CHECKPOINT_FORMAT = "tinynet-train-checkpoint"
 
 
@@ -82,6 +86,8 @@ class TrainConfig:
     ema_decay:    Polyak averaging of the weights for evaluation (None: off)
     augment:      random crops (4-pixel padding for 32px) and, for natural images, mirroring
     max_batches:  stop each epoch's training and evaluation after this many batches (smoke runs)
+    log_gradients: record per-layer gradient norms and update ratios every this many steps
+                  (None: off)
     """
 
     model: str = "small"
@@ -107,6 +113,7 @@ class TrainConfig:
     seed: int = 0
     out_dir: str = "runs/digits"
     max_batches: int | None = None
+    log_gradients: int | None = None
     # Set from the data when the run starts, then fixed (prediction needs them):
     mean: list[float] | None = None
     std: list[float] | None = None
@@ -219,6 +226,7 @@ _RULES = [
     ("seed", lambda v, c: _int(v, 0), "an int >= 0"),
     ("out_dir", _text, "a folder (str)"),
     ("max_batches", _optional(lambda v, c: _int(v, 1)), "a positive int"),
+    ("log_gradients", _optional(lambda v, c: _int(v, 1)), "a positive int (steps) or None"),
     ("channels", _optional(lambda v, c: _int(v, 1, MAX_CHANNELS)),
      f"an int in [1, {MAX_CHANNELS}]"),
     ("input_size", _optional(lambda v, c: _int(v, 1, MAX_IMAGE_SIZE)),
@@ -282,6 +290,8 @@ class Trainer:
             ExponentialMovingAverage(self.model, config.ema_decay) if config.ema_decay else None
         )
         self.history: list[dict] = []
+        self.gradient_flow = GradientFlow(self.model) if config.log_gradients else None
+        self.gradient_log: list[dict] = []  # tinynet.gradflow's records
 
     # ------------------------------------------------------------------ construction
     def _train_transform(self):
@@ -374,9 +384,15 @@ class Trainer:
                 raise self._diverged(f"the loss became {value} at epoch {epoch}, batch {step + 1}")
             self.optimizer.zero_grad()
             loss.backward()
+            global_step = (epoch - 1) * self.steps_per_epoch + step
+            logged = c.log_gradients is not None and global_step % c.log_gradients == 0
+            if logged:
+                before = self.gradient_flow.before_step()
             if c.grad_clip is not None:
                 clip_grad_norm_(self.model.parameters(), c.grad_clip)
             self.optimizer.step()
+            if logged:
+                self._log_gradients(self.gradient_flow.after_step(before, epoch, global_step))
             self.scheduler.step()
             if self.ema is not None:
                 self.ema.update()
@@ -387,6 +403,12 @@ class Trainer:
             bar.update(len(labels), loss=total_loss / seen, acc=correct / seen)
         bar.close(loss=total_loss / seen, acc=correct / seen)
         return {"loss": total_loss / seen, "top1": correct / seen, "images": seen}
+
+    def _log_gradients(self, record: dict) -> None:
+        problem = nonfinite(record)
+        if problem:
+            raise self._diverged(f"{problem} at epoch {record['epoch']}, step {record['step']}")
+        self.gradient_log.append(record)
 
     def _diverged(self, what: str) -> TrainingError:
         """The error that stops a diverged run; the last saved epoch stays as it was."""
@@ -417,17 +439,25 @@ class Trainer:
             "loader": self.loader.state_dict(),
             "rng": default_generator().bit_generator.state,
             "history": self.history,
+            "gradients": self.gradient_log,
         }
 
     def save(self) -> None:
-        """Checkpoint, metrics and curves into out_dir, each written atomically."""
+        """Checkpoint, metrics and curves (and gradients) into out_dir, each written atomically."""
         io.save(self.state_dict(), self.out_dir / CHECKPOINT)
+        # Each epoch's gradient records just before its own record (a stable sort keeps steps
+        # in order), so the last line is always the last epoch's.
+        records = sorted(
+            [*self.gradient_log, *self.history], key=lambda r: (r["epoch"], "record" not in r)
+        )
         with io.atomic_write(self.out_dir / METRICS, "w") as file:
-            file.writelines(json.dumps(record, allow_nan=False) + "\n" for record in self.history)
+            file.writelines(json.dumps(record, allow_nan=False) + "\n" for record in records)
         try:
-            from tinynet.plot import plot_history
+            from tinynet.plot import plot_gradients, plot_history
 
             plot_history(self.history, self.out_dir / CURVES)
+            if self.gradient_log:
+                plot_gradients(self.gradient_log, self.out_dir / GRADIENTS)
         except ImportError as error:
             if len(self.history) == 1:
                 self.log(f"note: no {CURVES}: {error}")
@@ -462,6 +492,7 @@ class Trainer:
                     f"({type(error).__name__}: {error})"
                 ) from error
         self.history = list(checkpoint["history"])
+        self.gradient_log = list(checkpoint.get("gradients", []))  # older checkpoints have none
 
     def _load_ema(self, state) -> None:
         if self.ema is not None and state is not None:
@@ -494,6 +525,7 @@ def evaluate(model, dataset, normalize=None, batch_size=256, max_batches=None) -
 _CHECKPOINT_PARTS = {
     "config": dict, "model": dict, "optimizer": dict, "scheduler": dict,
     "ema": (dict, type(None)), "loader": dict, "rng": dict, "history": list,
+    "gradients": list,  # optional: checkpoints from before --log-gradients have none
 }  # fmt: skip
 
 
@@ -509,9 +541,11 @@ def read_checkpoint(path) -> tuple[dict, TrainConfig]:
             f"plain weights load with model.load_state_dict(tinynet.io.load(path)))"
         )
     for part, kind in _CHECKPOINT_PARTS.items():
-        if not isinstance(checkpoint.get(part), kind):
+        if not isinstance(checkpoint.get(part, [] if part == "gradients" else None), kind):
             found = type(checkpoint[part]).__name__ if part in checkpoint else "missing"
             raise ValueError(f"{path} is a damaged training checkpoint: its {part!r} is {found}")
+    if not all(is_record(record) for record in checkpoint.get("gradients", [])):
+        raise ValueError(f"{path} is a damaged training checkpoint: a gradient record is malformed")
     for name, value in _numbers(checkpoint):  # complex arrays io.load already refuses
         if not np.isfinite(value).all():
             raise ValueError(
