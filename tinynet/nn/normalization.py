@@ -29,6 +29,9 @@ class BatchNorm2d(Module):
     State, with PyTorch's names: ``weight`` (γ) and ``bias`` (β) if affine; buffers
     ``running_mean``, ``running_var`` and ``num_batches_tracked`` if track_running_stats.
     momentum=None uses the cumulative average 1/num_batches_tracked, as PyTorch.
+    process_group: None, or a ``tinynet.distributed.ProcessGroup`` whose ranks each hold part of
+    the batch: training then normalises with the whole batch's statistics (PyTorch's
+    SyncBatchNorm; set by ``tinynet.distributed.sync_batchnorm``).
     """
 
     def __init__(
@@ -53,6 +56,7 @@ class BatchNorm2d(Module):
             self.register_buffer("running_mean", np.zeros(num_features, dtype=dtype))
             self.register_buffer("running_var", np.ones(num_features, dtype=dtype))
             self.register_buffer("num_batches_tracked", np.zeros((), dtype=np.int64))
+        self.process_group = None
 
     def forward(self, x):
         if x.ndim != 4:
@@ -63,6 +67,7 @@ class BatchNorm2d(Module):
             self.num_batches_tracked += 1
             if momentum is None:
                 momentum = 1.0 / float(self.num_batches_tracked)
+        synced = {} if self.process_group is None else {"group": self.process_group}
         return F.batch_norm(
             x,
             self.running_mean if self.track_running_stats else None,
@@ -72,6 +77,7 @@ class BatchNorm2d(Module):
             training=use_batch_stats,
             momentum=0.0 if momentum is None else momentum,
             eps=self.eps,
+            **synced,
         )
 
     def extra_repr(self) -> str:
