@@ -99,7 +99,8 @@ def _mpi_world(ranks: int) -> MPIGroup:
     previous = sys.excepthook
 
     def stop_all(kind, error, traceback):  # as `python -m mpi4py`: an uncaught error ends all
-        previous(kind, error, traceback)
+        if not issubclass(kind, Exception):  # KeyboardInterrupt, SystemExit: Python's report
+            previous(kind, error, traceback)
         print(rank_named(f"{kind.__name__}: {error}"), file=sys.stderr)
         leave_if_parallel(1)
 
