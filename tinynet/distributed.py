@@ -67,7 +67,9 @@ class MPIGroup(ProcessGroup):
         self.rank, self.size, self.bucket_bytes = comm.Get_rank(), comm.Get_size(), bucket_bytes
 
     def allreduce(self, array: np.ndarray) -> np.ndarray:
-        flat = array.reshape(-1)  # a view: the array must be contiguous
+        if not array.flags.c_contiguous:  # reshape would copy, and the sum would be lost
+            raise ValueError(f"allreduce: array must be C-contiguous; got strides {array.strides}")
+        flat = array.reshape(-1)
         step = max(1, self.bucket_bytes // flat.itemsize)
         for start in range(0, flat.size, step):
             self.comm.Allreduce(self._in_place, flat[start : start + step], op=self._sum)
