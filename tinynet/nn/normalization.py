@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from tinynet import functional as F
 from tinynet.nn.module import Module, Parameter
+from tinynet.ops import norm
 
 
 class LocalResponseNorm(Module):
@@ -67,8 +70,10 @@ class BatchNorm2d(Module):
             self.num_batches_tracked += 1
             if momentum is None:
                 momentum = 1.0 / float(self.num_batches_tracked)
-        synced = {} if self.process_group is None else {"group": self.process_group}
-        return F.batch_norm(
+        batch_norm = F.batch_norm
+        if self.process_group is not None:
+            batch_norm = functools.partial(norm.sync_batch_norm, group=self.process_group)
+        return batch_norm(
             x,
             self.running_mean if self.track_running_stats else None,
             self.running_var if self.track_running_stats else None,
@@ -77,7 +82,6 @@ class BatchNorm2d(Module):
             training=use_batch_stats,
             momentum=0.0 if momentum is None else momentum,
             eps=self.eps,
-            **synced,
         )
 
     def extra_repr(self) -> str:

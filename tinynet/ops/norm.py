@@ -229,7 +229,6 @@ def batch_norm(
     training: bool = False,
     momentum: float = 0.1,
     eps: float = 1e-5,
-    group=None,
 ) -> Tensor:
     """Batch normalisation of (N, C) or (N, C, H, W) ``input`` per channel, as
     ``torch.nn.functional.batch_norm``; the math is in ``BatchNormFunction``.
@@ -240,9 +239,28 @@ def batch_norm(
     weight, bias: (C,) scale γ and shift β, or None (γ = 1, β = 0).
     momentum: the weight of the batch statistic in the running update, in [0, 1].
     eps: > 0, added to the variance (torchvision's GoogLeNet uses 0.001).
-    group: a ``tinynet.distributed.ProcessGroup`` whose ranks each hold part of the batch: the
-        training statistics are the whole batch's (synchronised BatchNorm); None: this input's.
     """
+    return sync_batch_norm(
+        input, running_mean, running_var, weight, bias, training, momentum, eps, group=None
+    )
+
+
+def sync_batch_norm(
+    input,
+    running_mean,
+    running_var,
+    weight=None,
+    bias=None,
+    training: bool = False,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+    *,
+    group,
+) -> Tensor:
+    """``batch_norm`` of one part of a batch split over ``group``'s ranks (a
+    ``tinynet.distributed.ProcessGroup``), training with the whole batch's statistics
+    (PyTorch's SyncBatchNorm); group None: ``batch_norm``. The math is in
+    ``BatchNormFunction``."""
     x = as_tensor(input)
     _check_batch_norm_args(x, running_mean, running_var, weight, bias, training, momentum, eps)
     return BatchNormFunction.apply(
