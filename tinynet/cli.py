@@ -153,6 +153,12 @@ def _train_parser(commands):
         help="every N steps, record each layer's gradient norm and update-to-weight ratio in "
         "OUT/metrics.jsonl and draw them in OUT/gradients.png",
     )
+    g.add_argument(
+        "--sync-batchnorm",
+        action="store_true",
+        default=None,
+        help="under mpiexec: normalise with the whole batch's statistics across the ranks",
+    )
     p.set_defaults(run=_train)
 
 
@@ -192,8 +198,9 @@ def _train(args) -> None:
             f"continue with: tinynet train --resume --out {trainer.out_dir}",
             file=sys.stderr,
         )
+        _leave_if_parallel(EXIT_INTERRUPTED)
         raise SystemExit(EXIT_INTERRUPTED) from None
-    if history:
+    if history and trainer.group.rank == 0:
         last = history[-1]
         print(
             f"test top-1 {100 * last['test_top1']:.2f}% after {last['epoch']} epochs; "
@@ -456,6 +463,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _rank_named(message: str) -> str:
+    """Under mpiexec, ``message`` naming the rank it happened on."""
+    from tinynet.distributed import rank_named
+
+    return rank_named(message)
+
+
+def _leave_if_parallel(code: int) -> None:
+    """Under mpiexec, end this rank at once: the launcher then ends the others (no rank waits
+    for it in a collective forever)."""
+    from tinynet.distributed import leave_if_parallel
+
+    leave_if_parallel(code)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -463,7 +485,8 @@ def main(argv=None) -> int:
     except SystemExit:
         raise
     except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
+        print("\n" + _rank_named("interrupted"), file=sys.stderr)
+        _leave_if_parallel(EXIT_INTERRUPTED)
         return EXIT_INTERRUPTED
     except Exception as error:  # noqa: BLE001 - every failure becomes one readable line
         if args.debug:
@@ -471,6 +494,8 @@ def main(argv=None) -> int:
         message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
         if isinstance(error, MemoryError):  # numpy's allocation errors included
             message = f"out of memory: {message}" if message else "out of memory"
-        print(f"tinynet {args.command}: error: {message or type(error).__name__}", file=sys.stderr)
+        message = _rank_named(message or type(error).__name__)
+        print(f"tinynet {args.command}: error: {message}", file=sys.stderr)
+        _leave_if_parallel(EXIT_ERROR)
         return EXIT_ERROR
     return 0

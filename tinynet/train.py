@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tinynet import io, nn
+from tinynet import distributed, io, nn
 from tinynet.data import DataLoader, DataSplits, load_dataset
 from tinynet.data import transforms as T
 from tinynet.function import no_grad
@@ -88,6 +88,8 @@ class TrainConfig:
     max_batches:  stop each epoch's training and evaluation after this many batches (smoke runs)
     log_gradients: record per-layer gradient norms and update ratios every this many steps
                   (None: off)
+    sync_batchnorm: under mpiexec, BatchNorm normalises with the whole batch's statistics
+                  across the ranks (default: each rank's own; see tinynet.distributed)
     """
 
     model: str = "small"
@@ -114,6 +116,7 @@ class TrainConfig:
     out_dir: str = "runs/digits"
     max_batches: int | None = None
     log_gradients: int | None = None
+    sync_batchnorm: bool = False
     # Set from the data when the run starts, then fixed (prediction needs them):
     mean: list[float] | None = None
     std: list[float] | None = None
@@ -227,6 +230,7 @@ _RULES = [
     ("out_dir", _text, "a folder (str)"),
     ("max_batches", _optional(lambda v, c: _int(v, 1)), "a positive int"),
     ("log_gradients", _optional(lambda v, c: _int(v, 1)), "a positive int (steps) or None"),
+    ("sync_batchnorm", _flag, "True or False"),
     ("channels", _optional(lambda v, c: _int(v, 1, MAX_CHANNELS)),
      f"an int in [1, {MAX_CHANNELS}]"),
     ("input_size", _optional(lambda v, c: _int(v, 1, MAX_IMAGE_SIZE)),
@@ -257,10 +261,15 @@ class Trainer:
     """Trains ``config``'s model on ``data`` (loaded from the config if not given).
 
     log: where one-line messages go (default: stderr); the progress bar writes to stderr.
+    Under mpiexec each rank trains its shard of every batch (``tinynet.distributed``); rank 0
+    alone logs and writes the files.
     """
 
     def __init__(self, config: TrainConfig, data: DataSplits | None = None, log=None):
+        self.group = distributed.world()
         self.log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+        if self.group.rank != 0:
+            self.log = lambda message: None
         io.check_writable_folder(config.out_dir, "out_dir")  # before minutes of loading data
         self.data = data if data is not None else load_data(config)
         train_images = self.data.train.arrays[0]
@@ -278,6 +287,9 @@ class Trainer:
 
         manual_seed(config.seed)
         self.model = build_model(config)
+        if config.sync_batchnorm:
+            distributed.sync_batchnorm(self.model, self.group)
+        self.parallel = distributed.DataParallel(self.group, self.model, not config.sync_batchnorm)
         self.normalize = T.Normalize(config.mean, config.std)
         self.loader = DataLoader(
             self.data.train, config.batch_size, shuffle=True, drop_last=False,
@@ -365,25 +377,32 @@ class Trainer:
                 f"{100 * test['top5']:.2f}% ({seconds:.1f} s, "
                 f"{record['images_per_second']:.0f} img/s)"
             )
-            self.save()
+            if self.group.rank == 0:
+                self.save()
         return self.history
 
     def train_epoch(self, epoch: int) -> dict:
         """One pass over the training split: the mean loss and top-1 accuracy of the main head."""
         c = self.config
         self.model.train()
-        bar = ProgressBar(self.steps_per_epoch, f"epoch {epoch}/{c.epochs}")
+        stream = distributed.output_stream(self.group)  # stderr on rank 0, nowhere on the others
+        bar = ProgressBar(self.steps_per_epoch, f"epoch {epoch}/{c.epochs}", stream=stream)
         total_loss = correct = seen = 0
-        for step, (images, labels) in enumerate(self.loader):
+        for step, batch in enumerate(self.loader):
             if step == self.steps_per_epoch:
                 break
+            images, labels = self.parallel.shard(*batch)  # this rank's rows of the batch
             outputs = self.model(images)
             loss = model_entry(c.model).loss(outputs, labels, c.aux_weight, c.label_smoothing)
             value = loss.item()
             if not math.isfinite(value):
                 raise self._diverged(f"the loss became {value} at epoch {epoch}, batch {step + 1}")
             self.optimizer.zero_grad()
-            loss.backward()
+            self.parallel.backward(loss)
+            logits = getattr(outputs, "logits", outputs)  # training mode: the aux heads' too
+            batch_loss, batch_correct = self.parallel.allreduce_gradients(
+                value * len(labels), topk_correct(logits.data, labels, 1)
+            )  # summed over the ranks, with the gradients
             global_step = (epoch - 1) * self.steps_per_epoch + step
             logged = c.log_gradients is not None and global_step % c.log_gradients == 0
             if logged:
@@ -396,11 +415,10 @@ class Trainer:
             self.scheduler.step()
             if self.ema is not None:
                 self.ema.update()
-            logits = getattr(outputs, "logits", outputs)  # training mode: the aux heads' too
-            total_loss += value * len(labels)
-            correct += topk_correct(logits.data, labels, 1)
-            seen += len(labels)
-            bar.update(len(labels), loss=total_loss / seen, acc=correct / seen)
+            total_loss += batch_loss
+            correct += batch_correct
+            seen += len(batch[1])
+            bar.update(len(batch[1]), loss=total_loss / seen, acc=correct / seen)
         bar.close(loss=total_loss / seen, acc=correct / seen)
         return {"loss": total_loss / seen, "top1": correct / seen, "images": seen}
 
@@ -424,8 +442,9 @@ class Trainer:
         averaged = self.ema.average_parameters() if self.ema else contextlib.nullcontext()
         with averaged:
             return evaluate(
-                self.model, dataset, self.normalize, batch_size, self.config.max_batches
-            )
+                self.model, dataset, self.normalize, batch_size, self.config.max_batches,
+                self.group,
+            )  # fmt: skip
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
@@ -499,9 +518,16 @@ class Trainer:
             self.ema.load_state_dict(state)
 
 
-def evaluate(model, dataset, normalize=None, batch_size=256, max_batches=None) -> dict:
+def evaluate(
+    model, dataset, normalize=None, batch_size=256, max_batches=None, group=None
+) -> dict:
     """Mean cross-entropy, top-1 and top-5 accuracy of ``model`` on ``dataset`` in eval mode
-    (the model's mode is restored afterwards)."""
+    (the model's mode is restored afterwards). ``group``: a ``tinynet.distributed``
+    ProcessGroup whose ranks each evaluate their contiguous part of the samples."""
+    group = group or distributed.ProcessGroup()
+    if group.size > 1:  # the same samples as one process: max_batches of them, then sharded
+        count = len(dataset) if max_batches is None else min(len(dataset), max_batches * batch_size)
+        dataset, max_batches = distributed.DatasetShard(dataset, group.shard(count)), None
     was_training = model.training
     model.eval()
     loss = top1 = top5 = seen = 0
@@ -518,6 +544,8 @@ def evaluate(model, dataset, normalize=None, batch_size=256, max_batches=None) -
                 seen += len(labels)
     finally:
         model.train(was_training)
+    if group.size > 1:
+        loss, top1, top5, seen = group.allreduce(np.array([loss, top1, top5, seen], np.float64))
     return {"loss": loss / seen, "top1": top1 / seen, "top5": top5 / seen, "images": seen}
 
 

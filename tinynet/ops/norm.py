@@ -103,14 +103,21 @@ class BatchNormFunction(Function):
     (``tinynet.kernels.batchnorm``). float32 and float64 run as such (the backward's sums in
     float64); other float dtypes run in float64.
     Reference twin: ``tinynet.reference.batch_norm``.
+
+    Synchronised (``group``, a ``tinynet.distributed.ProcessGroup``; training only): the batch
+    is split over the group's ranks and the m values of a channel are all of them. The forward
+    allreduces each channel's Σx, Σx² and count, so μ = Σx / m and v = Σx² / m - μ²; the backward
+    allreduces Σg and Σg x̂ before dL/dx. dL/dγ and dL/dβ stay this rank's own sums: the
+    gradient allreduce adds them up.
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, running_mean, running_var, training, momentum, eps):
+    def forward(ctx, x, weight, bias, running_mean, running_var, training, momentum, eps,
+                group=None):  # fmt: skip
         dtype = x.dtype if x.dtype in KERNEL_DTYPES else np.dtype(np.float64)
         rows = _rows(x).astype(dtype, copy=False)  # float16 and long double: in float64
         if training:
-            mean, var = _batch_statistics(rows, running_mean, running_var, momentum)
+            mean, var = _batch_statistics(rows, running_mean, running_var, momentum, group)
         else:
             mean, var = running_mean.astype(dtype), running_var.astype(dtype)
         invstd = 1 / np.sqrt(var + eps)  # 1/σ
@@ -121,6 +128,7 @@ class BatchNormFunction(Function):
         batch_norm_apply(rows, scale, shift, y)
         ctx.save_for_backward(rows, mean, invstd, scale)
         ctx.shape, ctx.dtype, ctx.training = x.shape, x.dtype, training
+        ctx.group = group if training else None
         return _from_rows(y.astype(x.dtype, copy=False), x.shape)
 
     @staticmethod
@@ -133,7 +141,13 @@ class BatchNormFunction(Function):
         sum_g, sum_g_x_hat = np.empty_like(mean), np.empty_like(mean)
         wants_x = ctx.needs_input_grad[0]
         dx = np.empty_like(rows) if wants_x else np.empty((0, 0), rows.dtype)
-        batch_norm_backward(rows, g, mean, invstd, scale, ctx.training, dx, sum_g, sum_g_x_hat)
+        if ctx.group is None:
+            batch_norm_backward(rows, g, mean, invstd, scale, ctx.training, dx, sum_g, sum_g_x_hat)
+        else:
+            empty = np.empty((0, 0), rows.dtype)
+            batch_norm_backward(rows, g, mean, invstd, scale, True, empty, sum_g, sum_g_x_hat)
+            if wants_x:
+                _synced_input_grad(ctx.group, rows, g, mean, invstd, scale, sum_g, sum_g_x_hat, dx)
         dtype = ctx.dtype
         grad_x = _from_rows(dx.astype(dtype, copy=False), ctx.shape) if wants_x else None
         grad_weight = sum_g_x_hat.astype(dtype, copy=False) if ctx.needs_input_grad[1] else None
@@ -141,18 +155,38 @@ class BatchNormFunction(Function):
         return grad_x, grad_weight, grad_bias
 
 
-def _batch_statistics(rows, running_mean, running_var, momentum):
-    """The batch's mean μ and biased variance v of each channel row; the running statistics, if
-    given, move towards μ and the unbiased variance by ``momentum``, in place."""
-    # NumPy's pairwise sums, not a kernel: a float64-accumulating kernel is ~4x faster here but
-    # rounds float32 statistics differently, and the float32 GoogLeNet test then flips a
-    # max-pool near-tie (values 3e-8 apart) as PyTorch's float32 does.
-    mean, var = rows.mean(axis=1), rows.var(axis=1)
+def _batch_statistics(rows, running_mean, running_var, momentum, group=None):
+    """The batch's mean μ and biased variance v of each channel row (over ``group``'s ranks if
+    given); the running statistics, if given, move towards μ and the unbiased variance by
+    ``momentum``, in place."""
+    if group is None:
+        # NumPy's pairwise sums, not a kernel: a float64-accumulating kernel is ~4x faster here
+        # but rounds float32 statistics differently, and the float32 GoogLeNet test then flips a
+        # max-pool near-tie (values 3e-8 apart) as PyTorch's float32 does.
+        mean, var, m = rows.mean(axis=1), rows.var(axis=1), rows.shape[1]
+    else:
+        channels, wide = rows.shape[0], rows.astype(np.float64, copy=False)
+        sums = np.concatenate([wide.sum(axis=1), (wide * wide).sum(axis=1), [wide.shape[1]]])
+        group.allreduce(sums)  # Σx, Σx², m over every rank's rows
+        m = sums[-1]
+        mean64 = sums[:channels] / m
+        var64 = np.maximum(sums[channels:-1] / m - mean64 * mean64, 0.0)
+        mean, var = mean64.astype(rows.dtype), var64.astype(rows.dtype)
     if running_mean is not None:
-        m = rows.shape[1]
         running_mean[...] = momentum * mean + (1 - momentum) * running_mean
         running_var[...] = momentum * var * (m / (m - 1)) + (1 - momentum) * running_var
     return mean, var
+
+
+def _synced_input_grad(group, rows, g, mean, invstd, scale, sum_g, sum_g_x_hat, dx):
+    """dL/dx = a (g - Σg/m - x̂ Σg x̂/m) into dx, the sums and m over every rank of ``group``."""
+    channels = rows.shape[0]
+    sums = np.concatenate([sum_g, sum_g_x_hat, [rows.shape[1]]]).astype(np.float64)
+    group.allreduce(sums)
+    m = sums[-1]
+    mean_g, mean_g_x_hat = sums[:channels, None] / m, sums[channels:-1, None] / m
+    x_hat = (rows - mean[:, None]) * invstd[:, None]
+    dx[...] = scale[:, None] * (g - mean_g - x_hat * mean_g_x_hat)
 
 
 def _array(stat):
@@ -206,6 +240,27 @@ def batch_norm(
     momentum: the weight of the batch statistic in the running update, in [0, 1].
     eps: > 0, added to the variance (torchvision's GoogLeNet uses 0.001).
     """
+    return sync_batch_norm(
+        input, running_mean, running_var, weight, bias, training, momentum, eps, group=None
+    )
+
+
+def sync_batch_norm(
+    input,
+    running_mean,
+    running_var,
+    weight=None,
+    bias=None,
+    training: bool = False,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+    *,
+    group,
+) -> Tensor:
+    """``batch_norm`` of one part of a batch split over ``group``'s ranks (a
+    ``tinynet.distributed.ProcessGroup``), training with the whole batch's statistics
+    (PyTorch's SyncBatchNorm); group None: ``batch_norm``. The math is in
+    ``BatchNormFunction``."""
     x = as_tensor(input)
     _check_batch_norm_args(x, running_mean, running_var, weight, bias, training, momentum, eps)
     return BatchNormFunction.apply(
@@ -217,6 +272,7 @@ def batch_norm(
         training=bool(training),
         momentum=float(momentum),
         eps=float(eps),
+        group=group,
     )
 
 
