@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import json
 import math
 import sys
@@ -307,7 +308,13 @@ class Trainer:
 
     def evaluate(self, dataset, batch_size: int = 256) -> dict:
         """Loss, top-1 and top-5 accuracy on ``dataset`` in eval mode, with the averaged weights
-        if EMA is on."""
+        if EMA is on, and BatchNorm statistics measured for them on the first 512 training
+        images, un-augmented (``ExponentialMovingAverage.update_bn``)."""
+        if self.ema is not None:
+            # seed given: the loader draws nothing from the run's generator (it needs no seed)
+            training = DataLoader(self.data.train, batch_size, transform=self.normalize, seed=0)
+            count = min(-(-512 // batch_size), self.config.max_batches or len(training))
+            self.ema.update_bn(itertools.islice(training, count))
         averaged = self.ema.average_parameters() if self.ema else contextlib.nullcontext()
         with averaged:
             return evaluate(
@@ -362,7 +369,10 @@ class Trainer:
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
         if self.ema is not None and checkpoint["ema"] is not None:
-            self.ema.load_state_dict(checkpoint["ema"])
+            try:
+                self.ema.load_state_dict(checkpoint["ema"])
+            except ValueError as error:
+                raise ValueError(f"{source}'s averaged weights do not fit: {error}") from error
         self.loader.load_state_dict(checkpoint["loader"])
         default_generator().bit_generator.state = checkpoint["rng"]
         self.history = list(checkpoint["history"])
