@@ -369,10 +369,7 @@ class Trainer:
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
         if self.ema is not None and checkpoint["ema"] is not None:
-            try:
-                self.ema.load_state_dict(checkpoint["ema"])
-            except ValueError as error:
-                raise ValueError(f"{source}'s averaged weights do not fit: {error}") from error
+            self.ema.load_state_dict(checkpoint["ema"])
         self.loader.load_state_dict(checkpoint["loader"])
         default_generator().bit_generator.state = checkpoint["rng"]
         self.history = list(checkpoint["history"])
