@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 
 import tinynet.io
 import tinynet.optim
-from tinynet.nn import Module, Parameter
-from tinynet.optim import SGD, Adam, AdamW, ExponentialMovingAverage, clip_grad_norm_
+from tinynet.nn import BatchNorm2d, Dropout, Module, Parameter
+from tinynet.optim import SGD, Adam, AdamW, ExponentialMovingAverage, clip_grad_norm_, update_bn
+from tinynet.rng import default_generator
 
 from strategies import away_from_zero, seeds, shapes, uniform
 
@@ -662,6 +663,9 @@ def test_ema_load_mismatch_and_bad_arguments():
         ema.load_state_dict(wrong_shape)
     with pytest.raises(ValueError, match="expected keys"):
         ema.load_state_dict({"shadow": {}})
+    without_count = {key: value for key, value in before.items() if key != "num_updates"}
+    with pytest.raises(ValueError, match=r"missing \['num_updates'\], unexpected \[\]$"):
+        ema.load_state_dict(without_count)  # the warm-up cannot go on without its step count
     after = ema.state_dict()
     for name, value in before["shadow"].items():
         np.testing.assert_array_equal(after["shadow"][name], value)
@@ -676,3 +680,78 @@ def test_ema_load_mismatch_and_bad_arguments():
     model.weight = Parameter(np.zeros(4))
     with pytest.raises(RuntimeError, match="no longer matches"):
         ema.update()
+
+
+class ScaledNorm(Module):
+    """x -> BatchNorm(scale · x) -> dropout, plus a BatchNorm run in training mode only (as
+    GoogLeNet's aux heads)."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = Parameter(np.array([1.0]))
+        self.norm = BatchNorm2d(2, dtype=np.float64)
+        self.aux = BatchNorm2d(2, dtype=np.float64)
+        self.drop = Dropout(0.5)
+
+    def forward(self, x):
+        y = self.norm(x * self.scale)
+        if self.training:
+            self.aux(y)
+        return self.drop(y)
+
+
+# batch k, channel c: (2, 2, 1, 2) arrays; channel 0 holds 1, 3, 5, 7 then 6, 6, 6, 10
+BATCHES = [
+    np.array([[[[1.0, 3.0]], [[0.0, 0.0]]], [[[5.0, 7.0]], [[2.0, 2.0]]]]),
+    np.array([[[[6.0, 6.0]], [[1.0, 1.0]]], [[[6.0, 10.0]], [[1.0, 5.0]]]]),
+]
+# batch means: channel 0: 4, 7; channel 1: 1, 2. Unbiased variances (sum of squares / 3):
+# channel 0: (9 + 1 + 1 + 9) / 3 = 20/3 and (1 + 1 + 1 + 9) / 3 = 4; channel 1: 4/3 and 4.
+MEAN = [(4 + 7) / 2, (1 + 2) / 2]
+VAR = [(20 / 3 + 4) / 2, (4 / 3 + 4) / 2]
+
+
+def test_update_bn_averages_the_batch_statistics_and_restores_everything_else():
+    model = ScaledNorm()
+    model.norm.num_batches_tracked[...] = 7
+    model.aux.running_mean[...] = [9.0, 9.0]
+    model.eval().norm.train()  # a mix of modes, to be restored as it was
+    generator = default_generator().bit_generator.state
+    update_bn([(tinynet.tensor(x), None) for x in BATCHES], model)  # DataLoader-style pairs
+    np.testing.assert_allclose(model.norm.running_mean, MEAN, rtol=1e-14)
+    np.testing.assert_allclose(model.norm.running_var, VAR, rtol=1e-14)
+    assert model.norm.num_batches_tracked == 7 and model.norm.momentum == 0.1
+    np.testing.assert_array_equal(model.aux.running_mean, [9.0, 9.0])  # not run in eval mode
+    assert [m.training for m in model.modules()] == [False, True, False, False]
+    assert default_generator().bit_generator.state == generator  # dropout drew nothing
+
+    update_bn([BATCHES[1]], model)  # bare inputs; the old statistics are forgotten
+    np.testing.assert_allclose(model.norm.running_mean, [7.0, 2.0], rtol=1e-14)
+    with pytest.raises(ValueError, match="update_bn: batches is empty"):
+        update_bn([], model)
+    np.testing.assert_allclose(model.norm.running_mean, [7.0, 2.0], rtol=1e-14)
+    assert model.norm.num_batches_tracked == 7
+    update_bn(iter(()), Tiny())  # no BatchNorm: nothing to measure, no error
+
+
+def test_ema_update_bn_measures_the_statistics_of_the_averaged_weights():
+    model = ScaledNorm()
+    ema = ExponentialMovingAverage(model, decay=0.5, warmup=False)
+    model.scale.data[...] = 3.0
+    model.norm.running_mean[...] = [-1.0, -1.0]
+    model.norm.num_batches_tracked += 4
+    ema.update()  # averaged scale (1 + 3) / 2 = 2
+    live = {name: np.array(value) for name, value in model.state_dict().items()}
+    ema.update_bn(BATCHES)
+    # BatchNorm sees 2x: means double, variances quadruple
+    np.testing.assert_allclose(ema.shadow["norm.running_mean"], 2 * np.array(MEAN), rtol=1e-14)
+    np.testing.assert_allclose(ema.shadow["norm.running_var"], 4 * np.array(VAR), rtol=1e-14)
+    np.testing.assert_array_equal(ema.shadow["scale"], [2.0])
+    assert ema.shadow["norm.num_batches_tracked"] == 4  # counts stay the live model's
+    np.testing.assert_array_equal(ema.shadow["aux.running_mean"], [0.0, 0.0])  # not reached
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(value, live[name], err_msg=name)
+    with pytest.raises(ValueError, match="keeps no buffers"):
+        ExponentialMovingAverage(model, use_buffers=False).update_bn(BATCHES)
+    with pytest.raises(ValueError, match="keeps no buffers"):
+        ExponentialMovingAverage(model.parameters()).update_bn(BATCHES)

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 import tinynet
-from tinynet.data import DataSplits, TensorDataset, load_dataset
+from tinynet.data import DataLoader, DataSplits, TensorDataset, load_dataset
+from tinynet.data.transforms import Normalize
 from tinynet.metrics import topk_correct
+from tinynet.nn import BatchNorm2d
 from tinynet.progress import ProgressBar
 from tinynet.train import (
     CHECKPOINT,
@@ -79,6 +81,28 @@ def test_the_checkpoint_gives_back_the_evaluated_network(tmp_path, data):
         np.testing.assert_array_equal(value, trainer.model.state_dict()[name], err_msg=name)
 
 
+def test_the_averaged_network_has_batchnorm_statistics_of_its_own_weights(tmp_path, data):
+    """After a first epoch at learning rate 0.1 the running statistics lag the weights far
+    behind (hundreds of standard deviations here); the averaged network a run evaluates and
+    checkpoints has them measured for its own weights on the (first 512) training images."""
+    Trainer(tiny(tmp_path, epochs=1), data, log=quiet).fit()
+    model, config = load_trained_model(tmp_path / CHECKPOINT)
+    inputs = {}
+    for name, module in model.named_modules():
+        if isinstance(module, BatchNorm2d):
+            module.register_forward_hook(
+                lambda module, args, output: inputs.__setitem__(module, args[0].data)
+            )
+    loader = DataLoader(data.train, len(data.train), transform=Normalize(config.mean, config.std))
+    with tinynet.no_grad():
+        model(next(iter(loader))[0])
+    assert len(inputs) == 57  # every BatchNorm but the aux heads', which eval mode does not run
+    for norm, x in inputs.items():
+        mean, var = x.mean(axis=(0, 2, 3)), x.var(axis=(0, 2, 3), ddof=1)
+        assert np.all(np.abs(norm.running_mean - mean) < 0.02 * np.sqrt(var))
+        np.testing.assert_allclose(norm.running_var, var, rtol=0.02)
+
+
 # ------------------------------------------------------------------ resuming exactly
 def interrupt_at_step(trainer, step):
     """Make the trainer's optimiser raise KeyboardInterrupt (as Ctrl-C) at its ``step``-th step."""
@@ -135,6 +159,15 @@ def test_a_checkpoint_whose_weights_do_not_fit_is_named(tmp_path, data):
     with pytest.raises(ValueError, match=r"(?s)checkpoint.npz does not fit .*fc.weight"):
         load_trained_model(tmp_path / CHECKPOINT)
     with pytest.raises(ValueError, match=r"(?s)checkpoint.npz does not fit this run: .*fc\.w"):
+        Trainer.resume(tmp_path, data=data, log=quiet)
+
+
+def test_a_checkpoint_whose_average_lacks_its_step_count_is_refused(tmp_path, data):
+    Trainer(tiny(tmp_path, epochs=1), data, log=quiet).fit()
+    checkpoint = tinynet.load(tmp_path / CHECKPOINT)
+    del checkpoint["ema"]["num_updates"]  # the EMA's warm-up could not go on where it was
+    tinynet.save(checkpoint, tmp_path / CHECKPOINT)
+    with pytest.raises(ValueError, match=r"missing \['num_updates'\]"):
         Trainer.resume(tmp_path, data=data, log=quiet)
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import json
 import math
 import sys
@@ -438,7 +439,13 @@ class Trainer:
 
     def evaluate(self, dataset, batch_size: int = 256) -> dict:
         """Loss, top-1 and top-5 accuracy on ``dataset`` in eval mode, with the averaged weights
-        if EMA is on."""
+        if EMA is on, and BatchNorm statistics measured for them on the first 512 training
+        images, un-augmented (``ExponentialMovingAverage.update_bn``)."""
+        if self.ema is not None:
+            # seed given: the loader draws nothing from the run's generator (it needs no seed)
+            training = DataLoader(self.data.train, batch_size, transform=self.normalize, seed=0)
+            count = min(-(-512 // batch_size), self.config.max_batches or len(training))
+            self.ema.update_bn(itertools.islice(training, count))
         averaged = self.ema.average_parameters() if self.ema else contextlib.nullcontext()
         with averaged:
             return evaluate(

@@ -1,6 +1,6 @@
 """Optimisers, learning-rate schedules, weight averaging and gradient clipping, with PyTorch's
 names and update rules (``torch.optim``, ``torch.optim.lr_scheduler``,
-``torch.nn.utils.clip_grad_norm_``)::
+``torch.optim.swa_utils.update_bn``, ``torch.nn.utils.clip_grad_norm_``)::
 
     from tinynet.optim import SGD, StepLR
 
@@ -11,7 +11,7 @@ names and update rules (``torch.optim``, ``torch.optim.lr_scheduler``,
 from tinynet.optim import lr_scheduler
 from tinynet.optim.adam import Adam, AdamW
 from tinynet.optim.clip import clip_grad_norm_
-from tinynet.optim.ema import ExponentialMovingAverage
+from tinynet.optim.ema import ExponentialMovingAverage, update_bn
 from tinynet.optim.lr_scheduler import (
     CosineAnnealingLR,
     LinearLR,
@@ -37,4 +37,5 @@ __all__ = [
     "StepLR",
     "clip_grad_norm_",
     "lr_scheduler",
+    "update_bn",
 ]
