@@ -1,0 +1,6 @@
+"""ONNX in and out (the onnx extra): ``export`` writes a tinynet model as standard ONNX ops,
+``load`` reads an ONNX file (tinynet's or another tool's) into a trainable tinynet Module."""
+
+from tinynet.onnx.writer import OnnxExportError, export
+
+__all__ = ["OnnxExportError", "export"]
