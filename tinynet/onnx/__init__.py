@@ -1,6 +1,16 @@
 """ONNX in and out (the onnx extra): ``export`` writes a tinynet model as standard ONNX ops,
 ``load`` reads an ONNX file (tinynet's or another tool's) into a trainable tinynet Module."""
 
+from tinynet.onnx.reader import (
+    OnnxImportError,
+    OnnxModule,
+    convert_onnx,
+    load,
+    load_for_prediction,
+)
 from tinynet.onnx.writer import OnnxExportError, export
 
-__all__ = ["OnnxExportError", "export"]
+__all__ = [
+    "OnnxExportError", "OnnxImportError", "OnnxModule", "convert_onnx", "export", "load",
+    "load_for_prediction",
+]

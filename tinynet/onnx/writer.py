@@ -17,7 +17,7 @@ Translation, op by op (tinynet -> ONNX):
     Concat            Concat
     Linear            Gemm (transB=1);  MatMul  MatMul
     Reshape           Flatten (N, rest), else Reshape (batch kept as 0)
-    Add Sub Mul Div   Add Sub Mul Div (constants become float initializers)
+    Add Sub Mul Div   Add Sub Mul Div (a number in the forward becomes a Constant node)
     Softmax           Softmax;  LogSoftmax  LogSoftmax
 
 The pools' Functions hold window tables, not the arguments that made them, so their ONNX
@@ -27,14 +27,13 @@ one, like any op missing above, is a one-line ``OnnxExportError`` naming the op 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from tinynet import nn
+from tinynet import io, nn
 from tinynet.function import enable_grad
 from tinynet.tensor import Tensor, tensor
 from tinynet.trace import output_tensors, trace
@@ -46,10 +45,13 @@ class OnnxExportError(ValueError):
     """A model (or an op in it) that cannot be written as ONNX."""
 
 
-def export(model: nn.Module, example_input, path, opset: int = DEFAULT_OPSET) -> Path:
+def export(
+    model: nn.Module, example_input, path, opset: int = DEFAULT_OPSET, metadata=None
+) -> Path:
     """Trace ``model``'s eval-mode forward on ``example_input`` (N, C, H, W) and write it to
     ``path`` as ONNX at ``opset`` (13..21); returns the path. The model's training mode is
-    restored afterwards."""
+    restored afterwards. ``metadata``: str -> str pairs kept in the file's metadata_props
+    (``tinynet export`` of a checkpoint keeps how its images are read there)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"export: model must be a tinynet Module; got {type(model).__name__}")
     if not isinstance(opset, int) or not 13 <= opset <= 21:
@@ -61,14 +63,10 @@ def export(model: nn.Module, example_input, path, opset: int = DEFAULT_OPSET) ->
             f"{array.dtype} of shape {array.shape}"
         )
     proto = to_onnx(model, array, opset)
-    path = Path(path)
-    partial = path.with_name(path.name + ".partial")
-    try:
-        onnx.save(proto, partial)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
-    return path
+    helper.set_model_props(proto, dict(metadata or {}))
+    with io.atomic_write(path) as file:
+        file.write(proto.SerializeToString())
+    return Path(path)
 
 
 def to_onnx(model: nn.Module, example_input: np.ndarray, opset: int = DEFAULT_OPSET):
@@ -115,9 +113,12 @@ class _GraphWriter:
                     )
                 self.names[leaf.id] = "input"
                 self.inputs.append(_value_info("input", leaf.shape))
-            else:
-                self.names[leaf.id] = self.initializer(f"const{len(self.initializers)}",
-                                                       np.float32(leaf.value))  # fmt: skip
+            else:  # a number in the forward (a residual scale): a Constant, not a weight
+                self.names[leaf.id] = leaf.id
+                self.nodes.append(helper.make_node(
+                    "Constant", [], [leaf.id], name=leaf.id,
+                    value=numpy_helper.from_array(np.asarray(leaf.value, np.float32)),
+                ))  # fmt: skip
 
     def initializer(self, name: str, value) -> str:
         self.initializers[name] = numpy_helper.from_array(
