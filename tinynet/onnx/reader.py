@@ -153,6 +153,11 @@ class OnnxModule(nn.Module):
         missing = [name for name in self.output_names if name not in known]
         if missing:
             self.fail(f"the graph's outputs {missing} are made by no node")
+        try:  # last: every tensor is checked above (the checker looks for external files)
+            onnx.checker.check_model(proto)
+        except onnx.checker.ValidationError as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else "invalid"
+            self.fail(f"not a valid ONNX model: {first}")
 
     def fail(self, problem: str):
         raise OnnxImportError(f"{self.source}: {problem}")
