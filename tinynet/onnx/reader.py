@@ -49,7 +49,9 @@ def load(path) -> OnnxModule:
         raise FileNotFoundError(f"load: no such ONNX file: {path}")
     size = path.stat().st_size
     if size > MAX_FILE_BYTES:
-        raise OnnxImportError(f"{path}: {size} bytes is more than an ONNX protobuf can hold (2 GiB)")
+        raise OnnxImportError(
+            f"{path}: {size} bytes is more than an ONNX protobuf can hold (2 GiB)"
+        )
     try:
         proto = onnx.load_model_from_string(path.read_bytes())
     except (DecodeError, RuntimeWarning, ValueError) as error:
