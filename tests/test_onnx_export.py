@@ -71,6 +71,8 @@ def test_runtime_runs_every_network_as_tinynet_does(tmp_path, name):
         with tinynet.no_grad():
             ours = model(images).data
         assert relative_error(runtime_output(path, images), ours) <= TOLERANCE
+    with tinynet.no_grad():  # and tinynet reads its own file back
+        assert relative_error(tinynet.onnx.load(path)(images).data, ours) <= TOLERANCE
 
 
 def test_parameters_are_named_initializers_and_the_batch_axis_is_dynamic(tmp_path):
@@ -163,6 +165,15 @@ def test_cli_exports_a_trained_checkpoint_that_runtime_runs_alike(tmp_path, digi
         assert relative_error(runtime_output(out, images), ours) <= TOLERANCE
     metadata = {p.key: p.value for p in onnx.load(out).metadata_props}
     assert metadata["tinynet.classes"] == '["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]'
+    # predict reads the image as the run did (size, grey, normalisation) from that metadata
+    Image = pytest.importorskip("PIL.Image")
+    image = tmp_path / "digit.png"
+    Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(image)
+    capsys.readouterr()
+    assert main(["predict", str(out), str(image)]) == 0
+    from_onnx = capsys.readouterr().out
+    assert main(["predict", str(digits_run), str(image)]) == 0
+    assert from_onnx == capsys.readouterr().out
 
 
 def test_cli_export_of_a_registered_model_and_its_errors(tmp_path, capsys):

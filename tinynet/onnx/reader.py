@@ -234,9 +234,7 @@ class OnnxModule(nn.Module):
             args = [values[i] if i else None for i in inputs]
             try:
                 result = _OPS[op_type](*args, **attributes)
-            except TypeError as error:  # an attribute the op does not take
-                self.fail(f"{label}: {error}")
-            except _Unsupported as error:
+            except (TypeError, ValueError, _Unsupported) as error:  # attributes, input shapes
                 self.fail(f"{label}: {error}")
             values[outputs[0]] = result
         results = tuple(values[name] for name in self.output_names)

@@ -104,7 +104,8 @@ class _GraphWriter:
         self.names = {}  # trace id -> ONNX value name
         for leaf in recorded.leaves:
             if leaf.kind in ("parameter", "buffer"):
-                self.names[leaf.id] = self.initializer(leaf.name, leaf.value.data)
+                value = leaf.value.data if isinstance(leaf.value, Tensor) else leaf.value
+                self.names[leaf.id] = self.initializer(leaf.name, value)
             elif leaf.kind == "input":
                 if self.inputs:
                     raise OnnxExportError(
@@ -120,10 +121,8 @@ class _GraphWriter:
                     value=numpy_helper.from_array(np.asarray(leaf.value, np.float32)),
                 ))  # fmt: skip
 
-    def initializer(self, name: str, value) -> str:
-        self.initializers[name] = numpy_helper.from_array(
-            np.asarray(value, dtype=np.float32), name
-        )
+    def initializer(self, name: str, value, dtype=np.float32) -> str:
+        self.initializers[name] = numpy_helper.from_array(np.asarray(value, dtype), name)
         return name
 
     def buffer(self, array, op_name: str) -> str:
@@ -149,6 +148,8 @@ class _GraphWriter:
         elif kind in ("MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d"):
             self.pool(record, inputs)
         elif kind == "LocalResponseNorm":
+            if p["size"] % 2 == 0:  # ONNX centres an even window one channel later
+                self.cannot(record, f"ONNX's LRN sums a different window for even size {p['size']}")
             self.node("LRN", inputs, record, size=p["size"], alpha=p["alpha"], beta=p["beta"],
                       bias=p["k"])  # fmt: skip
         elif kind == "BatchNorm":
@@ -168,10 +169,7 @@ class _GraphWriter:
                 self.node("Flatten", inputs, record, axis=1)
             else:
                 shape = (0, *record.shape[1:]) if record.shape[:1] == source[:1] else record.shape
-                target = self.initializer(f"{record.id}.shape", 0)
-                self.initializers[target] = numpy_helper.from_array(
-                    np.asarray(shape, np.int64), target
-                )
+                target = self.initializer(f"{record.id}.shape", shape, np.int64)
                 self.node("Reshape", [inputs[0], target], record)
         elif kind == "Concat":
             self.node("Concat", inputs, record, axis=p["dim"])
