@@ -174,6 +174,21 @@ def test_cli_convert_and_predict_take_onnx_files(torch, monkeypatch, tmp_path, c
     assert shown.startswith(f"{tmp_path / 'im.png'}: {best[0]} ") and f", {best[1]} " in shown
 
 
+def test_initializer_names_become_state_dict_keys_a_module_can_hold(tmp_path):
+    names = ["weights", "source", "_parameters", "a/b:c.weight"]
+    nodes = [helper.make_node("Add", ["x" if k == 0 else f"s{k}", name], [f"s{k + 1}"])
+             for k, name in enumerate(names)]  # fmt: skip
+    nodes[-1].output[0] = "y"
+    values = [np.full(2, k + 1, np.float32) for k in range(len(names))]
+    proto = tiny_model(nodes, [numpy_helper.from_array(v, n) for v, n in zip(values, names)])
+    path = tmp_path / "names.onnx"
+    path.write_bytes(proto.SerializeToString())
+    model = tinynet.onnx.load(path)
+    assert list(model.state_dict()) == ["weights", "source_", "_parameters_", "a_b_c.weight"]
+    assert model.source == str(path)
+    np.testing.assert_array_equal(model(np.zeros((1, 2), np.float32)).data, [[10, 10]])
+
+
 # ------------------------------------------------------------------ bad files
 def tiny_model(nodes=None, initializers=(), opset=17, input_name="x"):
     """A one-node Relu model (or ``nodes``) as an onnx ModelProto."""

@@ -104,7 +104,8 @@ def load_for_prediction(path) -> tuple[OnnxModule, ImageSettings]:
 class OnnxModule(nn.Module):
     """An ONNX graph run with tinynet's ops. Initializer 'a.b.c' is the Parameter (float, used
     as a weight) or buffer (BatchNormalization's running statistics) with state-dict key 'a.b.c'
-    (characters a Module name cannot hold become '_'); other int64 tensors are constants."""
+    (characters a Module name cannot hold become '_', and a part that is already an attribute of
+    the module, like 'source', gains a '_'); int64 tensors are constants."""
 
     def __init__(self, proto: onnx.ModelProto, source: str = "<model>"):
         super().__init__()
@@ -115,28 +116,23 @@ class OnnxModule(nn.Module):
             name for node in graph.node if node.op_type == "BatchNormalization"
             for name in node.input[3:5]
         }  # fmt: skip
-        self.constants: dict[str, np.ndarray] = {}
-        self.weights: dict[str, str] = {}  # ONNX name -> state-dict key
+        self._constants: dict[str, np.ndarray] = {}
+        self._keys: dict[str, str] = {}  # ONNX initializer name -> state-dict key
         for initializer in graph.initializer:
             self._add_initializer(initializer, initializer.name in statistics)
-        inputs = [v.name for v in graph.input if v.name not in self.weights
-                  and v.name not in self.constants]  # fmt: skip
+        inputs = [v.name for v in graph.input if v.name not in self._keys
+                  and v.name not in self._constants]  # fmt: skip
         if len(inputs) != 1:
             self.fail(f"the graph must have one input besides its initializers; got {inputs}")
+        if not graph.output:
+            self.fail("the graph has no outputs")
         self.input_name = inputs[0]
-        self.input_shape = tuple(
-            d.dim_value if d.HasField("dim_value") else None
-            for d in graph.input[[v.name for v in graph.input].index(inputs[0])]
-            .type.tensor_type.shape.dim
-        )
+        self.input_shape = _dims(next(v for v in graph.input if v.name == inputs[0]))
         self.output_names = [v.name for v in graph.output]
-        self.output_shape = tuple(
-            d.dim_value if d.HasField("dim_value") else None
-            for d in graph.output[0].type.tensor_type.shape.dim
-        )
+        self.output_shape = _dims(graph.output[0])
         self.metadata = {prop.key: prop.value for prop in proto.metadata_props}
-        self.nodes = []
-        known = {self.input_name, *self.weights, *self.constants}
+        self._nodes = []
+        known = {self.input_name, *self._keys, *self._constants}
         for node in graph.node:
             label = f"node {node.name or node.output[0]!r} ({node.op_type})"
             if node.domain not in ("", "ai.onnx") or node.op_type not in _OPS:
@@ -149,7 +145,7 @@ class OnnxModule(nn.Module):
             if node.op_type == "Constant":
                 self._add_constant(node, attributes, label)
             else:
-                self.nodes.append((node.op_type, list(node.input), list(node.output),
+                self._nodes.append((node.op_type, list(node.input), list(node.output),
                                    attributes, label))  # fmt: skip
             known.update(node.output)
         missing = [name for name in self.output_names if name not in known]
@@ -196,30 +192,35 @@ class OnnxModule(nn.Module):
     def _add_initializer(self, tensor: TensorProto, statistic: bool) -> None:
         array = self._array(tensor, f"initializer {tensor.name!r}")
         if array.dtype != np.float32:
-            self.constants[tensor.name] = array
+            self._constants[tensor.name] = array
             return
-        key = _module_key(tensor.name)
-        if key in self.weights.values():
-            self.fail(f"initializer {tensor.name!r} has the same module name {key!r} as another")
-        *path, leaf = key.split(".")
-        owner = self
+        *path, leaf = _module_key(tensor.name).split(".")
+        owner, parts = self, []
         for part in path:
+            while part in owner.__dict__:  # an attribute of the module: 'source', '_buffers'
+                part += "_"
             if part not in owner._modules:
                 owner._modules[part] = nn.Module()
             owner = owner._modules[part]
+            parts.append(part)
+        while leaf in owner.__dict__ or leaf in owner._modules:
+            leaf += "_"
+        key = ".".join([*parts, leaf])
+        if key in self._keys.values():
+            self.fail(f"initializer {tensor.name!r} has the same module name {key!r} as another")
         if statistic:
             owner.register_buffer(leaf, array)
         else:
             owner.register_parameter(leaf, nn.Parameter(array))
-        self.weights[tensor.name] = key
+        self._keys[tensor.name] = key
 
     def _add_constant(self, node, attributes, label) -> None:
         if set(attributes) != {"value"}:
             self.fail(f"{label}: only a Constant with a tensor 'value' is supported")
-        self.constants[node.output[0]] = self._array(attributes["value"], label)
+        self._constants[node.output[0]] = self._array(attributes["value"], label)
 
     def _weight(self, name: str):
-        *path, leaf = self.weights[name].split(".")
+        *path, leaf = self._keys[name].split(".")
         owner = self
         for part in path:
             owner = owner._modules[part]
@@ -227,10 +228,10 @@ class OnnxModule(nn.Module):
 
     def forward(self, x):
         values = {self.input_name: as_tensor(x)}
-        for name in self.weights:
+        for name in self._keys:
             values[name] = self._weight(name)
-        values.update(self.constants)
-        for op_type, inputs, outputs, attributes, label in self.nodes:
+        values.update(self._constants)
+        for op_type, inputs, outputs, attributes, label in self._nodes:
             args = [values[i] if i else None for i in inputs]
             try:
                 result = _OPS[op_type](*args, **attributes)
@@ -243,6 +244,13 @@ class OnnxModule(nn.Module):
 
 class _Unsupported(Exception):
     """A node whose attributes ask for something tinynet's ops do not do."""
+
+
+def _dims(value: onnx.ValueInfoProto) -> tuple:
+    """A graph input's or output's shape, None for a named or unknown axis."""
+    return tuple(
+        d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim
+    )
 
 
 def _module_key(name: str) -> str:
