@@ -5,6 +5,8 @@ one-line error naming the op and its module for what ONNX cannot say."""
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import tinynet
 import tinynet.functional as F
@@ -188,3 +190,36 @@ def test_cli_export_of_a_registered_model_and_its_errors(tmp_path, capsys):
     )
     assert main(["export", "--model", "small", str(tmp_path / "x.png")]) == 1
     assert "the output must end in .onnx; got" in capsys.readouterr().err
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    kind=st.sampled_from(["max", "avg", "avg-exclude-pad"]),
+    kernel=st.integers(1, 4),
+    stride=st.integers(1, 3),
+    data=st.data(),
+    ceil_mode=st.booleans(),
+    height=st.integers(4, 9),
+    width=st.integers(4, 9),
+)
+def test_pools_mean_the_same_in_onnx_runtime(kind, kernel, stride, data, ceil_mode, height,
+                                             width):  # fmt: skip
+    padding = data.draw(st.integers(0, kernel // 2), label="padding")
+    if kind == "max":
+        pool = nn.MaxPool2d(kernel, stride, padding, ceil_mode=ceil_mode)
+    else:
+        pool = nn.AvgPool2d(kernel, stride, padding, ceil_mode=ceil_mode,
+                            count_include_pad=kind == "avg")  # fmt: skip
+    model = nn.Sequential(nn.Conv2d(2, 3, 1), pool)
+    images = np.random.default_rng(height).standard_normal((2, 2, height, width), np.float32)
+    try:
+        proto = tinynet.onnx.writer.to_onnx(model, images[:1])
+    except tinynet.onnx.OnnxExportError as error:
+        # ceil_mode's last window dropped along one axis only: ONNX has one ceil_mode for both
+        assert height != width and ceil_mode and "ceil_mode" in str(error)
+        return
+    runtime = ort.InferenceSession(proto.SerializeToString()).run(None, {"input": images})[0]
+    with tinynet.no_grad():
+        ours = model(images).data
+    assert runtime.shape == ours.shape
+    np.testing.assert_allclose(runtime, ours, rtol=1e-5, atol=1e-6)

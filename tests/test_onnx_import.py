@@ -225,6 +225,11 @@ BAD = {
         tiny_model([helper.make_node("Add", ["x", "w"], ["y"], name="add")], [external_weight()]),
         "initializer 'w' is stored in an external-data file",
     ),
+    "ceil_mode window in the padding": (
+        tiny_model([helper.make_node("MaxPool", ["x"], ["y"], name="pool", kernel_shape=[1, 1],
+                                     strides=[2, 2], ceil_mode=1)]),  # fmt: skip
+        "node 'pool' (MaxPool): ceil_mode's last window along an axis of 4 starts in the padding",
+    ),
     "grouped conv": (
         tiny_model([helper.make_node("Conv", ["x", "w"], ["y"], name="dw", group=2)],
                    [numpy_helper.from_array(np.ones((2, 1, 1, 1), np.float32), "w")]),
@@ -240,7 +245,7 @@ def test_bad_graphs_are_one_line_errors_naming_the_file(tmp_path, case):
     path.write_bytes(proto.SerializeToString())
     with pytest.raises(tinynet.onnx.OnnxImportError) as error:
         model = tinynet.onnx.load(path)
-        model(np.ones((1, 2, 1, 1), np.float32))  # attribute problems show when a node runs
+        model(np.ones((1, 2, 4, 4), np.float32))  # attribute problems show when a node runs
     message = str(error.value)
     assert message.startswith(str(path)) and expected in message and "\n" not in message
 

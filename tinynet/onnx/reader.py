@@ -31,6 +31,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from tinynet import functional as F
 from tinynet import io, nn
+from tinynet.ops.pool import pool_output_size
 from tinynet.tensor import Tensor, as_tensor
 
 OPSETS = range(13, 22)
@@ -284,12 +285,24 @@ def _conv(x, w, b=None, kernel_shape=None, strides=(1, 1), pads=(0, 0, 0, 0),
     return F.conv2d(F.pad(x, (left, right, top, bottom)), w, b, stride=stride)
 
 
+def _check_ceil_mode(x, kernel_shape, strides, pads, ceil_mode) -> None:
+    """ONNX's ceil_mode keeps a last window that starts in the padding; tinynet (as PyTorch)
+    drops it, so such a pool would give a different size."""
+    if not ceil_mode:
+        return
+    for n, k, s, p in zip(x.shape[2:], kernel_shape, strides, pads[:2]):
+        _require(-(-(n + 2 * p - k) // s) + 1 == pool_output_size(n, k, s, p, True),
+                 f"ceil_mode's last window along an axis of {n} starts in the padding "
+                 "(ONNX keeps it, tinynet drops it)")  # fmt: skip
+
+
 def _max_pool(x, kernel_shape, strides=None, pads=(0, 0, 0, 0), dilations=(1, 1),
               ceil_mode=0, storage_order=0, auto_pad="NOTSET"):  # fmt: skip
     stride, padding, (top, bottom, left, right) = _spatial(
         kernel_shape, strides or (1, 1), pads, dilations, auto_pad
     )
     _require((top, left) == (bottom, right), f"pads must be symmetric; got {list(pads)}")
+    _check_ceil_mode(x, kernel_shape, stride, pads, ceil_mode)
     return F.max_pool2d(x, tuple(kernel_shape), stride, padding, bool(ceil_mode))
 
 
@@ -299,6 +312,7 @@ def _average_pool(x, kernel_shape, strides=None, pads=(0, 0, 0, 0), ceil_mode=0,
         kernel_shape, strides or (1, 1), pads, dilations, auto_pad
     )
     _require((top, left) == (bottom, right), f"pads must be symmetric; got {list(pads)}")
+    _check_ceil_mode(x, kernel_shape, stride, pads, ceil_mode)
     return F.avg_pool2d(
         x, tuple(kernel_shape), stride, padding, bool(ceil_mode), bool(count_include_pad)
     )

@@ -199,9 +199,22 @@ class _GraphWriter:
         kernel = _pair(module.kernel_size)
         stride = kernel if module.stride is None else _pair(module.stride)
         pad = _pair(module.padding)
-        attributes = dict(kernel_shape=kernel, strides=stride, pads=[*pad, *pad],
-                          ceil_mode=int(bool(module.ceil_mode)))  # fmt: skip
+        attributes = dict(kernel_shape=kernel, strides=stride, pads=[*pad, *pad])
+        sizes = zip((h, w), kernel, stride, pad)
+        if module.ceil_mode and [-(-(n + 2 * p - k) // s) + 1 for n, k, s, p in sizes] == [oh, ow]:
+            attributes["ceil_mode"] = 1
+        elif module.ceil_mode:
+            # ONNX's ceil_mode keeps a last window that starts in the padding, PyTorch's drops
+            # it: the pads after each axis are written out to give tinynet's size instead.
+            end = [max(p, (o - 1) * s + k - n - p)
+                   for p, o, s, k, n in zip(pad, (oh, ow), stride, kernel, (h, w))]  # fmt: skip
+            if any(e >= k for e, k in zip(end, kernel)):
+                self.cannot(record, f"its ceil_mode windows need end pads {end} >= kernel {kernel}")
+            attributes["pads"] = [*pad, *end]
         if record.op == "AvgPool2d":
+            if module.count_include_pad and attributes["pads"][2:] != pad:
+                self.cannot(record, "with ceil_mode and count_include_pad its last windows' "
+                            "divisors stop at the padding, which ONNX cannot say")  # fmt: skip
             attributes["count_include_pad"] = int(bool(module.count_include_pad))
         self.node("MaxPool" if record.op == "MaxPool2d" else "AveragePool", inputs, record,
                   **attributes)  # fmt: skip
