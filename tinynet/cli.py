@@ -7,6 +7,7 @@
     tinynet gradcheck inception
     tinynet inspect gradients        vanishing gradients, with and without aux heads or BatchNorm
     tinynet convert googlenet.pth googlenet.npz
+    tinynet export RUN/checkpoint.npz model.onnx     (or --model NAME; the onnx extra)
 
 Errors (a bad option, a bad file, running out of memory) are one line on stderr and exit code
 1; ``--debug`` shows the traceback. The training options are checked by ``TrainConfig`` (the
@@ -244,7 +245,9 @@ def _evaluate(args) -> None:
 
 def _predict_parser(commands):
     p = commands.add_parser("predict", help="top classes of image files")
-    p.add_argument("checkpoint", help="a checkpoint.npz written by `tinynet train`")
+    p.add_argument(
+        "checkpoint", help="a checkpoint.npz written by `tinynet train`, or an .onnx model"
+    )
     p.add_argument("images", nargs="+", help="PNG or JPEG files")
     p.add_argument(
         "--top", type=_POSITIVE_INT, default=5, help="how many classes to show (default 5)"
@@ -253,9 +256,13 @@ def _predict_parser(commands):
 
 
 def _predict(args) -> None:
-    from tinynet.evaluate import predict_files
+    from tinynet.evaluate import load_trained_model, predict_files
 
-    for path, ranked in predict_files(args.checkpoint, args.images, args.top):
+    if Path(args.checkpoint).suffix.lower() == ".onnx":
+        from tinynet.onnx import load_for_prediction as load
+    else:
+        load = load_trained_model
+    for path, ranked in predict_files(args.checkpoint, args.images, args.top, load):
         shown = ", ".join(f"{name} {100 * p:.1f}%" for name, p in ranked)
         print(f"{path}: {shown}")
 
@@ -377,8 +384,8 @@ def _convert_parser(commands):
     )
     p.add_argument(
         "source",
-        help="a .pth file written by torch.save(state_dict), or a .safetensors file (timm's "
-        "weights; needs the safetensors extra)",
+        help="a .pth file written by torch.save(state_dict), a .safetensors file (timm's "
+        "weights; needs the safetensors extra), or an .onnx model's initializers (the onnx extra)",
     )
     p.add_argument("destination", help="the .npz to write")
     p.set_defaults(run=_convert)
@@ -387,6 +394,8 @@ def _convert_parser(commands):
 def _convert(args) -> None:
     from tinynet.convert import convert_torch_checkpoint
 
+    if Path(args.source).suffix.lower() == ".onnx":
+        from tinynet.onnx import convert_onnx as convert_torch_checkpoint
     state = convert_torch_checkpoint(args.source, args.destination, log=print)
     print(f"wrote {len(state)} tensors to {args.destination}")
 
@@ -449,6 +458,60 @@ def _graph(args) -> None:
     print(f"wrote {graph.save(args.out)}")
 
 
+def _export_parser(commands):
+    from tinynet.models.registry import MODELS
+
+    p = commands.add_parser(
+        "export",
+        help="write a trained checkpoint or a registered model as ONNX (the onnx extra)",
+        description="Trace the network's eval-mode forward and write it as standard ONNX ops "
+        "with a dynamic batch axis: `tinynet export RUN/checkpoint.npz out.onnx` or "
+        "`tinynet export --model NAME out.onnx` (random weights, seeded).",
+    )
+    p.add_argument("paths", nargs="+", metavar="[CHECKPOINT] OUT", help="checkpoint and .onnx")
+    p.add_argument("--model", choices=sorted(MODELS), help="export this network instead")
+    p.add_argument("--width", type=_POSITIVE, help="with --model: channel multiplier")
+    p.add_argument(
+        "--input-size", type=_POSITIVE_INT, help="image side (default: the network's own)"
+    )
+    p.add_argument("--opset", type=_POSITIVE_INT, default=17, help="ONNX opset (13..21; 17)")
+    p.add_argument("--seed", type=_SEED, default=0, help="with --model: the weights' seed")
+    p.set_defaults(run=_export)
+
+
+def _export(args) -> None:
+    import json
+
+    import numpy as np
+
+    import tinynet
+    from tinynet.models.registry import model_entry
+    from tinynet.onnx import export
+    from tinynet.train import load_trained_model
+
+    if len(args.paths) != (1 if args.model else 2):
+        usage = "--model NAME OUT" if args.model else "CHECKPOINT OUT (or --model NAME OUT)"
+        raise ValueError(f"export takes {usage}; got {len(args.paths)} paths: {args.paths}")
+    if Path(args.paths[-1]).suffix.lower() != ".onnx":
+        raise ValueError(f"the output must end in .onnx; got {args.paths[-1]!r}")
+    if args.model:
+        entry = model_entry(args.model)
+        tinynet.manual_seed(args.seed)
+        model = entry.build(**({} if args.width is None else {"width": args.width}))
+        channels, size, metadata = 3, entry.input_size, {}
+    else:
+        if args.width is not None:
+            raise ValueError("--width applies to --model; a checkpoint keeps its own width")
+        model, config = load_trained_model(args.paths[0])
+        channels, size = config.channels, config.input_size
+        metadata = {f"tinynet.{key}": json.dumps(getattr(config, key))
+                    for key in ("mean", "std", "classes")}  # fmt: skip
+    size = args.input_size or size
+    example = np.zeros((1, channels, size, size), np.float32)
+    path = export(model, example, args.paths[-1], args.opset, metadata)
+    print(f"wrote {path} (input (N, {channels}, {size}, {size}), opset {args.opset})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="tinynet",
@@ -458,7 +521,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in (_train_parser, _evaluate_parser, _predict_parser, _summary_parser,
-                _gradcheck_parser, _inspect_parser, _convert_parser, _graph_parser):  # fmt: skip
+                _gradcheck_parser, _inspect_parser, _convert_parser, _graph_parser,
+                _export_parser):  # fmt: skip
         add(commands)
     return parser
 

@@ -77,11 +77,14 @@ def evaluate_checkpoint(
             "images": seen, "crops": len(crops)}  # fmt: skip
 
 
-def predict_files(path, files, top: int = 5) -> list[tuple[str, list[tuple[str, float]]]]:
-    """For each image file, the ``top`` most probable classes and their probabilities."""
+def predict_files(
+    path, files, top: int = 5, load=load_trained_model
+) -> list[tuple[str, list[tuple[str, float]]]]:
+    """For each image file, the ``top`` most probable classes and their probabilities.
+    ``load(path)`` -> (model, settings with channels, input_size, mean, std and classes)."""
     if top < 1:
         raise ValueError(f"top must be >= 1; got {top}")
-    model, config = load_trained_model(path)
+    model, config = load(path)
     mode = "L" if config.channels == 1 else "RGB"
     batch = np.stack([read_image(f, config.input_size, mode) for f in files])
     with no_grad():

@@ -42,12 +42,19 @@ def read_safetensors(path) -> dict[str, np.ndarray]:
     except SafetensorError as error:
         raise CheckpointError(f"{path} is not a valid .safetensors file: {error}") from None
     except TypeError as error:  # NumPy has no bfloat16 or float8: "data type ... not understood"
-        raise CheckpointError(
-            f"{path} holds tensors of a dtype NumPy cannot hold ({error}); save them as float32 "
-            f"or float16 in PyTorch first"
-        ) from None
+        raise _foreign_dtype_error(path, error) from None
     except OSError as error:
         raise CheckpointError(f"{path} is truncated or unreadable ({error})") from error
     if not tensors:
         raise CheckpointError(f"{path}: the file holds no tensors")
+    foreign = sorted({str(v.dtype) for v in tensors.values() if v.dtype.isbuiltin != 1})
+    if foreign:  # bfloat16 and float8 read once ml_dtypes is imported (by onnx, say)
+        raise _foreign_dtype_error(path, ", ".join(foreign))
     return {key: np.array(value, order="C") for key, value in tensors.items()}
+
+
+def _foreign_dtype_error(path, detail) -> CheckpointError:
+    return CheckpointError(
+        f"{path} holds tensors of a dtype NumPy cannot hold ({detail}); save them as float32 "
+        f"or float16 in PyTorch first"
+    )

@@ -1,0 +1,393 @@
+"""Read an ONNX file (tinynet's or another tool's) into a tinynet Module that runs its graph with
+tinynet's functional ops; the float initializers become trainable Parameters.
+
+    model = tinynet.onnx.load("googlenet.onnx")      # an OnnxModule, in eval mode
+    logits = model(images)                            # tinynet ops, gradients included
+
+Nothing in the file executes: each node is looked up in ``_OPS`` (ONNX op -> tinynet op) and
+anything else is a one-line ``OnnxImportError`` naming the file, the node and the problem.
+Supported (default domain, opsets 13..21, float32 data, int64 shapes):
+
+    Conv (group 1, dilation 1)  Relu  MaxPool  AveragePool  GlobalAveragePool  LRN (odd size)
+    BatchNormalization (inference)  Concat  Gemm  MatMul  Flatten  Reshape (constant shape)
+    Add  Sub  Mul  Div  Softmax  LogSoftmax  Dropout (inference)  Identity  Constant
+
+Sizes are checked before allocation: the file must fit protobuf's 2 GiB, and each tensor's bytes
+must match its declared shape before it becomes an array; external-data tensors are refused.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from google.protobuf.message import DecodeError
+from onnx import TensorProto, helper, numpy_helper
+
+from tinynet import functional as F
+from tinynet import io, nn
+from tinynet.ops.pool import pool_output_size
+from tinynet.tensor import Tensor, as_tensor
+
+OPSETS = range(13, 22)
+MAX_FILE_BYTES = 2**31 - 1  # protobuf's limit for one message
+_DTYPES = {TensorProto.FLOAT: np.float32, TensorProto.INT64: np.int64}
+
+
+class OnnxImportError(ValueError):
+    """An ONNX file tinynet cannot read or run; the message names the file and the problem."""
+
+
+def load(path) -> OnnxModule:
+    """The tinynet Module (eval mode) that runs the ONNX graph in ``path``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"load: no such ONNX file: {path}")
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise OnnxImportError(
+            f"{path}: {size} bytes is more than an ONNX protobuf can hold (2 GiB)"
+        )
+    try:
+        proto = onnx.load_model_from_string(path.read_bytes())
+    except (DecodeError, RuntimeWarning, ValueError) as error:
+        raise OnnxImportError(f"{path} is not a valid ONNX file (malformed protobuf: {error})")
+    return OnnxModule(proto, str(path)).eval()
+
+
+def convert_onnx(src, dst, log=None) -> dict:
+    """Write the weights of the ONNX model ``src`` (its state dict: Parameters and buffers by
+    initializer name) to ``dst`` with ``tinynet.io.save``; returns the state dict. ``log`` is
+    accepted for ``convert_torch_checkpoint``'s signature and has nothing to say."""
+    src, dst = Path(src), Path(dst)
+    if dst.exists() and dst.resolve() == src.resolve():
+        raise ValueError(f"convert_onnx: {dst} is the source file; choose another path")
+    state = load(src).state_dict()
+    io.save(state, dst)
+    return state
+
+
+@dataclass(frozen=True)
+class ImageSettings:
+    """How ``tinynet predict`` reads images for an ONNX model: from the metadata ``tinynet
+    export`` writes for a checkpoint, else the graph's input shape, no normalisation and the
+    class numbers as names."""
+
+    channels: int
+    input_size: int
+    mean: list
+    std: list
+    classes: list
+
+
+def load_for_prediction(path) -> tuple[OnnxModule, ImageSettings]:
+    """The model in ``path`` and how to read the images it classifies."""
+    model = load(path)
+    _, channels, height, width = (*model.input_shape, None, None, None, None)[:4]
+    if len(model.input_shape) != 4 or None in (channels, height) or height != width:
+        model.fail(f"predict needs a fixed square image input (N, C, S, S); the graph's input "
+                   f"{model.input_name!r} has shape {model.input_shape}")  # fmt: skip
+    meta = model.metadata
+    classes = json.loads(meta["tinynet.classes"]) if "tinynet.classes" in meta else [
+        str(k) for k in range(model.output_shape[-1] or 0)]  # fmt: skip
+    if not classes:
+        model.fail("predict needs the number of classes: the graph's output has no fixed size")
+    mean = json.loads(meta.get("tinynet.mean", "[0.0]"))
+    std = json.loads(meta.get("tinynet.std", "[1.0]"))
+    return model, ImageSettings(channels, height, mean, std, classes)
+
+
+class OnnxModule(nn.Module):
+    """An ONNX graph run with tinynet's ops. Initializer 'a.b.c' is the Parameter (float, used
+    as a weight) or buffer (BatchNormalization's running statistics) with state-dict key 'a.b.c'
+    (characters a Module name cannot hold become '_', and a part that is already an attribute of
+    the module, like 'source', gains a '_'); int64 tensors are constants."""
+
+    def __init__(self, proto: onnx.ModelProto, source: str = "<model>"):
+        super().__init__()
+        self.source = source
+        self._check_opset(proto)
+        graph = proto.graph
+        statistics = {
+            name for node in graph.node if node.op_type == "BatchNormalization"
+            for name in node.input[3:5]
+        }  # fmt: skip
+        self._constants: dict[str, np.ndarray] = {}
+        self._keys: dict[str, str] = {}  # ONNX initializer name -> state-dict key
+        for initializer in graph.initializer:
+            self._add_initializer(initializer, initializer.name in statistics)
+        inputs = [v.name for v in graph.input if v.name not in self._keys
+                  and v.name not in self._constants]  # fmt: skip
+        if len(inputs) != 1:
+            self.fail(f"the graph must have one input besides its initializers; got {inputs}")
+        if not graph.output:
+            self.fail("the graph has no outputs")
+        self.input_name = inputs[0]
+        self.input_shape = _dims(next(v for v in graph.input if v.name == inputs[0]))
+        self.output_names = [v.name for v in graph.output]
+        self.output_shape = _dims(graph.output[0])
+        self.metadata = {prop.key: prop.value for prop in proto.metadata_props}
+        self._nodes = []
+        known = {self.input_name, *self._keys, *self._constants}
+        for node in graph.node:
+            label = f"node {node.name or node.output[0]!r} ({node.op_type})"
+            if node.domain not in ("", "ai.onnx") or node.op_type not in _OPS:
+                self.fail(f"{label}: op {node.domain + '.' if node.domain else ''}"
+                          f"{node.op_type} is not supported")  # fmt: skip
+            missing = [i for i in node.input if i and i not in known]
+            if missing:
+                self.fail(f"{label} reads {missing}, which no earlier node or initializer makes")
+            attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            if node.op_type == "Constant":
+                self._add_constant(node, attributes, label)
+            else:
+                self._nodes.append((node.op_type, list(node.input), list(node.output),
+                                   attributes, label))  # fmt: skip
+            known.update(node.output)
+        missing = [name for name in self.output_names if name not in known]
+        if missing:
+            self.fail(f"the graph's outputs {missing} are made by no node")
+        try:  # last: every tensor is checked above (the checker looks for external files)
+            onnx.checker.check_model(proto)
+        except onnx.checker.ValidationError as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else "invalid"
+            self.fail(f"not a valid ONNX model: {first}")
+
+    def fail(self, problem: str):
+        raise OnnxImportError(f"{self.source}: {problem}")
+
+    def _check_opset(self, proto) -> None:
+        for opset in proto.opset_import:
+            if opset.domain in ("", "ai.onnx") and opset.version not in OPSETS:
+                self.fail(f"opset {opset.version} is not supported (tinynet reads opsets "
+                          f"{OPSETS.start} to {OPSETS.stop - 1})")  # fmt: skip
+
+    def _array(self, tensor: TensorProto, what: str) -> np.ndarray:
+        """The tensor's values, after checking its type, location and size against its shape."""
+        if tensor.data_location == TensorProto.EXTERNAL or tensor.external_data:
+            self.fail(f"{what} is stored in an external-data file, which tinynet does not read")
+        if tensor.data_type not in _DTYPES:
+            name = TensorProto.DataType.Name(tensor.data_type) if tensor.data_type in \
+                TensorProto.DataType.values() else str(tensor.data_type)  # fmt: skip
+            self.fail(f"{what} has data type {name}; tinynet reads FLOAT and INT64 tensors")
+        dims = list(tensor.dims)
+        if any(d < 0 for d in dims):
+            self.fail(f"{what} has a negative dimension in its shape {dims}")
+        dtype = np.dtype(_DTYPES[tensor.data_type])
+        count = math.prod(dims)
+        stored = (
+            len(tensor.raw_data) // dtype.itemsize if tensor.HasField("raw_data")
+            else len(tensor.float_data) if dtype == np.float32 else len(tensor.int64_data)
+        )  # fmt: skip
+        if tensor.HasField("raw_data") and len(tensor.raw_data) % dtype.itemsize:
+            stored = -1
+        if stored != count:
+            self.fail(f"{what} declares shape {dims} ({count} values) but holds {stored}")
+        return numpy_helper.to_array(tensor).astype(dtype, copy=True)
+
+    def _add_initializer(self, tensor: TensorProto, statistic: bool) -> None:
+        array = self._array(tensor, f"initializer {tensor.name!r}")
+        if array.dtype != np.float32:
+            self._constants[tensor.name] = array
+            return
+        *path, leaf = _module_key(tensor.name).split(".")
+        owner, parts = self, []
+        for part in path:
+            while part in owner.__dict__:  # an attribute of the module: 'source', '_buffers'
+                part += "_"
+            if part not in owner._modules:
+                owner._modules[part] = nn.Module()
+            owner = owner._modules[part]
+            parts.append(part)
+        while leaf in owner.__dict__ or leaf in owner._modules:
+            leaf += "_"
+        key = ".".join([*parts, leaf])
+        if key in self._keys.values():
+            self.fail(f"initializer {tensor.name!r} has the same module name {key!r} as another")
+        if statistic:
+            owner.register_buffer(leaf, array)
+        else:
+            owner.register_parameter(leaf, nn.Parameter(array))
+        self._keys[tensor.name] = key
+
+    def _add_constant(self, node, attributes, label) -> None:
+        if set(attributes) != {"value"}:
+            self.fail(f"{label}: only a Constant with a tensor 'value' is supported")
+        self._constants[node.output[0]] = self._array(attributes["value"], label)
+
+    def _weight(self, name: str):
+        *path, leaf = self._keys[name].split(".")
+        owner = self
+        for part in path:
+            owner = owner._modules[part]
+        return owner._parameters[leaf] if leaf in owner._parameters else owner._buffers[leaf]
+
+    def forward(self, x):
+        values = {self.input_name: as_tensor(x)}
+        for name in self._keys:
+            values[name] = self._weight(name)
+        values.update(self._constants)
+        for op_type, inputs, outputs, attributes, label in self._nodes:
+            args = [values[i] if i else None for i in inputs]
+            try:
+                result = _OPS[op_type](*args, **attributes)
+            except (TypeError, ValueError, _Unsupported) as error:  # attributes, input shapes
+                self.fail(f"{label}: {error}")
+            values[outputs[0]] = result
+        results = tuple(values[name] for name in self.output_names)
+        return results[0] if len(results) == 1 else results
+
+
+class _Unsupported(Exception):
+    """A node whose attributes ask for something tinynet's ops do not do."""
+
+
+def _dims(value: onnx.ValueInfoProto) -> tuple:
+    """A graph input's or output's shape, None for a named or unknown axis."""
+    return tuple(
+        d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim
+    )
+
+
+def _module_key(name: str) -> str:
+    """'a.b.c' with each part made of letters, digits and '_' (a Module's attribute name)."""
+    parts = [re.sub(r"\W", "_", part) or "_" for part in name.split(".")]
+    return ".".join(parts)
+
+
+def _require(condition: bool, what: str) -> None:
+    if not condition:
+        raise _Unsupported(what)
+
+
+def _spatial(kernel_shape, strides, pads, dilations, auto_pad) -> tuple:
+    """(stride, symmetric padding, (left, right, top, bottom) extra padding) of a 2-D window."""
+    _require(len(kernel_shape) == 2, f"only 2-D windows are supported; got {kernel_shape}")
+    _require(auto_pad in ("NOTSET", b"NOTSET", "VALID", b"VALID"), f"auto_pad {auto_pad!r}")
+    _require(all(d == 1 for d in dilations), f"dilations must be 1; got {dilations}")
+    top, left, bottom, right = pads
+    return tuple(strides), (top, left), (top, bottom, left, right)
+
+
+def _conv(x, w, b=None, kernel_shape=None, strides=(1, 1), pads=(0, 0, 0, 0),
+          dilations=(1, 1), group=1, auto_pad="NOTSET"):  # fmt: skip
+    _require(group == 1, f"group must be 1; got {group}")
+    stride, _, (top, bottom, left, right) = _spatial(
+        kernel_shape or w.shape[2:], strides, pads, dilations, auto_pad
+    )
+    if (top, left) == (bottom, right):
+        return F.conv2d(x, w, b, stride=stride, padding=(top, left))
+    return F.conv2d(F.pad(x, (left, right, top, bottom)), w, b, stride=stride)
+
+
+def _check_ceil_mode(x, kernel_shape, strides, pads, ceil_mode) -> None:
+    """ONNX's ceil_mode keeps a last window that starts in the padding; tinynet (as PyTorch)
+    drops it, so such a pool would give a different size."""
+    if not ceil_mode:
+        return
+    for n, k, s, p in zip(x.shape[2:], kernel_shape, strides, pads[:2]):
+        _require(-(-(n + 2 * p - k) // s) + 1 == pool_output_size(n, k, s, p, True),
+                 f"ceil_mode's last window along an axis of {n} starts in the padding "
+                 "(ONNX keeps it, tinynet drops it)")  # fmt: skip
+
+
+def _max_pool(x, kernel_shape, strides=None, pads=(0, 0, 0, 0), dilations=(1, 1),
+              ceil_mode=0, storage_order=0, auto_pad="NOTSET"):  # fmt: skip
+    stride, padding, (top, bottom, left, right) = _spatial(
+        kernel_shape, strides or (1, 1), pads, dilations, auto_pad
+    )
+    _require((top, left) == (bottom, right), f"pads must be symmetric; got {list(pads)}")
+    _check_ceil_mode(x, kernel_shape, stride, pads, ceil_mode)
+    return F.max_pool2d(x, tuple(kernel_shape), stride, padding, bool(ceil_mode))
+
+
+def _average_pool(x, kernel_shape, strides=None, pads=(0, 0, 0, 0), ceil_mode=0,
+                  count_include_pad=0, dilations=(1, 1), auto_pad="NOTSET"):  # fmt: skip
+    stride, padding, (top, bottom, left, right) = _spatial(
+        kernel_shape, strides or (1, 1), pads, dilations, auto_pad
+    )
+    _require((top, left) == (bottom, right), f"pads must be symmetric; got {list(pads)}")
+    _check_ceil_mode(x, kernel_shape, stride, pads, ceil_mode)
+    return F.avg_pool2d(
+        x, tuple(kernel_shape), stride, padding, bool(ceil_mode), bool(count_include_pad)
+    )
+
+
+def _lrn(x, size, alpha=1e-4, beta=0.75, bias=1.0):
+    # ONNX centres an even window one channel later than PyTorch (and tinynet) do.
+    _require(size % 2 == 1, f"LRN size must be odd; got {size}")
+    return F.local_response_norm(x, size, alpha, beta, bias)
+
+
+def _batch_norm(x, scale, shift, mean, var, epsilon=1e-5, momentum=0.9, training_mode=0):
+    _require(not training_mode, "only inference BatchNormalization (training_mode=0) runs")
+    return F.batch_norm(x, mean, var, scale, shift, training=False, eps=epsilon)
+
+
+def _gemm(a, b, c=None, alpha=1.0, beta=1.0, transA=0, transB=0):  # noqa: N803 - ONNX names
+    a = F.transpose(a, 0, 1) if transA else a
+    if transB and alpha == 1.0 and (c is None or beta == 1.0):
+        return F.linear(a, b, c)
+    y = F.matmul(a, F.transpose(b, 0, 1) if transB else b)
+    y = y if alpha == 1.0 else F.mul(y, np.float32(alpha))
+    return y if c is None else F.add(y, c if beta == 1.0 else F.mul(c, np.float32(beta)))
+
+
+def _flatten(x, axis=1):
+    axis = axis + x.ndim if axis < 0 else axis
+    return F.reshape(x, (math.prod(x.shape[:axis]), math.prod(x.shape[axis:])))
+
+
+def _reshape(x, shape, allowzero=0):
+    _require(isinstance(shape, np.ndarray), "the shape must be a constant (an initializer)")
+    _require(not allowzero, "allowzero=1 is not supported")
+    target = tuple(x.shape[k] if d == 0 else int(d) for k, d in enumerate(shape))
+    return F.reshape(x, target)
+
+
+def _softmax(function):
+    return lambda x, axis=-1: function(x, dim=axis)
+
+
+def _dropout(x, ratio=None, training_mode=None, seed=None):
+    _require(training_mode is None or isinstance(training_mode, np.ndarray)
+             and not training_mode.any(), "only inference Dropout runs")  # fmt: skip
+    return x
+
+
+def _operand(value):
+    return value if isinstance(value, Tensor) else np.asarray(value)
+
+
+def _binary(function):
+    return lambda a, b: function(_operand(a), _operand(b))
+
+
+_OPS = {
+    "Conv": _conv,
+    "Relu": F.relu,
+    "MaxPool": _max_pool,
+    "AveragePool": _average_pool,
+    "GlobalAveragePool": lambda x: F.adaptive_avg_pool2d(x, 1),
+    "LRN": _lrn,
+    "BatchNormalization": _batch_norm,
+    "Concat": lambda *xs, axis: F.cat(list(xs), dim=axis),
+    "Gemm": _gemm,
+    "MatMul": _binary(F.matmul),
+    "Flatten": _flatten,
+    "Reshape": _reshape,
+    "Add": _binary(F.add),
+    "Sub": _binary(F.sub),
+    "Mul": _binary(F.mul),
+    "Div": _binary(F.div),
+    "Softmax": _softmax(F.softmax),
+    "LogSoftmax": _softmax(F.log_softmax),
+    "Dropout": _dropout,
+    "Identity": lambda x: x,
+    "Constant": None,  # read into constants when the graph is built
+}
