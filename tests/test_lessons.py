@@ -23,13 +23,16 @@ def run(script: str, *args, cwd: Path) -> str:
         [sys.executable, str(LESSONS / script), *map(str, args)],
         cwd=cwd, env=env, capture_output=True, text=True, encoding="utf-8", timeout=600,
     )  # fmt: skip
-    assert result.returncode == 0, f"{script}: exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    output = f"{result.stdout}\n{result.stderr}"
+    assert result.returncode == 0, f"{script}: exit {result.returncode}\n{output}"
     return result.stdout
 
 
 def test_there_are_six_lessons_each_a_percent_format_notebook():
-    assert SCRIPTS == ["01_scalar_graph.py", "02_conv_im2col.py", "03_inception_block.py",
-                       "04_train_digits.py", "05_vanishing_gradients.py", "06_multicrop.py"]  # fmt: skip
+    assert SCRIPTS == [
+        "01_scalar_graph.py", "02_conv_im2col.py", "03_inception_block.py",
+        "04_train_digits.py", "05_vanishing_gradients.py", "06_multicrop.py",
+    ]  # fmt: skip
     for script in SCRIPTS:
         text = (LESSONS / script).read_text(encoding="utf-8")
         assert "formats: py:percent" in text.split("# %%")[0], script  # the jupytext header

@@ -87,8 +87,10 @@ paper = tinynet.summary(googlenet_paper().eval(), (3, 224, 224))
 row = next(r for r in paper.bottlenecks if r.name == "inception3b")
 print(row)
 assert (row.macs, row.naive_macs) == (reduced, naive)
-print(f"the whole network's nine blocks: {sum(r.macs for r in paper.bottlenecks) / 1e9:.2f}G "
-      f"multiply-adds, naive {sum(r.naive_macs for r in paper.bottlenecks) / 1e9:.2f}G")  # fmt: skip
+blocks = sum(r.macs for r in paper.bottlenecks)
+naive_blocks = sum(r.naive_macs for r in paper.bottlenecks)
+print(f"the whole network's nine blocks: {blocks / 1e9:.2f}G multiply-adds, naive "
+      f"{naive_blocks / 1e9:.2f}G")  # fmt: skip
 
 # %% [markdown]
 # The naive block would also output 128 + 192 + 96 + **256** = 672 channels (the pool passes

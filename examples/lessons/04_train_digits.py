@@ -18,12 +18,12 @@
 # accuracy, a checkpoint, `metrics.jsonl` and the curves (`curves.png`).
 #
 # The data are scikit-learn's 1,797 handwritten digits, 8 x 8 pixels each, scaled up to 32 x 32.
-# To run in a minute on two busy cores this lesson trains a narrow network (width 0.125: an
+# To need well under a minute of CPU time this lesson trains a narrow network (width 0.125: an
 # eighth of the paper's channels) for 3 short epochs of 5 batches of 32 images, tests on 128 of
 # the 359 test digits, and leaves out the Polyak averaging (an average over a few dozen steps
-# would still be mostly the initial weights). The full run, `tinynet train` (width 0.25, 6 epochs of all 1,438 training images,
-# with averaging), reaches 98.61% test top-1 (354 of 359 digits) in about a minute on an idle
-# 2-core machine.
+# would still be mostly the initial weights). The full run, `tinynet train` (width 0.25, 6
+# epochs of all 1,438 training images, with averaging), reaches 98.61% test top-1 (354 of 359
+# digits) in about a minute on an idle 2-core machine.
 
 # %%
 import tinynet  # before NumPy, so numba's kernels get every core
