@@ -106,9 +106,11 @@ print(f"each crop alone: {100 * unmirrored_alone:.1f}% unmirrored, "
       f"{100 * mirrored_alone:.1f}% mirrored")  # fmt: skip
 
 # %% [markdown]
-# With a trained network (`--checkpoint` of the full `tinynet train` run) a single crop is
-# already right on nearly every digit; the crops can only repeat that, and the mirrored half
-# votes with shapes the network never learnt. 144 times the work, for no gain: multi-crop pays
+# With a trained network a single crop is already right on nearly every digit; the crops can
+# only repeat that, and the mirrored half votes with shapes the network never learnt. Measured
+# with the checkpoint of a default `tinynet train` run (99.16% test top-1) on these 12 digits:
+# 1 crop 100%, 10 crops 100%, 144 crops 91.7%; each unmirrored crop alone is right 81.6% of the
+# time, each mirrored one 41.7%, and the 72 mirrored crops averaged get 50%. 144 times the work, for no gain: multi-crop pays
 # when the test images hold more than the network sees at once, which 8 x 8 digits do not.
 
 # %%
