@@ -6,6 +6,7 @@
     tinynet summary --model paper --input-shape 3 224 224
     tinynet gradcheck inception
     tinynet inspect gradients        vanishing gradients, with and without aux heads or BatchNorm
+    tinynet inspect activations RUN/checkpoint.npz image.png   each Inception branch's maps
     tinynet convert googlenet.pth googlenet.npz
     tinynet export RUN/checkpoint.npz model.onnx     (or --model NAME; the onnx extra)
 
@@ -358,6 +359,18 @@ def _inspect_parser(commands):
     g.add_argument("--seed", type=_SEED, default=0)
     g.add_argument("--out", default="runs/inspect-gradients", help="output folder")
     g.set_defaults(run=_inspect_gradients)
+    a = targets.add_parser(
+        "activations",
+        help="each Inception branch's (and the stem's) feature maps for one image",
+        description="Run one image through a trained checkpoint and draw OUT/stem.png and one "
+        "OUT/<block>.png per Inception block: each branch's most active feature maps, titled "
+        "with the module's name and output shape.",
+    )
+    a.add_argument("checkpoint", help="a checkpoint.npz written by `tinynet train`")
+    a.add_argument("image", help="a PNG or JPEG file")
+    a.add_argument("--channels", type=_POSITIVE_INT, default=8, help="maps per row (default 8)")
+    a.add_argument("--out", default="runs/inspect-activations", help="output folder")
+    a.set_defaults(run=_inspect_activations)
 
 
 def _inspect_gradients(args) -> None:
@@ -373,6 +386,15 @@ def _inspect_gradients(args) -> None:
           f"{args.lr:g} (momentum 0.9), seed {args.seed}:")  # fmt: skip
     print(table(runs))
     for path in save_runs(runs, args.out):
+        print(f"wrote {path}")
+
+
+def _inspect_activations(args) -> None:
+    from tinynet import io
+    from tinynet.inspect_activations import inspect_activations
+
+    io.check_writable_folder(args.out, "--out")
+    for path in inspect_activations(args.checkpoint, args.image, args.out, args.channels):
         print(f"wrote {path}")
 
 
