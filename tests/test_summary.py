@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from tinynet.models import googlenet_paper, googlenet_small
+from tinynet.models import Inception, googlenet_paper, googlenet_small
 from tinynet.summary import summary
 
 # Multiply-adds (M) and parameters of the paper's table. The table's params column counts
@@ -121,3 +121,13 @@ def test_the_naive_cost_keeps_batchnorm_and_the_later_3x3():
     weights = depth * (c1 + 9 * c3 + 9 * c5) + c5 * 9 * c5
     assert row.naive_macs == h * w * weights
     assert row.naive_params == weights + 2 * (c1 + c3 + c5 + c5)  # BatchNorm's γ and β
+
+
+
+def test_a_bare_inception_block_is_costed_like_the_same_block_inside_the_network():
+    block = Inception(256, 128, 128, 192, 32, 96, 64)  # the paper's inception3b
+    result = summary(block, (256, 28, 28))
+    (row,) = result.bottlenecks
+    assert row.macs == result.total_macs
+    assert round(row.macs / 1e6, 1) == 304.3
+    assert round(row.naive_macs / 1e6, 1) == 854.2

@@ -202,8 +202,8 @@ def summary(model: Module, input_shape, depth: int = 1, dtype=np.float32) -> Sum
             handle.remove()
         model.train(was_training)
 
-    def owned(prefix: str):
-        return lambda name: name == prefix or name.startswith(prefix + ".")
+    def owned(prefix: str):  # "" is the model itself, which owns every layer
+        return lambda name: not prefix or name == prefix or name.startswith(prefix + ".")
 
     def macs(prefix: str) -> int:
         inside = owned(prefix)
