@@ -12,6 +12,19 @@ from tinynet.models.googlenet import (
     googlenet_small,
     googlenet_torchvision,
 )
+from tinynet.models.inception_v3 import (
+    Inception3,
+    InceptionA,
+    InceptionB,
+    InceptionC,
+    InceptionD,
+    InceptionE,
+    InceptionV3Config,
+    InceptionV3Outputs,
+    inception_v3,
+    inception_v3_loss,
+    inception_v3_small,
+)
 
 __all__ = [
     "BasicConv2d",
@@ -24,4 +37,15 @@ __all__ = [
     "googlenet_paper",
     "googlenet_small",
     "googlenet_torchvision",
+    "Inception3",
+    "InceptionA",
+    "InceptionB",
+    "InceptionC",
+    "InceptionD",
+    "InceptionE",
+    "InceptionV3Config",
+    "InceptionV3Outputs",
+    "inception_v3",
+    "inception_v3_loss",
+    "inception_v3_small",
 ]

@@ -13,6 +13,7 @@ from tinynet.models.googlenet import (
     googlenet_small,
     googlenet_torchvision,
 )
+from tinynet.models.inception_v3 import inception_v3, inception_v3_loss, inception_v3_small
 
 
 @dataclass(frozen=True)
@@ -26,10 +27,20 @@ class ModelEntry:
     input_size: int
 
 
+def inception_v3_for_classes(num_classes: int = 1000, **options) -> nn.Module:
+    """torchvision's Inception-v3 for ImageNet's 1000 classes (299x299 images); for any other
+    class count (tinynet's datasets: digits, MNIST, CIFAR-10, at 28-32 px) the CPU-sized one:
+    the small-image stem at width 0.25. The builder sees no image size, so the class count
+    decides; ``width`` overrides the width either way."""
+    build = inception_v3 if num_classes == 1000 else inception_v3_small
+    return build(num_classes=num_classes, **options)
+
+
 MODELS: dict[str, ModelEntry] = {
     "small": ModelEntry(googlenet_small, googlenet_loss, 32),
     "paper": ModelEntry(googlenet_paper, googlenet_loss, 224),
     "torchvision": ModelEntry(googlenet_torchvision, googlenet_loss, 224),
+    "inception_v3": ModelEntry(inception_v3_for_classes, inception_v3_loss, 299),
 }
 
 
