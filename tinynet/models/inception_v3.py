@@ -250,15 +250,15 @@ class InceptionAux(nn.Module):
         self.fc = nn.Linear(ch_conv, num_classes)
 
     def forward(self, x):
+        if isinstance(self.pool, nn.AvgPool2d) and min(x.shape[2:]) < 17:
+            raise ValueError(
+                f"InceptionAux: the 5x5/3 average pool needs a feature map of at least 17x17 "
+                f"(299x299 images); got {x.shape[2]}x{x.shape[3]}. Use aux_pool='adaptive5x5' "
+                f"for smaller inputs"
+            )
         # N x 768 x 17 x 17
         x = self.pool(x)
         # N x 768 x 5 x 5
-        if x.shape[2] < 5 or x.shape[3] < 5:
-            raise ValueError(
-                f"InceptionAux: the 5x5/3 average pool needs a 17x17 feature map (299x299 "
-                f"images); got {tuple(x.shape[2:])} after pooling. Use aux_pool='adaptive5x5' "
-                f"for other input sizes"
-            )
         x = self.conv0(x)
         # N x 128 x 5 x 5
         x = self.conv1(x)
