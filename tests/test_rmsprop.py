@@ -16,10 +16,12 @@ from test_optim import TOLERANCE, gradient_sequence, make_groups, params_from, r
 
 @st.composite
 def rmsprop_settings(draw):
-    # alpha above and below 0.5 exercises both forms of PyTorch's lerp (centred).
+    # alpha above and below 0.5 exercises both forms of PyTorch's lerp (centred). Not 0: then
+    # the centred variance v - ḡ² is exactly 0 (tinynet gives d = eps) and PyTorch's fused
+    # multiply-add can round it below 0, to a NaN.
     return dict(
         lr=draw(st.floats(0.0, 0.1)),
-        alpha=draw(st.sampled_from([0.9, 0.99]) | st.floats(0.0, 1.0)),
+        alpha=draw(st.sampled_from([0.9, 0.99]) | st.floats(0.05, 1.0)),
         eps=draw(st.sampled_from([1e-8, 1.0])),
         weight_decay=draw(st.just(0.0) | st.floats(0.0, 0.2)),
         momentum=draw(st.sampled_from([0.0, 0.9]) | st.floats(0.0, 0.99)),

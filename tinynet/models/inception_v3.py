@@ -22,11 +22,9 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import NamedTuple
 
-import numpy as np
-
 from tinynet import functional as F
 from tinynet import nn
-from tinynet.models.googlenet import BasicConv2d
+from tinynet.models.googlenet import BasicConv2d, transform_input
 from tinynet.tensor import Tensor, as_tensor
 
 conv_bn = partial(BasicConv2d, batch_norm=True)
@@ -382,13 +380,6 @@ class Inception3(nn.Module):
             if isinstance(module, (nn.Conv2d, nn.Linear)):
                 nn.init.trunc_normal_(module.weight, 0.0, std.get(id(module), 0.1), -2.0, 2.0)
 
-    def _transform_input(self, x):
-        # Inputs normalised with ImageNet's mean/std become (x - 0.5) / 0.5 per channel, the
-        # range torchvision's pretrained weights were trained on.
-        mean = np.array([0.485, 0.456, 0.406], dtype=x.dtype).reshape(1, 3, 1, 1)
-        std = np.array([0.229, 0.224, 0.225], dtype=x.dtype).reshape(1, 3, 1, 1)
-        return x * (std / 0.5) + (mean - 0.5) / 0.5
-
     def _check_input(self, x):
         expected = self.config.in_channels
         if x.ndim != 4 or x.shape[1] != expected:
@@ -409,7 +400,7 @@ class Inception3(nn.Module):
         x = as_tensor(x)
         self._check_input(x)
         if self.config.transform_input:
-            x = self._transform_input(x)
+            x = transform_input(x)
         # N x 3 x 299 x 299
         x = self.Conv2d_1a_3x3(x)
         # N x 32 x 149 x 149
