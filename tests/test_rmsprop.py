@@ -11,7 +11,7 @@ from tinynet.nn import Parameter
 from tinynet.optim import RMSprop
 
 from strategies import seeds, shapes, uniform
-from test_optim import TOLERANCE, gradient_sequence, make_groups, params_from, run
+from test_optim import assert_matches_torch, gradient_sequence, params_from, run
 
 
 @st.composite
@@ -41,30 +41,8 @@ def test_matches_torch_over_many_steps(torch, dtype, data, param_shapes, steps, 
     settings = data.draw(rmsprop_settings(), label="settings")
     split = data.draw(st.integers(0, len(param_shapes) - 1), label="split")
     second = {"lr": settings["lr"] / 2, "momentum": 0.5, "centered": not settings["centered"]}
-    initial = [uniform(seed + i, shape, dtype=dtype) for i, shape in enumerate(param_shapes)]
-    ours = params_from(initial)
-    theirs = [torch.tensor(a.copy(), requires_grad=True) for a in initial]
-    optimizer = RMSprop(make_groups(ours, split, second), **settings)
-    reference = torch.optim.RMSprop(make_groups(theirs, split, second), **settings)
-
-    for grads in gradient_sequence(seed, param_shapes, steps, dtype):
-        for p, tp, g in zip(ours, theirs, grads):
-            p.grad = None if g is None else g.copy()
-            tp.grad = None if g is None else torch.tensor(g)
-        optimizer.step()
-        reference.step()
-
-    for p, tp in zip(ours, theirs):
-        assert p.dtype == dtype
-        np.testing.assert_allclose(p.data, tp.detach().numpy(), **TOLERANCE[dtype])
-        ours_state, their_state = optimizer.state.get(p, {}), reference.state.get(tp, {})
-        assert set(ours_state) == set(their_state)
-        for name, value in their_state.items():
-            if name == "step":
-                assert ours_state["step"] == int(value.item())
-            else:
-                assert ours_state[name].dtype == dtype
-                np.testing.assert_allclose(ours_state[name], value.numpy(), **TOLERANCE[dtype])
+    kind = "RMSprop"
+    assert_matches_torch(torch, kind, settings, split, second, dtype, param_shapes, steps, seed)
 
 
 def test_first_step_by_hand():
