@@ -6,12 +6,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import tinynet.io
 from tinynet.nn import Parameter
 from tinynet.optim import RMSprop
 
-from strategies import seeds, shapes, uniform
-from test_optim import assert_matches_torch, gradient_sequence, params_from, run
+from strategies import seeds, shapes
+from test_optim import assert_matches_torch, assert_resume_is_exact
 
 
 @st.composite
@@ -81,30 +80,7 @@ def test_momentum_accumulates_the_normalised_step():
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("settings", [dict(momentum=0.9), dict(centered=True, weight_decay=0.1)])
 def test_resume_through_tinynet_io_is_exact(tmp_path, settings, dtype):
-    param_shapes = [(3, 4), (5,), (2, 1, 3)]
-    sequence = gradient_sequence(11, param_shapes, 12, dtype)
-    initial = [uniform(i, shape, dtype=dtype) for i, shape in enumerate(param_shapes)]
-    groups = lambda ps: [{"params": ps[:2]}, {"params": ps[2:], "lr": 0.02}]
-
-    straight = params_from(initial)
-    run(RMSprop(groups(straight), alpha=0.9, eps=1.0, **settings), straight, sequence)
-
-    first = params_from(initial)
-    optimizer = RMSprop(groups(first), alpha=0.9, eps=1.0, **settings)
-    run(optimizer, first, sequence[:7])
-    tinynet.io.save(
-        {"optimizer": optimizer.state_dict(), "params": [p.data for p in first]},
-        tmp_path / "checkpoint.npz",
-    )
-    checkpoint = tinynet.io.load(tmp_path / "checkpoint.npz")
-    resumed = params_from(checkpoint["params"])
-    fresh = RMSprop(groups(resumed), lr=0.5)
-    fresh.load_state_dict(checkpoint["optimizer"])
-    assert fresh.param_groups[0]["eps"] == 1.0 and fresh.param_groups[1]["lr"] == 0.02
-    run(fresh, resumed, sequence[7:])
-    for a, b in zip(straight, resumed):
-        assert b.dtype == dtype
-        np.testing.assert_array_equal(a.data, b.data)
+    assert_resume_is_exact(tmp_path, RMSprop, dict(alpha=0.9, eps=1.0, **settings), dtype)
 
 
 def test_loading_a_state_without_the_momentum_buffer_names_it():
