@@ -210,7 +210,7 @@ def test_a_diverging_run_stops_with_advice(tmp_path, data):
     "field, value, expected",
     [
         ("model", "resnet", "model must be one of"),
-        ("optimizer", "rmsprop", "optimizer must be one of"),
+        ("optimizer", "lbfgs", "optimizer must be one of"),
         ("schedule", "poly", "schedule must be one of"),
         ("epochs", 0, "epochs must be a positive int; got 0"),
         ("batch_size", 2.5, "batch_size must be a positive int; got 2.5"),

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import itertools
 import json
 import math
@@ -51,6 +52,7 @@ from tinynet.optim import (
     CosineAnnealingLR,
     ExponentialMovingAverage,
     LinearWarmup,
+    RMSprop,
     SequentialLR,
     StepLR,
     clip_grad_norm_,
@@ -58,9 +60,15 @@ from tinynet.optim import (
 from tinynet.progress import ProgressBar
 from tinynet.rng import default_generator, manual_seed
 
-OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
+# rmsprop: the Inception-v3 paper's setting, decay 0.9 and ε = 1.0, at its learning rate 0.045.
+OPTIMIZERS = {
+    "sgd": SGD,
+    "adam": Adam,
+    "adamw": AdamW,
+    "rmsprop": functools.partial(RMSprop, alpha=0.9, eps=1.0),
+}
 SCHEDULES = ("cosine", "step", "constant")
-DEFAULT_LR = {"sgd": 0.1, "adam": 1e-3, "adamw": 1e-3}
+DEFAULT_LR = {"sgd": 0.1, "adam": 1e-3, "adamw": 1e-3, "rmsprop": 0.045}
 CHECKPOINT, METRICS, CURVES = "checkpoint.npz", "metrics.jsonl", "curves.png"
 GRADIENTS = "gradients.png"
 CHECKPOINT_FORMAT = "tinynet-train-checkpoint"
@@ -81,7 +89,8 @@ class TrainConfig:
     download:     fetch missing dataset files (SHA-256 verified)
     image_size:   side of the square images fed to the network (None: the dataset's own, 32
                   for digits; needed for image_folder)
-    optimizer:    sgd (momentum, Nesterov) | adam | adamw;  lr None: 0.1 for SGD, 1e-3 otherwise
+    optimizer:    sgd (momentum, Nesterov) | adam | adamw | rmsprop (decay 0.9, ε 1.0); lr None:
+                  0.1 for SGD, 0.045 for RMSprop, 1e-3 otherwise
     schedule:     cosine (to 0 over the run) | step (the paper's: x0.96 every 8 epochs) |
                   constant; after warmup_epochs of linear warm-up
     ema_decay:    Polyak averaging of the weights for evaluation (None: off)

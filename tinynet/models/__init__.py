@@ -1,4 +1,8 @@
-"""Networks built from ``tinynet.nn``."""
+"""Networks built from ``tinynet.nn``.
+
+Inception-v3's and Inception-v4's blocks share the papers' names (InceptionA, B, C) but not their
+structure: import them from their model modules (``tinynet.models.inception_v3``,
+``tinynet.models.inception_v4``)."""
 
 from tinynet.models.googlenet import (
     BasicConv2d,
@@ -25,10 +29,15 @@ from tinynet.models.inception_resnet import (
     inception_resnet_v2,
     inception_resnet_v2_small,
 )
+from tinynet.models.inception_v3 import (
+    Inception3,
+    InceptionV3Config,
+    InceptionV3Outputs,
+    inception_v3,
+    inception_v3_loss,
+    inception_v3_small,
+)
 from tinynet.models.inception_v4 import (
-    InceptionA,
-    InceptionB,
-    InceptionC,
     InceptionV4,
     InceptionV4Config,
     Mixed3a,
@@ -50,10 +59,7 @@ __all__ = [
     "GoogLeNetConfig",
     "GoogLeNetOutputs",
     "Inception",
-    "InceptionA",
     "InceptionAux",
-    "InceptionB",
-    "InceptionC",
     "InceptionResNetConfig",
     "InceptionResNetV1",
     "InceptionResNetV2",
@@ -76,4 +82,10 @@ __all__ = [
     "inception_resnet_v2_small",
     "inception_v4",
     "inception_v4_small",
+    "Inception3",
+    "InceptionV3Config",
+    "InceptionV3Outputs",
+    "inception_v3",
+    "inception_v3_loss",
+    "inception_v3_small",
 ]

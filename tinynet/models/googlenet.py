@@ -104,6 +104,15 @@ class GoogLeNetConfig:
         return max(1, int(round(count * self.width)))
 
 
+def transform_input(x):
+    """Images normalised with ImageNet's mean and std, renormalised to (x - 0.5) / 0.5 per
+    channel: the range torchvision's pretrained GoogLeNet and Inception-v3 were trained on
+    (their ``transform_input`` option)."""
+    mean = np.array([0.485, 0.456, 0.406], dtype=x.dtype).reshape(1, 3, 1, 1)
+    std = np.array([0.229, 0.224, 0.225], dtype=x.dtype).reshape(1, 3, 1, 1)
+    return x * (std / 0.5) + (mean - 0.5) / 0.5
+
+
 class BasicConv2d(nn.Module):
     """conv -> ReLU, or conv (no bias) -> BatchNorm(eps=0.001) -> ReLU; named ``conv`` and
     ``bn`` as torchvision's helper of the same name."""
@@ -297,13 +306,6 @@ class GoogLeNet(nn.Module):
             if isinstance(module, (nn.Conv2d, nn.Linear)):
                 nn.init.trunc_normal_(module.weight, 0.0, 0.01, -2.0, 2.0)
 
-    def _transform_input(self, x):
-        # Inputs normalised with ImageNet's mean/std become (x - 0.5) / 0.5 per channel, the
-        # range torchvision's pretrained GoogLeNet was trained on.
-        mean = np.array([0.485, 0.456, 0.406], dtype=x.dtype).reshape(1, 3, 1, 1)
-        std = np.array([0.229, 0.224, 0.225], dtype=x.dtype).reshape(1, 3, 1, 1)
-        return x * (std / 0.5) + (mean - 0.5) / 0.5
-
     def _check_input(self, x):
         expected = self.config.in_channels
         if x.ndim != 4 or x.shape[1] != expected:
@@ -324,7 +326,7 @@ class GoogLeNet(nn.Module):
         x = as_tensor(x)
         self._check_input(x)
         if self.config.transform_input:
-            x = self._transform_input(x)
+            x = transform_input(x)
         # N x 3 x 224 x 224
         x = self.conv1(x)
         # N x 64 x 112 x 112

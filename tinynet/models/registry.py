@@ -20,6 +20,7 @@ from tinynet.models.inception_resnet import (
     inception_resnet_v2,
     inception_resnet_v2_small,
 )
+from tinynet.models.inception_v3 import inception_v3, inception_v3_loss, inception_v3_small
 from tinynet.models.inception_v4 import inception_v4, inception_v4_small
 
 
@@ -44,6 +45,8 @@ MODELS: dict[str, ModelEntry] = {
     "small": ModelEntry(googlenet_small, googlenet_loss, 32),
     "paper": ModelEntry(googlenet_paper, googlenet_loss, 224),
     "torchvision": ModelEntry(googlenet_torchvision, googlenet_loss, 224),
+    "inception_v3": ModelEntry(inception_v3, inception_v3_loss, 299),
+    "inception_v3_small": ModelEntry(inception_v3_small, inception_v3_loss, 32),
     "inception_v4": ModelEntry(inception_v4, cross_entropy_loss, 299),
     "inception_v4_small": ModelEntry(inception_v4_small, cross_entropy_loss, 32),
     "inception_resnet_v1": ModelEntry(inception_resnet_v1, cross_entropy_loss, 299),

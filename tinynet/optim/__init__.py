@@ -21,6 +21,7 @@ from tinynet.optim.lr_scheduler import (
     StepLR,
 )
 from tinynet.optim.optimizer import Optimizer
+from tinynet.optim.rmsprop import RMSprop
 from tinynet.optim.sgd import SGD
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "LinearLR",
     "LinearWarmup",
     "Optimizer",
+    "RMSprop",
     "SequentialLR",
     "StepLR",
     "clip_grad_norm_",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinynet.optim.optimizer import Optimizer, check_hyperparameter
+from tinynet.optim.optimizer import Optimizer, check_hyperparameter, lerp_
 
 
 class Adam(Optimizer):
@@ -103,16 +103,7 @@ class Adam(Optimizer):
                 np.multiply(theta, weight_decay, out=scratch)
                 g = np.add(g, scratch, out=work.get(0, theta))
 
-        # m = lerp(m, g, 1 - β₁), in PyTorch's two forms: m + w (g - m) for w < 0.5, else
-        # g - (1 - w)(g - m); each is exact at its own end (w = 0 keeps m, w = 1 gives g).
-        weight = 1.0 - beta1
-        np.subtract(g, m, out=scratch)
-        if weight < 0.5:
-            scratch *= weight
-            m += scratch
-        else:
-            scratch *= weight - 1.0
-            np.add(g, scratch, out=m)
+        lerp_(m, g, 1.0 - beta1, scratch)  # m = β₁ m + (1 - β₁) g, as PyTorch's lerp
         # v = β₂ v + ((1 - β₂) g) g
         np.multiply(g, 1.0 - beta2, out=scratch)
         scratch *= g

@@ -58,6 +58,19 @@ def check_hyperparameter(owner: str, name: str, value, low=0.0, high=None, high_
         raise ValueError(f"{owner}: invalid {name} {value!r}; it must be {bound}")
 
 
+def lerp_(start: np.ndarray, end: np.ndarray, weight: float, scratch: np.ndarray) -> None:
+    """start = lerp(start, end, weight) in place, in PyTorch's two forms: start + w (end - start)
+    for w < 0.5, else end - (1 - w)(end - start); each is exact at its own end (w = 0 keeps
+    start, w = 1 gives end). ``scratch`` is overwritten."""
+    np.subtract(end, start, out=scratch)
+    if weight < 0.5:
+        scratch *= weight
+        start += scratch
+    else:
+        scratch *= weight - 1.0
+        np.add(end, scratch, out=start)
+
+
 class Optimizer:
     """Base class of the optimisers: subclasses define ``_update`` (one parameter's rule),
     ``_check_group`` (argument validation) and ``_state_names`` (what ``state[p]`` holds).
