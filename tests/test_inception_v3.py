@@ -15,17 +15,19 @@ import tinynet
 from tinynet.cli import main
 from tinynet.models import (
     Inception3,
-    InceptionA,
-    InceptionB,
-    InceptionC,
-    InceptionD,
-    InceptionE,
     InceptionV3Outputs,
     inception_v3,
     inception_v3_loss,
     inception_v3_small,
 )
-from tinynet.models.inception_v3 import InceptionAux
+from tinynet.models.inception_v3 import (
+    InceptionA,
+    InceptionAux,
+    InceptionB,
+    InceptionC,
+    InceptionD,
+    InceptionE,
+)
 from tinynet.models.registry import model_entry
 
 from reference import assert_close

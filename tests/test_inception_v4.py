@@ -7,9 +7,6 @@ import pytest
 
 import tinynet
 from tinynet.models import (
-    InceptionA,
-    InceptionB,
-    InceptionC,
     InceptionV4,
     Mixed3a,
     Mixed4a,
@@ -20,6 +17,7 @@ from tinynet.models import (
     inception_v4,
     inception_v4_small,
 )
+from tinynet.models.inception_v4 import InceptionA, InceptionB, InceptionC
 
 from strategies import uniform
 from timm_twins import (
