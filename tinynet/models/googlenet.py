@@ -113,6 +113,22 @@ def transform_input(x):
     return x * (std / 0.5) + (mean - 0.5) / 0.5
 
 
+def check_image_batch(network: str, x, in_channels: int, stem: str, smallest: int, design: int):
+    """Refuse what is not a batch of ``in_channels``-channel images at least ``smallest`` pixels on
+    a side (what ``stem`` leaves a grid for), naming the network and its design size."""
+    if x.ndim != 4 or x.shape[1] != in_channels:
+        raise ValueError(
+            f"{network}: input must be a batch of images (N, {in_channels}, H, W); got shape "
+            f"{tuple(x.shape)}"
+        )
+    if min(x.shape[2:]) < smallest:
+        raise ValueError(
+            f"{network}: images of {x.shape[2]}x{x.shape[3]} are too small for the "
+            f"'{stem}' stem, which needs at least {smallest}x{smallest} "
+            f"({design}x{design} for the paper's 'imagenet' stem, 32x32 or 28x28 for 'small')"
+        )
+
+
 class BasicConv2d(nn.Module):
     """conv -> ReLU, or conv (no bias) -> BatchNorm(eps=0.001) -> ReLU; named ``conv`` and
     ``bn`` as torchvision's helper of the same name."""
@@ -306,25 +322,11 @@ class GoogLeNet(nn.Module):
             if isinstance(module, (nn.Conv2d, nn.Linear)):
                 nn.init.trunc_normal_(module.weight, 0.0, 0.01, -2.0, 2.0)
 
-    def _check_input(self, x):
-        expected = self.config.in_channels
-        if x.ndim != 4 or x.shape[1] != expected:
-            raise ValueError(
-                f"GoogLeNet: input must be a batch of images (N, {expected}, H, W); got shape "
-                f"{tuple(x.shape)}"
-            )
-        smallest = 32 if self.config.stem == "imagenet" else 8
-        if min(x.shape[2:]) < smallest:
-            raise ValueError(
-                f"GoogLeNet: images of {x.shape[2]}x{x.shape[3]} are too small for the "
-                f"'{self.config.stem}' stem, which needs at least {smallest}x{smallest} "
-                f"(224x224 for the paper's 'imagenet' stem, 32x32 or 28x28 for 'small')"
-            )
-
     def forward(self, x):
         # Shapes for the paper's network (the 'imagenet' stem, width 1) on 224x224 images.
         x = as_tensor(x)
-        self._check_input(x)
+        smallest = 32 if self.config.stem == "imagenet" else 8
+        check_image_batch("GoogLeNet", x, self.config.in_channels, self.config.stem, smallest, 224)
         if self.config.transform_input:
             x = transform_input(x)
         # N x 3 x 224 x 224

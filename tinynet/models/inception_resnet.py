@@ -34,7 +34,7 @@ from tinynet.models.inception_v4 import (
     InceptionV4Config,
     ReductionA,
     SmallStem,
-    check_image_batch,
+    check_config_images,
     classifier_head,
     conv_bn,
     conv_chain,
@@ -206,7 +206,7 @@ class InceptionResNet(nn.Module):
 
     def _checked(self, x):
         x = as_tensor(x)
-        check_image_batch(type(self).__name__, self.config, x)
+        check_config_images(type(self).__name__, self.config, x)
         return x
 
     def _stem_to_71(self, x):

@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 from tinynet import functional as F
 from tinynet import nn
-from tinynet.models.googlenet import BasicConv2d, transform_input
+from tinynet.models.googlenet import BasicConv2d, check_image_batch, transform_input
 from tinynet.tensor import Tensor, as_tensor
 
 conv_bn = partial(BasicConv2d, batch_norm=True)
@@ -380,25 +380,11 @@ class Inception3(nn.Module):
             if isinstance(module, (nn.Conv2d, nn.Linear)):
                 nn.init.trunc_normal_(module.weight, 0.0, std.get(id(module), 0.1), -2.0, 2.0)
 
-    def _check_input(self, x):
-        expected = self.config.in_channels
-        if x.ndim != 4 or x.shape[1] != expected:
-            raise ValueError(
-                f"Inception3: input must be a batch of images (N, {expected}, H, W); got shape "
-                f"{tuple(x.shape)}"
-            )
-        smallest = 75 if self.config.stem == "imagenet" else 15
-        if min(x.shape[2:]) < smallest:
-            raise ValueError(
-                f"Inception3: images of {x.shape[2]}x{x.shape[3]} are too small for the "
-                f"'{self.config.stem}' stem, which needs at least {smallest}x{smallest} "
-                f"(299x299 for the paper's 'imagenet' stem, 32x32 or 28x28 for 'small')"
-            )
-
     def forward(self, x):
         # Shapes for the paper's network (the 'imagenet' stem, width 1) on 299x299 images.
         x = as_tensor(x)
-        self._check_input(x)
+        smallest = 75 if self.config.stem == "imagenet" else 15
+        check_image_batch("Inception3", x, self.config.in_channels, self.config.stem, smallest, 299)
         if self.config.transform_input:
             x = transform_input(x)
         # N x 3 x 299 x 299

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 
 from tinynet import functional as F
 from tinynet import nn
-from tinynet.models.googlenet import BasicConv2d
+from tinynet.models.googlenet import BasicConv2d, check_image_batch
 from tinynet.tensor import as_tensor
 
 
@@ -314,21 +314,9 @@ class InceptionV4Config:
         return 75 if self.stem == "imagenet" else 13
 
 
-def check_image_batch(network: str, config: InceptionV4Config, x) -> None:
-    """Refuse what is not a batch of images with the configured channels, large enough."""
-    expected = config.in_channels
-    if x.ndim != 4 or x.shape[1] != expected:
-        raise ValueError(
-            f"{network}: input must be a batch of images (N, {expected}, H, W); got shape "
-            f"{tuple(x.shape)}"
-        )
-    smallest = config.smallest_input
-    if min(x.shape[2:]) < smallest:
-        raise ValueError(
-            f"{network}: images of {x.shape[2]}x{x.shape[3]} are too small for the "
-            f"'{config.stem}' stem, which needs at least {smallest}x{smallest} (299x299 for "
-            f"the paper's 'imagenet' stem, 28x28 or 32x32 for 'small')"
-        )
+def check_config_images(network: str, config: InceptionV4Config, x) -> None:
+    """``check_image_batch`` with the configuration's channels, stem and smallest side."""
+    check_image_batch(network, x, config.in_channels, config.stem, config.smallest_input, 299)
 
 
 def classifier_head(config: InceptionV4Config, features: int):
@@ -368,7 +356,7 @@ class InceptionV4(nn.Module):
 
     def forward(self, x):
         x = as_tensor(x)
-        check_image_batch("InceptionV4", self.config, x)
+        check_config_images("InceptionV4", self.config, x)
         # N x 3 x 299 x 299
         x = self.features(x)
         # N x 1536 x 8 x 8 (each block's shape: INCEPTION_V4_TABLE)
