@@ -63,8 +63,8 @@ def _train_parser(commands):
     default = {field.name: field.default for field in dataclasses.fields(TrainConfig)}
     p = commands.add_parser(
         "train",
-        help="train a GoogLeNet (default: the small BatchNorm one on the bundled digits)",
-        description="Train a GoogLeNet. Every epoch writes OUT/checkpoint.npz, "
+        help="train a network (default: the small BatchNorm GoogLeNet on the bundled digits)",
+        description="Train a network of the Inception family (--model). Every epoch writes OUT/checkpoint.npz, "
         "OUT/metrics.jsonl and OUT/curves.png; --resume continues a run exactly.",
     )
     g = p.add_argument_group("model and data")

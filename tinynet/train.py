@@ -356,7 +356,7 @@ class Trainer:
         and leaves the last epoch's checkpoint as it was."""
         c = self.config
         self.log(
-            f"training {c.model} GoogLeNet (width {self.model.config.width}, "
+            f"training {c.model} (width {self.model.config.width}, "
             f"{sum(p.size for p in self.model.parameters()):,} parameters) on {c.dataset}: "
             f"{len(self.data.train)} train / {len(self.data.test)} test images of "
             f"{tuple(self.data.train.arrays[0].shape[1:])}, {len(c.classes)} classes"
