@@ -64,8 +64,9 @@ def _train_parser(commands):
     p = commands.add_parser(
         "train",
         help="train a network (default: the small BatchNorm GoogLeNet on the bundled digits)",
-        description="Train a network of the Inception family (--model). Every epoch writes OUT/checkpoint.npz, "
-        "OUT/metrics.jsonl and OUT/curves.png; --resume continues a run exactly.",
+        description="Train a network of the Inception family (--model). Every epoch writes "
+        "OUT/checkpoint.npz, OUT/metrics.jsonl and OUT/curves.png; --resume continues a run "
+        "exactly.",
     )
     g = p.add_argument_group("model and data")
     g.add_argument(
