@@ -27,7 +27,7 @@ RUN_A_KERNEL = (
 
 @pytest.fixture
 def installed_copy(tmp_path):
-    """tinynet's source copied to tmp_path/site/tinynet without caches, files and folders read-only."""
+    """tinynet's source copied to tmp_path/site/tinynet without caches, made read-only."""
     site = tmp_path / "site"
     shutil.copytree(
         Path(tinynet.__file__).parent,

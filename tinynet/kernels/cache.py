@@ -8,8 +8,8 @@ in ``$TINYNET_CACHE_DIR`` if that is set, else in the platform's user cache fold
 (``~/.cache/tinynet`` on Linux, ``~/Library/Caches/tinynet`` on macOS,
 ``%LOCALAPPDATA%\\tinynet\\Cache`` on Windows), else, when that cannot be written, in a private
 folder of the user's in the temporary folder (one that another user could have made is not
-trusted: numba's cache entries are pickles). Within it, each source folder gets its own subfolder named by a hash of its path, so two
-installations never share entries; numba checks the source's hash and its own version before it
+trusted: numba's cache entries are pickles). Within it, each source folder gets its own
+subfolder named by a hash of its path, so two installations never share entries; numba checks the source's hash and its own version before it
 loads an entry, so a stale one is recompiled, never run.
 
 ``install()`` puts :class:`KernelCacheLocator` first in numba's list of cache locators. It answers
@@ -30,7 +30,8 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
 
 def cache_roots() -> list[Path]:
-    """The folders to try, in order: the environment's, else the user's cache, then a private one."""
+    """The folders to try, in order: the environment's; else the user's cache, then a private
+    one."""
     if os.environ.get(ENVIRONMENT_VARIABLE):
         return [Path(os.environ[ENVIRONMENT_VARIABLE]).expanduser()]
     user = Path(AppDirs(appname="tinynet", appauthor=False).user_cache_dir)
