@@ -9,8 +9,9 @@ in ``$TINYNET_CACHE_DIR`` if that is set, else in the platform's user cache fold
 ``%LOCALAPPDATA%\\tinynet\\Cache`` on Windows), else, when that cannot be written, in a private
 folder of the user's in the temporary folder (one that another user could have made is not
 trusted: numba's cache entries are pickles). Within it, each source folder gets its own
-subfolder named by a hash of its path, so two installations never share entries; numba checks the source's hash and its own version before it
-loads an entry, so a stale one is recompiled, never run.
+subfolder named by a hash of its path, so two installations never share entries; numba checks
+the source's hash and its own version before it loads an entry, so a stale one is recompiled,
+never run.
 
 ``install()`` puts :class:`KernelCacheLocator` first in numba's list of cache locators. It answers
 only for source files inside this package, so other code's caching is as numba decides.
