@@ -84,9 +84,9 @@ def inspect_activations(checkpoint, image, out_dir, channels: int = 8) -> list[P
 def plot_activation_grid(rows: dict[str, np.ndarray], channels: int, title: str, path) -> Path:
     """One row per entry of ``rows`` (title -> a (C, H, W) activation): its ``channels`` most
     active maps on one colour scale, titled with the name and shape; written atomically."""
-    from tinynet.plot import _pyplot, _save
+    from tinynet.plot import pyplot, save_figure
 
-    plt = _pyplot("drawing the activation grids")
+    plt = pyplot("drawing the activation grids")
     columns = min(channels, max(a.shape[0] for a in rows.values()))
     figure = plt.figure(figsize=(1.3 * columns, 1.6 * len(rows) + 0.4), layout="constrained")
     figure.suptitle(title, fontweight="bold")
@@ -100,4 +100,4 @@ def plot_activation_grid(rows: dict[str, np.ndarray], channels: int, title: str,
                 axes.imshow(activation[shown[column]], cmap="viridis", vmin=low,
                             vmax=max(high, low + 1e-12))  # fmt: skip
                 axes.set_title(f"ch {shown[column]}", fontsize=7)
-    return _save(plt, figure, path)
+    return save_figure(plt, figure, path)

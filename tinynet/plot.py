@@ -10,7 +10,7 @@ import numpy as np
 from tinynet.io import atomic_write
 
 
-def _pyplot(what: str):
+def pyplot(what: str):
     """matplotlib.pyplot on the file-only Agg backend; ImportError saying what to install."""
     try:
         import matplotlib
@@ -22,7 +22,7 @@ def _pyplot(what: str):
     return plt
 
 
-def _save(plt, figure, path) -> Path:
+def save_figure(plt, figure, path) -> Path:
     """Write ``figure`` to ``path`` as a PNG, atomically, and close it."""
     path = Path(path)
     try:
@@ -39,7 +39,7 @@ def plot_history(history: list[dict], path) -> Path:
     history: the per-epoch records of ``tinynet.train.Trainer`` (keys epoch, train_loss,
     test_loss, test_top1, train_top1). Raises ImportError if matplotlib is not installed.
     """
-    plt = _pyplot("plotting the training curves")
+    plt = pyplot("plotting the training curves")
     epochs = [h["epoch"] for h in history]
     figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(10, 4))
     # The training loss is the paper's (main + 0.3 x each aux head); the test loss the main head's.
@@ -53,7 +53,7 @@ def plot_history(history: list[dict], path) -> Path:
         axes.grid(alpha=0.3)
         axes.legend()
     figure.tight_layout()
-    return _save(plt, figure, path)
+    return save_figure(plt, figure, path)
 
 
 def heatmap(axes, records: list[dict], key: str, norm, title: str):
@@ -80,7 +80,7 @@ def plot_gradients(records: list[dict], path) -> Path:
     """Draw the gradient norm and the update-to-weight ratio of every layer at every logged step
     (``tinynet.gradflow`` records), on log colour scales, into ``path`` (written atomically).
     Raises ImportError if matplotlib is not installed."""
-    plt = _pyplot("plotting the gradient flow")
+    plt = pyplot("plotting the gradient flow")
     from matplotlib.colors import LogNorm
 
     layers = len(records[0]["grad_norm"])
@@ -90,7 +90,7 @@ def plot_gradients(records: list[dict], path) -> Path:
         image = heatmap(axes, records, key, LogNorm(), title)
         figure.colorbar(image, ax=axes, fraction=0.05, pad=0.02)
     figure.tight_layout()
-    return _save(plt, figure, path)
+    return save_figure(plt, figure, path)
 
 
 def plot_gradient_comparison(runs: dict[str, list[dict]], path) -> Path:
@@ -100,7 +100,7 @@ def plot_gradient_comparison(runs: dict[str, list[dict]], path) -> Path:
 
     runs: name -> records with "step" and "grad_norm" (block -> norm), the same blocks in each.
     Raises ImportError if matplotlib is not installed."""
-    plt = _pyplot("plotting the gradient flow")
+    plt = pyplot("plotting the gradient flow")
     from matplotlib.colors import LogNorm
 
     values = [v for records in runs.values() for r in records for v in r["grad_norm"].values()]
@@ -126,4 +126,4 @@ def plot_gradient_comparison(runs: dict[str, list[dict]], path) -> Path:
     depth.set(yscale="log", xlabel="block (input to output)", title="along the depth")
     depth.grid(alpha=0.3)
     depth.legend(fontsize=7)
-    return _save(plt, figure, path)
+    return save_figure(plt, figure, path)

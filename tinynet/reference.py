@@ -23,10 +23,10 @@ import threading
 import numpy as np
 
 from tinynet.ops._args import normalize_dim, pair
-from tinynet.ops.conv import _padding as conv_padding
+from tinynet.ops.conv import conv_padding
 from tinynet.ops.elementwise import exp, log, where
 from tinynet.ops.linalg import matmul
-from tinynet.ops.pool import _sliding_tables as sliding_pool_arguments
+from tinynet.ops.pool import sliding_window_tables
 from tinynet.ops.reduce import max, mean, sum  # noqa: A004 - PyTorch's names
 from tinynet.ops.shape import pad, reshape, stack, transpose
 from tinynet.rng import default_generator
@@ -117,7 +117,7 @@ def _first_winner(taps: np.ndarray, inside: np.ndarray) -> np.ndarray:
 def _sliding_pool(op, x, kernel_size, stride, padding, ceil_mode, count_include_pad=True):
     """A sliding pool's (kernel, stride, padding, out_size), its arguments checked as the fused
     op checks them."""
-    rows, cols, kernel, stride = sliding_pool_arguments(
+    rows, cols, kernel, stride = sliding_window_tables(
         op, x, kernel_size, stride, padding, ceil_mode, count_include_pad
     )
     return kernel, stride, pair(padding, "padding", op, 0), (len(rows[0]), len(cols[0]))

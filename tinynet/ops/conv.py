@@ -154,7 +154,7 @@ def _chunks(batch: int, rows: int, pixels: int, itemsize: int) -> list[tuple[int
     return [(n0, min(n0 + step, batch)) for n0 in range(0, batch, step)]
 
 
-def _padding(padding, kernel, stride) -> tuple[tuple[int, int], tuple[int, int]]:
+def conv_padding(padding, kernel, stride) -> tuple[tuple[int, int], tuple[int, int]]:
     """PyTorch's padding argument as ((top, bottom), (left, right))."""
     if isinstance(padding, str):
         if padding == "valid":
@@ -213,7 +213,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0) -> Tensor:
             )
     check_float(x.dtype, "input", "conv2d", kernels_only=True)
     stride = pair(stride, "stride", "conv2d", minimum=1)
-    pads = _padding(padding, (kh, kw), stride)
+    pads = conv_padding(padding, (kh, kw), stride)
     padded = (x.shape[2] + sum(pads[0]), x.shape[3] + sum(pads[1]))
     if padded[0] < kh or padded[1] < kw:
         raise ValueError(

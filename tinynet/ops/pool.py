@@ -139,7 +139,7 @@ def _check_input(x, op: str) -> Tensor:
     return x
 
 
-def _sliding_tables(op, x, kernel_size, stride, padding, ceil_mode, count_include_pad=True):
+def sliding_window_tables(op, x, kernel_size, stride, padding, ceil_mode, count_include_pad=True):
     """Check a sliding pool's arguments and return its (rows, cols) window tables and its
     (kernel, stride) pairs."""
     kernel = pair(kernel_size, "kernel_size", op, minimum=1)
@@ -170,7 +170,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False) -> T
     """Max over kernel_size windows every stride (default kernel_size) of input (N, C, H, W)
     padded with -inf, as ``torch.nn.functional.max_pool2d`` (no dilation, no indices)."""
     input = _check_input(input, "max_pool2d")
-    rows, cols, kernel, stride = _sliding_tables(
+    rows, cols, kernel, stride = sliding_window_tables(
         "max_pool2d", input, kernel_size, stride, padding, ceil_mode
     )
     return MaxPool2dFunction.apply(
@@ -185,7 +185,7 @@ def avg_pool2d(
     padded with zeros, as ``torch.nn.functional.avg_pool2d`` (no divisor_override): the
     divisor counts the padding if count_include_pad, else only the input elements."""
     input = _check_input(input, "avg_pool2d")
-    rows, cols, _, _ = _sliding_tables(
+    rows, cols, _, _ = sliding_window_tables(
         "avg_pool2d", input, kernel_size, stride, padding, ceil_mode, bool(count_include_pad)
     )
     return AvgPool2dFunction.apply(input, rows=rows, cols=cols)
