@@ -11,7 +11,9 @@ Each framework runs in its own worker process, started with the same thread coun
 MKL and numba variables set before any import; ``torch.set_num_threads``; ORT's intra-op threads)
 and its own defaults otherwise: tinynet sets OPENBLAS_THREAD_TIMEOUT and OMP_WAIT_POLICY=PASSIVE
 when imported (``tinynet/_threads.py``), PyTorch is imported before tinynet in its worker so its
-OpenMP keeps its own wait policy. The workers are driven in turns, one repetition of each per
+OpenMP keeps its own wait policy. tinynet runs in two workers: ``tinynet`` imports NumPy first, as
+most users' code does, ``tinynet-first`` imports tinynet first; the ratio of the two is printed
+after the table (no import-order rule: <= 1.03). The workers are driven in turns, one repetition of each per
 round, so a burst of load from elsewhere on the machine hits every framework alike. Every row is
 warmed up first (numba cache loads, allocator, BLAS buffers), then timed ``--repeat`` times; the
 table gives the median and the min/max.
@@ -446,7 +448,7 @@ def fmt_ms(times):
 
 def run_table(args, selected, weights):
     notes = []
-    kinds = ["tinynet"]
+    kinds = ["tinynet", "tinynet-first"]  # NumPy imported before tinynet, and after
     if installed("torch"):
         kinds.append("torch")
     else:
@@ -516,6 +518,16 @@ def print_row(row, times, flops, peak, batch, header):
         print(f"{ROW_LABELS[row]:<24} {kind:<11} {fmt_ms(ts)} {batch / med:8.1f} {ratio} {gemm:>6}")
 
 
+def print_import_order(results):
+    """tinynet's median with NumPy imported first over its median imported first (target of
+    issue 15: <= 1.03, no import-order rule)."""
+    print("\nImport order: tinynet (NumPy imported first) / tinynet-first (tinynet imported first)")
+    for row, (times, _, _) in results.items():
+        if "tinynet" in times and "tinynet-first" in times:
+            ratio = statistics.median(times["tinynet"]) / statistics.median(times["tinynet-first"])
+            print(f"  {ROW_LABELS[row]:<24} {ratio:5.2f}")
+
+
 def run_memory(args, weights, rows):
     print("\nPeak memory of two training steps, each framework in a fresh process (ru_maxrss):")
     print(f"{'row':<24} {'framework':<11} {'peak MB':>8} {'after import':>12} {'peak-import':>11}")
@@ -539,13 +551,9 @@ def run_memory(args, weights, rows):
 
 
 def describe(args):
-    import platform
+    from machine import describe as machine
 
-    print(
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
-        f"{args.threads} threads per framework, float32; "
-        f"load average {os.getloadavg()[0]:.2f} at start"
-    )
+    print(f"{machine()}; {args.threads} threads per framework, float32")
 
 
 def main():
@@ -569,7 +577,8 @@ def main():
         )
         if saver.returncode:
             sys.exit(saver.stderr)
-        _, _, notes = run_table(args, selected, weights)
+        results, _, notes = run_table(args, selected, weights)
+        print_import_order(results)
         if "memory" in selected:
             rows = [r for r in ("train224_b32", "small_train_b64") if r in selected or not wanted]
             run_memory(args, weights, rows or ["train224_b32"])
@@ -588,7 +597,11 @@ def worker_main(args):
     elif kind.startswith("memory-"):
         memory_worker(kind.removeprefix("memory-"), args.weights, args.row)
     elif kind == "tinynet":
+        import numpy  # noqa: F401 - before tinynet, as most users' code does
+
         serve(lambda: TinynetFramework(None))
+    elif kind == "tinynet-first":
+        serve(lambda: TinynetFramework(None))  # tinynet imports NumPy itself
     elif kind == "torch":
         serve(lambda: TorchFramework(args.weights, args.threads))
     elif kind == "onnxruntime":

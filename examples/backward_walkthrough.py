@@ -22,14 +22,11 @@ Run:
 
 from __future__ import annotations
 
-# isort: off
-import tinynet  # before NumPy, so numba's kernels get every core
-
-# isort: on
 import argparse
 
 import numpy as np
 
+import tinynet
 from tinynet import functional as F
 from tinynet.kernels.im2col import col2im, im2col
 from tinynet.models import Inception

@@ -29,15 +29,12 @@ Run:
 
 from __future__ import annotations
 
-# isort: off
-import tinynet  # before NumPy, so numba's kernels get every core
-
-# isort: on
 import argparse
 import sys
 
 import numpy as np
 
+import tinynet
 from tinynet.models import Inception
 from tinynet.models.registry import model_entry
 from tinynet.train import load_trained_model

@@ -13,16 +13,13 @@ Run (needs the ``train`` extra: ``pip install 'tinynet[train]'``):
 
 from __future__ import annotations
 
-# isort: off
-import tinynet  # before NumPy, so its numba kernels get every core (see tinynet/_threads.py)
-
-# isort: on
 import argparse
 import json
 from pathlib import Path
 
 import numpy as np
 
+import tinynet
 from tinynet.data import transforms as T
 from tinynet.train import TrainConfig, Trainer, load_trained_model
 

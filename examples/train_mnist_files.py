@@ -21,15 +21,12 @@ A full MNIST epoch on 2 CPU cores takes a while; --max-batches and --train-image
 
 from __future__ import annotations
 
-# isort: off
-import tinynet  # noqa: F401 - before NumPy, so numba's kernels get every core
-
-# isort: on
 import argparse
 import sys
 
 import numpy as np
 
+import tinynet
 from tinynet.data import DatasetError, DataSplits, DownloadError, TensorDataset, load_dataset
 from tinynet.train import TrainConfig, Trainer
 

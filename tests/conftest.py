@@ -5,10 +5,6 @@ HYPOTHESIS_PROFILE=dev or thorough: more examples, random each run, for local di
 deadline=None everywhere: the first call of a numba kernel compiles (or loads its cache).
 """
 
-# isort: off
-import tinynet  # noqa: F401 - before anything loads NumPy: see tinynet/_threads.py
-
-# isort: on
 import os
 
 import pytest

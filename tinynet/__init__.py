@@ -9,7 +9,7 @@ loss.backward()
 """
 
 # isort: off
-from tinynet import _threads  # before NumPy loads: see tinynet/_threads.py
+from tinynet import _threads  # sets the thread policy's environment: see tinynet/_threads.py
 from tinynet.tensor import Tensor, ones, tensor, zeros  # Tensor before the ops that use it
 
 # isort: on
@@ -24,7 +24,7 @@ from tinynet.rng import manual_seed
 from tinynet.summary import summary  # the function; the module stays tinynet.summary in sys.modules
 from tinynet.trace import trace  # the function, as summary
 
-_threads.configure_numba()
+_threads.configure()
 
 __version__ = "0.1.0"
 

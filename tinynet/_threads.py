@@ -1,36 +1,49 @@
-"""Keep OpenBLAS (NumPy's GEMM) and numba's OpenMP threads from fighting over the cores.
+"""Who uses the cores: one policy for OpenBLAS (NumPy's GEMM), libgomp and numba's kernels,
+whatever the import order.
 
-After each GEMM, OpenBLAS's worker threads spin for about 2^28 cycles (~0.1 s) waiting for
-more work, and libgomp's workers spin between parallel regions too. A numba kernel that runs
-right after a GEMM then waits for a core that a spinning BLAS thread holds: measured on a
-2-core machine, a 7 µs im2col took 8.7 ms after a GEMM. Telling both runtimes to sleep instead
-of spin removes it. OpenBLAS reads its setting when NumPy loads, so this module must run
-before NumPy is imported; ``tinynet/__init__.py`` imports it first.
+1. Idle threads sleep at once. After each GEMM, OpenBLAS's worker threads spin for about 2^28
+   cycles (~0.1 s) waiting for more work, and libgomp's workers spin between parallel regions.
+   A numba kernel that runs right after a GEMM then waits for a core that a spinning BLAS thread
+   holds: measured on a 2-core machine, a 7 µs im2col took 8.7 ms after a GEMM. So tinynet sets
+   OPENBLAS_THREAD_TIMEOUT=1 (2^4 cycles, OpenBLAS's minimum) and OMP_WAIT_POLICY=PASSIVE.
+   OpenBLAS reads its timeout when its thread pool starts. If NumPy was imported before tinynet,
+   the pool has started already, so tinynet has each loaded OpenBLAS re-read its environment and
+   stops the pool (``openblas_read_env`` and ``blas_thread_shutdown_``, the two calls OpenBLAS's
+   own fork handler makes); the next GEMM starts it again with the short timeout. threadpoolctl
+   finds the loaded libraries.
+2. The pools are sized to the cores this process is given: ``TINYNET_NUM_THREADS`` if set, else
+   the CPUs of its affinity mask (``taskset``), capped by its cgroup's CPU quota (a container's
+   ``--cpus``); under an MPI launcher (``mpiexec -n N``), that divided among the ranks on this
+   machine.
+3. Runs share the machine. Oversubscribed, OpenBLAS's threads wait on each other inside every
+   GEMM: two 2-thread trainings on 2 cores got 83 images/s together against 206 for one alone.
+   While a run trains or evaluates (:func:`share_cores`), it is listed in a folder of the user's
+   (one file per process) and, as runs start and end, takes an equal share of the cores:
+   ``cores // runs``, at least 1. ``TINYNET_NUM_THREADS`` opts out.
 
-If NumPy was imported before tinynet and OPENBLAS_THREAD_TIMEOUT was not set, OpenBLAS already
-spins; then numba's kernels are switched to one thread (they no longer wait for a second core)
-and a warning says how to get both cores back. Settings the user made in the environment are
-always kept.
-
-Under an MPI launcher (``mpiexec -n N``) each rank sizes its BLAS, OpenMP and numba pools to its
-share of the machine, cores // ranks on this machine (at least 1), so N ranks on one machine do
-not oversubscribe it; the launcher's environment says how many ranks run here.
+Settings the user made in the environment are always kept.
 """
 
+import math
 import os
 import sys
+import time
 import warnings
+from contextlib import contextmanager
+from pathlib import Path
 
-_BLAS_ALREADY_LOADED = "numpy" in sys.modules and "OPENBLAS_THREAD_TIMEOUT" not in os.environ
+_BLAS_SPINS = "numpy" in sys.modules and "OPENBLAS_THREAD_TIMEOUT" not in os.environ
 
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "1")  # 2^4 cycles, OpenBLAS's minimum
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # libgomp: sleep between parallel regions
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+ENVIRONMENT_VARIABLE = "TINYNET_NUM_THREADS"
 # What MPI launchers tell each process they start: the ranks in all, and on this machine
 # (MPICH's and Intel MPI's Hydra; Open MPI's mpirun).
 _WORLD_SIZE = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
 _LOCAL_SIZE = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE")
 THREAD_POOLS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+REBALANCE_SECONDS = 1.0  # how often a sharing run counts the others
 
 
 def launched_ranks() -> tuple[int, int]:
@@ -47,28 +60,182 @@ def launched_ranks() -> tuple[int, int]:
     return ranks, first(_LOCAL_SIZE) or ranks
 
 
+def requested_threads() -> int | None:
+    """``TINYNET_NUM_THREADS`` as a positive int; None if unset; a ValueError if malformed."""
+    value = os.environ.get(ENVIRONMENT_VARIABLE)
+    if value is None:
+        return None
+    if not value.strip().isdigit() or int(value) < 1:
+        raise ValueError(f"{ENVIRONMENT_VARIABLE} must be a positive integer; got {value!r}")
+    return int(value)
+
+
+def cgroup_cpu_limit(root: str = "/sys/fs/cgroup") -> float | None:
+    """The CPUs this process's cgroup may use: quota / period of cgroup v2's ``cpu.max`` or v1's
+    ``cpu/cpu.cfs_quota_us`` and ``cpu.cfs_period_us``; None without a quota or a cgroup file."""
+    files = (("cpu.max",), ("cpu/cpu.cfs_quota_us", "cpu/cpu.cfs_period_us"))
+    for names in files:
+        try:
+            quota, period = " ".join(Path(root, name).read_text() for name in names).split()
+            return None if quota in ("max", "-1") else int(quota) / int(period)
+        except (OSError, ValueError, ZeroDivisionError):
+            continue
+    return None
+
+
+def machine_cores() -> int:
+    """The cores this process may run on: its affinity mask, capped by its cgroup's quota."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    limit = cgroup_cpu_limit()
+    if limit is not None:
+        cores = min(cores or 1, math.ceil(limit))
+    return max(1, cores or 1)
+
+
 def threads_per_rank() -> int:
-    """This rank's share of the machine's cores: cores // ranks on this machine, at least 1."""
-    return max(1, (os.cpu_count() or 1) // launched_ranks()[1])
+    """This process's threads (rule 2): ``TINYNET_NUM_THREADS``, else its cores // the MPI
+    ranks on this machine, at least 1."""
+    return requested_threads() or max(1, machine_cores() // launched_ranks()[1])
 
 
-if launched_ranks()[0] > 1:
-    for _pool in THREAD_POOLS:
+if threads_per_rank() < (os.cpu_count() or 1):
+    for _pool in THREAD_POOLS:  # libraries loaded from now on start at this size
         os.environ.setdefault(_pool, str(threads_per_rank()))
 
 
-def configure_numba() -> None:
-    """Called once numba is importable: fall back to serial kernels if BLAS already spins."""
-    if not _BLAS_ALREADY_LOADED:
-        return
-    import numba
+class _Pools:
+    """The thread pools of this process: numba's and every loaded BLAS (through threadpoolctl)."""
 
-    numba.set_num_threads(1)
-    warnings.warn(
-        "tinynet was imported after NumPy, so OpenBLAS's threads spin after every GEMM and "
-        "would stall tinynet's parallel kernels; they run on one thread instead. Import "
-        "tinynet before NumPy, or set OPENBLAS_THREAD_TIMEOUT=1 in the environment, to use "
-        "every core.",
-        RuntimeWarning,
-        stacklevel=3,
-    )
+    def __init__(self):
+        from threadpoolctl import ThreadpoolController
+
+        self.controller = ThreadpoolController()
+        self.threads = None
+
+    def restart_spinning_openblas(self) -> bool:
+        """Rule 1 for OpenBLAS loaded before tinynet: False if one could not be restarted."""
+        import ctypes
+
+        restarted = True
+        for library in self.controller.select(internal_api="openblas").lib_controllers:
+            if getattr(library, "threading_layer", None) != "pthreads":
+                continue  # OpenMP builds: their threads are libgomp's
+            handle = ctypes.CDLL(library.filepath)
+            if not hasattr(handle, "openblas_read_env") or not hasattr(
+                handle, "blas_thread_shutdown_"
+            ):
+                restarted = False
+                continue
+            handle.openblas_read_env()
+            handle.blas_thread_shutdown_()  # the next GEMM starts the pool with the new timeout
+        return restarted
+
+    def resize(self, threads: int) -> None:
+        """numba's kernels and every BLAS use ``threads`` threads from now on."""
+        import numba
+
+        if threads == self.threads:
+            return
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        self.controller.limit(limits=threads, user_api="blas")
+        self.threads = threads
+
+
+_pools: _Pools | None = None
+
+
+def configure() -> None:
+    """Apply rules 1 and 2 to the pools loaded by now (NumPy's BLAS, numba's); called once, by
+    ``tinynet/__init__.py`` after its imports."""
+    global _pools
+    _pools = _Pools()
+    if _BLAS_SPINS and not _pools.restart_spinning_openblas():
+        _pools.resize(1)
+        warnings.warn(
+            "tinynet was imported after NumPy and could not tell NumPy's OpenBLAS to stop "
+            "spinning after each GEMM; tinynet's kernels run on one thread so as not to wait for "
+            "it. Import tinynet before NumPy, or set OPENBLAS_THREAD_TIMEOUT=1, to use every "
+            "core.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return
+    if threads_per_rank() < (os.cpu_count() or 1):
+        _pools.resize(threads_per_rank())
+
+
+def _runs_folder():
+    """The folder listing this user's runs: ``running`` in tinynet's cache root (private)."""
+    from tinynet.kernels.cache import cache_roots, check_private
+
+    for root in cache_roots():
+        try:
+            check_private(root)
+            folder = root / "running"
+            folder.mkdir(parents=True, exist_ok=True)
+            return folder
+        except OSError:
+            continue
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def count_runs(folder) -> int:
+    """The processes listed in ``folder`` that are still running; entries of ended ones (a run
+    that was killed) are removed."""
+    alive = 0
+    for entry in folder.iterdir():
+        if entry.name.isdigit() and _alive(int(entry.name)):
+            alive += 1
+        else:
+            entry.unlink(missing_ok=True)
+    return alive
+
+
+class CoreShare:
+    """This process's place among the user's runs on this machine (rule 3)."""
+
+    def __init__(self, folder):
+        self.folder = folder
+        self.entry = folder / str(os.getpid())
+        self.checked = -math.inf
+
+    def rebalance(self) -> int:
+        """Resize the pools to this run's share (counting the others at most once a second);
+        returns the threads it now uses."""
+        now = time.monotonic()
+        if now - self.checked >= REBALANCE_SECONDS:
+            self.checked = now
+            runs = max(count_runs(self.folder), launched_ranks()[1], 1)
+            _pools.resize(max(1, machine_cores() // runs))
+        return _pools.threads
+
+
+@contextmanager
+def share_cores():
+    """Within the block, this process is one of the user's runs sharing the machine's cores
+    (rule 3): yields a :class:`CoreShare` whose ``rebalance()`` the run calls as it goes (each
+    step); on leaving, the pools return to this process's own size. Does nothing (yields None)
+    when ``TINYNET_NUM_THREADS`` is set, on systems without POSIX process ids, or when no
+    private folder can be written."""
+    folder = _runs_folder() if requested_threads() is None and hasattr(os, "getuid") else None
+    if folder is None or _pools is None:
+        yield None
+        return
+    share = CoreShare(folder)
+    share.entry.touch()
+    try:
+        share.rebalance()
+        yield share
+    finally:
+        share.entry.unlink(missing_ok=True)
+        _pools.resize(threads_per_rank())

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tinynet import distributed, io, nn
+from tinynet import _threads, distributed, io, nn
 from tinynet.data import DataLoader, DataSplits, load_dataset
 from tinynet.data import transforms as T
 from tinynet.function import no_grad
@@ -277,6 +277,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, data: DataSplits | None = None, log=None):
         self.group = distributed.world()
+        self.cores = None  # this run's share of the machine while fit() runs: _threads.share_cores
         self.log = log or (lambda message: print(message, file=sys.stderr, flush=True))
         if self.group.rank != 0:
             self.log = lambda message: None
@@ -361,6 +362,14 @@ class Trainer:
             f"{len(self.data.train)} train / {len(self.data.test)} test images of "
             f"{tuple(self.data.train.arrays[0].shape[1:])}, {len(c.classes)} classes"
         )
+        with _threads.share_cores() as self.cores:
+            try:
+                return self._fit_epochs()
+            finally:
+                self.cores = None
+
+    def _fit_epochs(self) -> list[dict]:
+        c = self.config
         while self.loader.epoch < c.epochs:
             epoch = self.loader.epoch + 1
             start = time.perf_counter()
@@ -401,6 +410,8 @@ class Trainer:
         for step, batch in enumerate(self.loader):
             if step == self.steps_per_epoch:
                 break
+            if self.cores is not None:
+                self.cores.rebalance()
             images, labels = self.parallel.shard(*batch)  # this rank's rows of the batch
             outputs = self.model(images)
             loss = model_entry(c.model).loss(outputs, labels, c.aux_weight, c.label_smoothing)

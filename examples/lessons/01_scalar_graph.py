@@ -20,10 +20,10 @@
 # Then tinynet does the same with tensors, and `tinynet.draw_graph` shows the graph it built.
 
 # %%
-import tinynet  # before NumPy, so numba's kernels get every core
-
 import numpy as np
 from lesson_setup import output_folder
+
+import tinynet
 
 OUT = output_folder("lesson1")
 

@@ -23,10 +23,9 @@
 # how tinynet (and most CPU frameworks) run a convolution.
 
 # %%
-import tinynet  # before NumPy, so numba's kernels get every core
-
 import numpy as np
 
+import tinynet
 from tinynet import functional as F
 from tinynet import reference
 from tinynet.kernels.im2col import col2im, im2col

@@ -26,11 +26,10 @@
 # 128 + 192 + 96 + 64 = 480 out, on a 28 x 28 map.
 
 # %%
-import tinynet  # before NumPy, so numba's kernels get every core
-
 import numpy as np
 from lesson_setup import output_folder
 
+import tinynet
 from tinynet.models import Inception, googlenet_paper
 from tinynet.rng import manual_seed
 

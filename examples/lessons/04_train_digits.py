@@ -26,12 +26,11 @@
 # digits) in about a minute on an idle 2-core machine.
 
 # %%
-import tinynet  # before NumPy, so numba's kernels get every core
-
 import json
 
 from lesson_setup import output_folder
 
+import tinynet
 from tinynet.data import DataSplits, TensorDataset, load_dataset
 from tinynet.train import CHECKPOINT, CURVES, METRICS, TrainConfig, Trainer
 

@@ -25,8 +25,6 @@
 # 5 (the command's default is 300 steps of 16, which takes minutes).
 
 # %%
-import tinynet  # before NumPy, so numba's kernels get every core
-
 from lesson_setup import output_folder
 
 from tinynet.gradflow import block_norms

@@ -23,13 +23,12 @@
 # first) and looks at what those crops are.
 
 # %%
-import tinynet  # before NumPy, so numba's kernels get every core
-
 import argparse
 
 import numpy as np
 from lesson_setup import output_folder
 
+import tinynet
 from tinynet.data import average_softmax, load_dataset
 from tinynet.data import transforms as T
 from tinynet.evaluate import crops_of

@@ -44,7 +44,7 @@ def _temporary_root() -> Path:
     return Path(tempfile.gettempdir()) / f"tinynet-cache-{user}"
 
 
-def _check_private(root: Path) -> None:
+def check_private(root: Path) -> None:
     """Refuse (OSError) the temporary root if it is not this user's alone."""
     if root != _temporary_root() or not hasattr(os, "getuid"):
         return
@@ -72,7 +72,7 @@ class KernelCacheLocator(caching._SourceFileBackedLocatorMixin, caching._CacheLo
         for root in cache_roots():
             locator = cls(py_func, py_file, root)
             try:
-                _check_private(root)
+                check_private(root)
                 locator.ensure_cache_path()
             except OSError:
                 continue

@@ -1,0 +1,180 @@
+"""The thread policy (tinynet/_threads.py), checked in fresh processes as users start them: no
+import-order rule, pools sized to the cores a process is given, runs sharing the machine."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tinynet import _threads
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# After a threaded GEMM, how much CPU the process burns while its main thread sleeps: OpenBLAS's
+# workers spinning for more work (~0.1 s each) show up here; asleep, they burn nothing.
+SPIN = """
+import time, json
+{imports}
+from threadpoolctl import threadpool_info
+a = np.ones((512, 2048), np.float32); b = np.ones((2048, 2048), np.float32)
+burnt = []
+for _ in range(3):
+    a @ b
+    cpu = time.process_time()
+    time.sleep(0.2)
+    burnt.append(time.process_time() - cpu)
+blas = [(i["internal_api"], i.get("threading_layer"), i["num_threads"])
+        for i in threadpool_info() if i["user_api"] == "blas"]
+print(json.dumps({{"burnt": min(burnt), "blas": blas}}))
+"""
+
+
+def run(code: str, env: dict | None = None, preexec_fn=None) -> subprocess.CompletedProcess:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(_THREAD_VARIABLES)}
+    environment.update({"PYTHONPATH": ROOT, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-W", "error::RuntimeWarning", "-c", textwrap.dedent(code)],
+        env=environment, capture_output=True, text=True, preexec_fn=preexec_fn, timeout=300,
+    )  # fmt: skip
+
+
+# Settings the test process may carry (tinynet's own, or pytest-xdist's) that would decide the
+# answer for the child instead of the policy under test.
+_THREAD_VARIABLES = (
+    "OPENBLAS_", "OMP_", "MKL_", "NUMBA_NUM_THREADS", "TINYNET_NUM_THREADS", "PMI_", "MPI_"
+)
+
+
+def spin(imports: str) -> dict:
+    import json
+
+    done = run(SPIN.format(imports=imports))
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def test_openblas_threads_sleep_whatever_the_import_order():
+    """NumPy alone: its OpenBLAS workers spin after a GEMM (the control: this test can see a
+    spin). With tinynet imported after NumPy, as most code does, or before it, they sleep, and
+    no warning is raised (the child turns RuntimeWarnings into errors)."""
+    alone = spin("import numpy as np")
+    if not any(api == "openblas" and layer == "pthreads" and n > 1 for api, layer, n in alone["blas"]):
+        pytest.skip(f"NumPy's BLAS here is {alone['blas']}: no pthreads OpenBLAS pool to spin")
+    assert alone["burnt"] > 0.02, alone
+    after = spin("import numpy as np\nimport tinynet")
+    before = spin("import tinynet\nimport numpy as np")
+    assert after["burnt"] < 0.01 and before["burnt"] < 0.01, (after, before)
+    assert after["blas"] == alone["blas"]  # every core still used by the GEMM
+
+
+POOLS = """
+import numpy, tinynet, numba
+from threadpoolctl import threadpool_info
+print(numba.get_num_threads(), *[i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"])
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this OS")
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs 2 cores to restrict to 1")
+def test_pools_follow_the_affinity_mask():
+    done = run(POOLS, preexec_fn=lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1", "1"]
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs 2 cores to restrict to 1")
+def test_tinynet_num_threads_sets_every_pool():
+    done = run(POOLS, env={"TINYNET_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1", "1"]
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "two", ""])
+def test_a_malformed_thread_count_is_one_clear_error(value):
+    done = run("import tinynet", env={"TINYNET_NUM_THREADS": value})
+    assert done.returncode == 1
+    assert f"ValueError: TINYNET_NUM_THREADS must be a positive integer; got {value!r}" in (
+        done.stderr.splitlines()[-1]
+    )
+
+
+@pytest.mark.parametrize(
+    "files, cpus",
+    [
+        ({"cpu.max": "150000 100000\n"}, 1.5),
+        ({"cpu.max": "max 100000\n"}, None),
+        ({"cpu/cpu.cfs_quota_us": "300000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 3.0),
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        ({"cpu.max": "garbage\n"}, None),
+        ({}, None),
+    ],
+)
+def test_cgroup_quota(tmp_path, files, cpus):
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert _threads.cgroup_cpu_limit(str(tmp_path)) == cpus
+
+
+# A second run: it joins the share, says so, and stays until its stdin closes.
+OTHER_RUN = """
+import sys
+from tinynet import _threads
+with _threads.share_cores() as share:
+    print(share.rebalance(), flush=True)
+    sys.stdin.read()
+"""
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2 or not hasattr(os, "getuid"), reason="2 cores, POSIX")
+def test_runs_share_the_cores(tmp_path, monkeypatch):
+    """One run takes every core; when a second starts, each takes half (counted again at the
+    next rebalance); when the second ends, or was killed, the first takes every core again."""
+    import numba
+
+    monkeypatch.setenv("TINYNET_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("TINYNET_NUM_THREADS", raising=False)
+    cores = _threads.machine_cores()
+    with _threads.share_cores() as share:
+        assert share.rebalance() == cores == numba.get_num_threads()
+        other = subprocess.Popen(
+            [sys.executable, "-c", OTHER_RUN], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            text=True, env={**os.environ, "PYTHONPATH": ROOT},
+        )  # fmt: skip
+        assert int(other.stdout.readline()) == cores // 2
+        assert share.rebalance() == cores  # counted at most once a second
+        share.checked -= _threads.REBALANCE_SECONDS
+        assert share.rebalance() == cores // 2 == numba.get_num_threads()
+        other.kill()  # no clean exit: its entry stays behind, naming a process that is gone
+        other.wait()
+        assert len(list((tmp_path / "running").iterdir())) == 2
+        share.checked -= _threads.REBALANCE_SECONDS
+        assert share.rebalance() == cores
+        assert [p.name for p in (tmp_path / "running").iterdir()] == [str(os.getpid())]
+    assert not list((tmp_path / "running").iterdir())
+    assert numba.get_num_threads() == _threads.threads_per_rank()
+
+
+def test_training_takes_part_in_the_share(tmp_path, monkeypatch):
+    """`Trainer.fit` runs inside share_cores: while it trains, its process is listed."""
+    from tinynet.train import TrainConfig, Trainer
+
+    monkeypatch.setenv("TINYNET_CACHE_DIR", str(tmp_path / "cache"))
+    listed = []
+    trainer = Trainer(
+        TrainConfig(epochs=1, max_batches=1, batch_size=8, out_dir=str(tmp_path / "run")),
+        log=lambda line: None,
+    )
+    original = trainer.train_epoch
+
+    def train_epoch(epoch):
+        listed.extend(p.name for p in (tmp_path / "cache" / "running").iterdir())
+        return original(epoch)
+
+    trainer.train_epoch = train_epoch
+    trainer.fit()
+    assert listed == [str(os.getpid())]
+    assert trainer.cores is None
+    assert not list((tmp_path / "cache" / "running").iterdir())
