@@ -43,7 +43,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 TESTS = HERE.parent / "tests"
 
-# row name -> (network, image side, batch, what)
+# row name -> (network, image side, batch, what); a Framework sets up any such tuple, so other
+# benchmarks (bench_curves.py) build their rows on the fly.
 ROWS = {
     "eval224_b1": ("paper", 224, 1, "eval"),
     "eval224_b8": ("paper", 224, 8, "eval"),
@@ -114,8 +115,10 @@ class Framework:
 
     name = ""
 
-    def setup(self, row: str):
-        """Build what ``row`` runs and return a zero-argument callable doing one iteration."""
+    def setup(self, network: str, side: int, batch: int, what: str):
+        """Build one iteration of ``what`` ('eval' or 'train') on ``network`` ('paper' or 'small')
+        for a batch of ``batch`` side x side images, and return it as a zero-argument callable
+        (None if this framework does not run it)."""
         raise NotImplementedError
 
 
@@ -148,13 +151,12 @@ class TinynetFramework(Framework):
         for net, model in self.models.items():
             np.savez(Path(folder) / f"{net}.npz", **model.state_dict())
 
-    def setup(self, row):
+    def setup(self, network, side, batch, what):
         import tinynet
         from tinynet.models import googlenet_loss
         from tinynet.optim import SGD
 
-        net, side, batch, what = ROWS[row]
-        model = self.models[net]
+        model = self.models[network]
         x, target = _data(side, batch, model.config.num_classes)
         if what == "eval":
             model.eval()
@@ -174,15 +176,14 @@ class TinynetFramework(Framework):
 
         return run
 
-    def flops(self, row):
-        """2 x the conv and linear multiply-adds of one iteration of ``row``."""
+    def flops(self, network, side, batch, what):
+        """2 x the conv and linear multiply-adds of one iteration of ``setup``'s row."""
         import numpy as np
 
         import tinynet
         from tinynet import nn
 
-        net, side, batch, what = ROWS[row]
-        model = self.models[net]
+        model = self.models[network]
         macs, stem = [0], [0]
 
         def hook(module, inputs, output):
@@ -253,10 +254,9 @@ class TorchFramework(Framework):
             model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
             self.models[net] = model
 
-    def setup(self, row):
+    def setup(self, network, side, batch, what):
         torch = self.torch
-        net, side, batch, what = ROWS[row]
-        model = self.models[net]
+        model = self.models[network]
         x, target = _data(side, batch, model.config.num_classes)
         x, target = torch.from_numpy(x), torch.from_numpy(target)
         if what == "eval":
@@ -289,36 +289,47 @@ class OrtFramework(Framework):
 
         self.ort = onnxruntime
         self.weights, self.threads, self.sessions = weights, threads, {}
+        self.model = None
 
-    def _session(self, batch):
-        if batch not in self.sessions:
+    def _session(self, side):
+        """A session of the paper's network for side x side images and any batch size: exported
+        from the PyTorch model once per side, with a dynamic batch axis."""
+        if side not in self.sessions:
             import torch
 
-            torch.set_num_threads(self.threads)
-            path = Path(self.weights) / f"paper_b{batch}.onnx"
-            model = TorchFramework(self.weights, self.threads).models["paper"].eval()
-            example = torch.zeros(batch, 3, 224, 224)
+            if self.model is None:
+                self.model = TorchFramework(self.weights, self.threads).models["paper"].eval()
+            path = Path(self.weights) / f"paper_{side}.onnx"
+            example = torch.zeros(2, 3, side, side)
             import contextlib
             import io
             import warnings
 
             with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the legacy exporter's notices
-                torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=17)
+                torch.onnx.export(
+                    self.model,
+                    (example,),
+                    str(path),
+                    dynamo=False,
+                    opset_version=17,
+                    input_names=["image"],
+                    output_names=["logits"],
+                    dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+                )
             options = self.ort.SessionOptions()
             options.intra_op_num_threads = self.threads
             options.inter_op_num_threads = 1
             options.graph_optimization_level = self.ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            self.sessions[batch] = self.ort.InferenceSession(
+            self.sessions[side] = self.ort.InferenceSession(
                 str(path), options, providers=["CPUExecutionProvider"]
             )
-        return self.sessions[batch]
+        return self.sessions[side]
 
-    def setup(self, row):
-        if row not in ORT_ROWS:
-            return None
-        _, side, batch, _ = ROWS[row]
-        session = self._session(batch)
+    def setup(self, network, side, batch, what):
+        if (network, what) != ("paper", "eval"):
+            return None  # inference only, and only the paper's network is exported
+        session = self._session(side)
         x, _ = _data(side, batch, 1000)
         name = session.get_inputs()[0].name
         return lambda: session.run(None, {name: x})
@@ -353,7 +364,7 @@ def serve(framework_factory):
         command = json.loads(line)
         try:
             if command["cmd"] == "setup":
-                run = framework.setup(command["row"])
+                run = framework.setup(*command["row"])
                 if run is None:
                     answer = {"skip": True}
                 else:
@@ -363,7 +374,7 @@ def serve(framework_factory):
             elif command["cmd"] == "run":
                 answer = {"t": _timed(run)}
             elif command["cmd"] == "flops":
-                answer = {"flops": framework.flops(command["row"])}
+                answer = {"flops": framework.flops(*command["row"])}
             elif command["cmd"] == "gemm":
                 answer = {"rates": framework.gemm_peak(command["repeat"])}
             elif command["cmd"] == "quit":
@@ -374,8 +385,9 @@ def serve(framework_factory):
         out.flush()
 
 
-def memory_worker(framework: str, weights: str, row: str) -> None:
-    """Peak RSS of two training steps in this fresh process, and the RSS after the imports."""
+def memory_worker(framework: str, weights: str, row: tuple) -> None:
+    """Peak RSS of two iterations of ``row`` (network, side, batch, what) in this fresh process,
+    and the RSS after the imports."""
     import resource
 
     if framework == "torch":
@@ -392,11 +404,8 @@ def memory_worker(framework: str, weights: str, row: str) -> None:
         # The same weights as the torch worker's, loaded the same way.
         for net, model in fw.models.items():
             model.load_state_dict(np_load(Path(weights) / f"{net}.npz"))
-        other = "paper" if ROWS[row][0] == "small" else "small"
-    else:
-        other = "paper" if ROWS[row][0] == "small" else "small"
-    del fw.models[other]  # only the network being measured stays in memory
-    run = fw.setup(row)
+    del fw.models["paper" if row[0] == "small" else "small"]  # only the measured network stays
+    run = fw.setup(*row)
     run()
     run()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -441,6 +450,87 @@ def installed(module) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+# worker kind -> (the modules it imports, the note printed when one is missing)
+REQUIRES = {
+    "torch": (("torch",), "PyTorch is not installed: no torch column."),
+    "onnxruntime": (
+        ("onnxruntime", "onnx", "torch"),
+        "onnx/onnxruntime/torch not importable: no ONNX Runtime rows.",
+    ),
+}
+
+
+def missing(kind) -> str | None:
+    """The note saying why a ``kind`` worker cannot run here (a module is not installed), or
+    None if it can."""
+    modules, note = REQUIRES.get(kind, ((), None))
+    return None if all(installed(module) for module in modules) else note
+
+
+def start_workers(kinds, args, weights, notes) -> dict:
+    """A Worker per kind in ``kinds`` whose modules are installed and that started; a note in
+    ``notes`` for each of the others."""
+    workers = {}
+    for kind in kinds:
+        if missing(kind):
+            notes.append(missing(kind))
+            continue
+        worker = Worker(kind, args, weights)
+        if worker.error:
+            notes.append(f"{kind} worker failed to start: {worker.error}")
+            worker.close()
+        else:
+            workers[kind] = worker
+    return workers
+
+
+def save_weights(folder) -> None:
+    """tinynet's networks built once (seed 0), their weights saved into ``folder`` as
+    <network>.npz by a fresh process; every worker loads them from there."""
+    saver = subprocess.run(
+        [sys.executable, __file__, "--worker", "save-weights", "--weights", str(folder)],
+        capture_output=True,
+        text=True,
+    )
+    if saver.returncode:
+        sys.exit(saver.stderr)
+
+
+def time_row(workers, row, repeat, warmup, notes, label) -> dict:
+    """Set ``row`` (network, side, batch, what) up in every worker, warm it up ``warmup`` times,
+    then time it ``repeat`` times, the workers in turns: {kind: [seconds]}, for the workers
+    that run it (an error becomes a note naming ``label``)."""
+    active = []
+    for kind, worker in workers.items():
+        answer = worker.ask(cmd="setup", row=row, warmup=warmup)
+        if answer.get("error"):
+            notes.append(f"{kind} {label}: {answer['error']}")
+        elif not answer.get("skip"):
+            active.append(kind)
+    times = {kind: [] for kind in active}
+    for _ in range(repeat):
+        for kind in active:  # in turns: load from elsewhere hits every framework alike
+            times[kind].append(workers[kind].ask(cmd="run")["t"])
+    return times
+
+
+def measure_memory(kind, row, weights, threads) -> dict:
+    """Peak memory of two iterations of ``row`` in a fresh ``kind`` process: {"peak_mb",
+    "baseline_mb" (ru_maxrss right after the imports)}, or {"error": the end of its stderr}."""
+    command = [sys.executable, __file__, "--worker", f"memory-{kind}"]
+    command += ["--row", ",".join(map(str, row)), "--weights", weights, "--threads", str(threads)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        return {"error": done.stderr.strip()[-300:]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def parse_row(text) -> tuple:
+    """'paper,224,32,train' -> ('paper', 224, 32, 'train'), as ``measure_memory`` passes it."""
+    network, side, batch, what = text.split(",")
+    return network, int(side), int(batch), what
+
+
 def fmt_ms(times):
     med = statistics.median(times) * 1e3
     return f"{med:9.1f} {min(times) * 1e3:8.1f} {max(times) * 1e3:8.1f}"
@@ -448,25 +538,10 @@ def fmt_ms(times):
 
 def run_table(args, selected, weights):
     notes = []
-    kinds = ["tinynet", "tinynet-first"]  # NumPy imported before tinynet, and after
-    if installed("torch"):
-        kinds.append("torch")
-    else:
-        notes.append("PyTorch is not installed: no torch column.")
-    want_ort = "ort" in selected and any(r in selected for r in ORT_ROWS)
-    if want_ort:
-        if installed("onnxruntime") and installed("onnx") and installed("torch"):
-            kinds.append("onnxruntime")
-        else:
-            notes.append("onnx/onnxruntime/torch not importable: no ONNX Runtime rows.")
-    workers = {}
-    for kind in kinds:
-        worker = Worker(kind, args, weights)
-        if worker.error:
-            notes.append(f"{kind} worker failed to start: {worker.error}")
-            worker.close()
-        else:
-            workers[kind] = worker
+    kinds = ["tinynet", "tinynet-first", "torch"]  # NumPy imported before tinynet, and after
+    if "ort" in selected and any(r in selected for r in ORT_ROWS):
+        kinds.append("onnxruntime")
+    workers = start_workers(kinds, args, weights, notes)
 
     peak = None
     if "gemm" in selected:
@@ -481,18 +556,9 @@ def run_table(args, selected, weights):
     for row in [r for r in ROWS if r in selected]:
         repeat = args.repeat or (3 if args.quick else DEFAULT_REPEAT[row])
         warmup = 1 if args.quick else 2
-        active = []
-        for kind, worker in workers.items():
-            answer = worker.ask(cmd="setup", row=row, warmup=warmup)
-            if answer.get("error"):
-                notes.append(f"{kind} {row}: {answer['error']}")
-            elif not answer.get("skip"):
-                active.append(kind)
-        times = {kind: [] for kind in active}
-        for _ in range(repeat):
-            for kind in active:  # in turns: load from elsewhere hits every framework alike
-                times[kind].append(workers[kind].ask(cmd="run")["t"])
-        flops = workers["tinynet"].ask(cmd="flops", row=row)["flops"]
+        running = {k: w for k, w in workers.items() if k != "onnxruntime" or row in ORT_ROWS}
+        times = time_row(running, ROWS[row], repeat, warmup, notes, row)
+        flops = workers["tinynet"].ask(cmd="flops", row=ROWS[row])["flops"]
         results[row] = (times, flops, repeat)
         print_row(row, times, flops, peak, ROWS[row][2], header=not results.keys() - {row})
     for worker in workers.values():
@@ -531,17 +597,14 @@ def print_import_order(results):
 def run_memory(args, weights, rows):
     print("\nPeak memory of two training steps, each framework in a fresh process (ru_maxrss):")
     print(f"{'row':<24} {'framework':<11} {'peak MB':>8} {'after import':>12} {'peak-import':>11}")
-    kinds = ["tinynet"] + (["torch"] if installed("torch") else [])
+    kinds = [kind for kind in ("tinynet", "torch") if not missing(kind)]
     results = {}
     for row in rows:
         for kind in kinds:
-            command = [sys.executable, __file__, "--worker", f"memory-{kind}", "--row", row]
-            command += ["--weights", weights, "--threads", str(args.threads)]
-            done = subprocess.run(command, capture_output=True, text=True)
-            if done.returncode:
-                print(f"{ROW_LABELS[row]:<24} {kind:<11} failed: {done.stderr.strip()[-300:]}")
+            m = measure_memory(kind, ROWS[row], weights, args.threads)
+            if "error" in m:
+                print(f"{ROW_LABELS[row]:<24} {kind:<11} failed: {m['error']}")
                 continue
-            m = json.loads(done.stdout.strip().splitlines()[-1])
             results[(row, kind)] = m
             print(
                 f"{ROW_LABELS[row]:<24} {kind:<11} {m['peak_mb']:8.0f} {m['baseline_mb']:12.0f} "
@@ -570,13 +633,7 @@ def main():
         sys.exit(f"--only: unknown rows {sorted(unknown)}; choose from {[*ROWS, 'memory', 'ort']}")
     describe(args)
     with tempfile.TemporaryDirectory() as weights:
-        saver = subprocess.run(
-            [sys.executable, __file__, "--worker", "save-weights", "--weights", weights],
-            capture_output=True,
-            text=True,
-        )
-        if saver.returncode:
-            sys.exit(saver.stderr)
+        save_weights(weights)
         results, _, notes = run_table(args, selected, weights)
         print_import_order(results)
         if "memory" in selected:
@@ -595,7 +652,7 @@ def worker_main(args):
     if kind == "save-weights":
         TinynetFramework(args.weights)
     elif kind.startswith("memory-"):
-        memory_worker(kind.removeprefix("memory-"), args.weights, args.row)
+        memory_worker(kind.removeprefix("memory-"), args.weights, parse_row(args.row))
     elif kind == "tinynet":
         import numpy  # noqa: F401 - before tinynet, as most users' code does
 
@@ -721,7 +778,7 @@ def profile_main(args):
     wanted = [r for r in (s.strip() for s in args.only.split(",")) if r in ROWS]
     columns = {}
     for row in wanted or PROFILE_ROWS:
-        run = framework.setup(row)
+        run = framework.setup(*ROWS[row])
         run()  # warm-up, unprofiled
         plain = statistics.median(_timed(run) for _ in range(repeat))
         timer = CategoryTimer()
