@@ -22,6 +22,7 @@ from tinynet.models import (
 )
 from tinynet.models.googlenet import INCEPTION_TABLE, PAPER, TORCHVISION
 
+import kinks
 from reference import assert_close
 from strategies import seeds, uniform
 
@@ -277,24 +278,6 @@ def test_training_outputs_gradients_and_statistics_match_pytorch_in_float64(torc
         assert_close(buffer, t_buffers[key].numpy(), dtype=np.float64)
 
 
-def _decisions(loss) -> list[np.ndarray]:
-    """Each ReLU's sign pattern and each max pool's winners in the graph behind ``loss``, in an
-    order fixed by the graph's structure (so two runs of one network line up)."""
-    found, seen, stack = [], set(), [loss]
-    while stack:
-        tensor = stack.pop()
-        ctx = getattr(tensor, "_ctx", None)  # parents include None for inputs that are not Tensors
-        if ctx is None or id(tensor) in seen:
-            continue
-        seen.add(id(tensor))
-        if hasattr(ctx, "argmax"):
-            found.append(ctx.argmax)
-        elif "ReLU" in ctx.fn.__name__:
-            found.append(ctx.saved_tensors[0] > 0)
-        stack.extend(ctx.parents)
-    return found
-
-
 @pytest.mark.parametrize("name", PARITY)
 def test_training_in_float32_matches_pytorch_and_float64(torch, name):
     """float32 outputs equal PyTorch's; float32 gradients equal the float64 ones (which equal
@@ -328,9 +311,7 @@ def test_training_in_float32_matches_pytorch_and_float64(torch, name):
         ours.zero_grad(), ours64.zero_grad()
         loss32 = googlenet_loss(ours(x.astype(np.float32)), target)
         loss64 = googlenet_loss(ours64(x.astype(np.float32).astype(np.float64)), target)
-        d32, d64 = _decisions(loss32), _decisions(loss64)
-        assert len(d32) == len(d64) > 0
-        flips[seed] = sum(int(np.count_nonzero(a != b)) for a, b in zip(d32, d64))
+        flips[seed] = kinks.flips(loss32, loss64)
         if flips[seed] == 0:
             break
     if flips[seed] > min(flips.values()):  # none clear: the input with the fewest flips
