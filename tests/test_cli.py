@@ -13,6 +13,7 @@ import pytest
 import tinynet
 from tinynet.cli import EXIT_ERROR, EXIT_INTERRUPTED, main
 from tinynet.gradcheck_cases import CASES
+from tinynet.models.registry import MODELS
 from tinynet.train import CHECKPOINT, CURVES, METRICS, Trainer
 
 from datafiles import idx_bytes, installed, needs_pillow, needs_sklearn, write_mnist
@@ -89,6 +90,21 @@ def test_resume_continues_the_run_and_refuses_other_settings(run_dir, tmp_path, 
     code, _, err = run(capsys, "train", "--resume", "--out", copy, "--lr", "0.5")
     assert code == EXIT_ERROR
     assert "drop --lr (only --out and --epochs may be given)" in one_line_error(err, "train")
+
+
+@needs_sklearn
+def test_train_uses_the_models_recipe_under_the_options_given(tmp_path, capsys):
+    """`--model inception_v4_small` trains with its recipe (registry), except what is given."""
+    code, _, err = run(
+        capsys, "train", "--model", "inception_v4_small", "--epochs", "2", "--max-batches", "1",
+        "--width", "0.125", "--out", tmp_path,
+    )  # fmt: skip
+    assert code == 0, err
+    config = tinynet.load(tmp_path / CHECKPOINT)["config"]
+    recipe = MODELS["inception_v4_small"].recipe
+    assert (config["epochs"], config["lr"], config["batch_size"]) == (
+        2, recipe["lr"], recipe["batch_size"]
+    )  # fmt: skip
 
 
 @needs_sklearn

@@ -60,7 +60,8 @@ def test_openblas_threads_sleep_whatever_the_import_order():
     spin). With tinynet imported after NumPy, as most code does, or before it, they sleep, and
     no warning is raised (the child turns RuntimeWarnings into errors)."""
     alone = spin("import numpy as np")
-    if not any(api == "openblas" and layer == "pthreads" and n > 1 for api, layer, n in alone["blas"]):
+    pools = alone["blas"]
+    if not any(api == "openblas" and layer == "pthreads" and n > 1 for api, layer, n in pools):
         pytest.skip(f"NumPy's BLAS here is {alone['blas']}: no pthreads OpenBLAS pool to spin")
     assert alone["burnt"] > 0.02, alone
     after = spin("import numpy as np\nimport tinynet")
@@ -72,7 +73,8 @@ def test_openblas_threads_sleep_whatever_the_import_order():
 POOLS = """
 import numpy, tinynet, numba
 from threadpoolctl import threadpool_info
-print(numba.get_num_threads(), *[i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"])
+blas = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+print(numba.get_num_threads(), *blas)
 """
 
 

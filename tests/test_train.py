@@ -11,11 +11,13 @@ import tinynet
 from tinynet.data import DataLoader, DataSplits, TensorDataset, load_dataset
 from tinynet.data.transforms import Normalize
 from tinynet.metrics import topk_correct
+from tinynet.models.registry import MODELS
 from tinynet.nn import BatchNorm2d
 from tinynet.progress import ProgressBar
 from tinynet.train import (
     CHECKPOINT,
     CURVES,
+    DEFAULT_LR,
     METRICS,
     TrainConfig,
     Trainer,
@@ -257,3 +259,26 @@ def test_evaluate_restores_the_mode_and_counts_every_image():
     images = np.random.default_rng(0).normal(size=(5, 1, 32, 32)).astype(np.float32)
     result = evaluate(model.train(), TensorDataset(images, np.array([0, 1, 2, 0, 1])), None, 2)
     assert model.training and result["images"] == 5 and result["top5"] == 1.0
+
+
+# ------------------------------------------------------------------ per-model recipes
+def test_a_models_recipe_fills_what_the_options_leave_open():
+    """TrainConfig.for_model: the registry's recipe for the model, under the options given; an
+    optimizer given drops the recipe's learning rate (measured for the recipe's optimizer)."""
+    recipe = MODELS["inception_v4_small"].recipe
+    assert recipe["lr"] != TrainConfig().learning_rate  # a recipe that changes something
+    config = TrainConfig.for_model(model="inception_v4_small")
+    assert {name: getattr(config, name) for name in recipe} == recipe
+    config = TrainConfig.for_model(model="inception_v4_small", epochs=3, lr=0.5)
+    assert (config.epochs, config.learning_rate, config.batch_size) == (
+        3, 0.5, recipe["batch_size"]
+    )  # fmt: skip
+    config = TrainConfig.for_model(model="inception_v4_small", optimizer="adam")
+    assert config.learning_rate == DEFAULT_LR["adam"]
+    assert TrainConfig.for_model() == TrainConfig()  # the main job's network has no recipe
+    config = TrainConfig.for_model(model="inception_v4_small", epochs=1)  # too short to warm up
+    assert (config.epochs, config.warmup_epochs, config.lr) == (1, 0.0, recipe["lr"])
+    with pytest.raises(ValueError, match=r"warmup_epochs must be in \[0, epochs\); got 1.0"):
+        TrainConfig.for_model(model="inception_v4_small", epochs=1, warmup_epochs=1.0)
+    with pytest.raises(ValueError, match="model must be one of .*; got 'v5'"):
+        TrainConfig.for_model(model="v5")

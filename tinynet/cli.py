@@ -72,7 +72,9 @@ def _train_parser(commands):
     g.add_argument(
         "--model",
         choices=sorted(MODELS),
-        help=f"the network (default {default['model']}: BatchNorm, small-image stem)",
+        help=f"the network (default {default['model']}: BatchNorm, small-image stem); the "
+        "small Inception-v3/v4/ResNet variants bring their own defaults for the options below "
+        "(their recipe in tinynet/models/registry.py), which options given override",
     )
     g.add_argument("--width", type=float, help="channel multiplier (default: 0.25 for small)")
     g.add_argument(
@@ -189,7 +191,7 @@ def _train(args) -> None:
         trainer = Trainer.resume(out_dir, epochs)
     else:
         chosen.setdefault("out_dir", f"runs/{chosen.get('dataset', 'digits')}")
-        trainer = Trainer(TrainConfig(**chosen))
+        trainer = Trainer(TrainConfig.for_model(**chosen))
     try:
         # The trainer checks every loss for NaN and inf and stops with advice: NumPy's overflow
         # warnings on the way there would only bury that one line.

@@ -146,6 +146,25 @@ class TrainConfig:
                 shown = repr(value) if len(repr(value)) <= 80 else f"{repr(value)[:60]}..."
                 raise ValueError(f"{name} must be {expected}; got {shown}")
 
+    @classmethod
+    def for_model(cls, **options) -> TrainConfig:
+        """The config of ``options`` with the model's recipe (``MODELS[model].recipe``) filling
+        what they leave open; an optimizer given in ``options`` drops the recipe's ``lr``
+        (it was measured for the recipe's optimizer), and a recipe value that the options make
+        invalid is dropped too (its 1-epoch warm-up in a run of ``epochs=1``). The ``tinynet
+        train`` command's way."""
+        recipe = dict(model_entry(options.get("model", cls.model)).recipe)
+        if "optimizer" in options:
+            recipe.pop("lr", None)
+        while True:
+            try:
+                return cls(**{**recipe, **options})
+            except ValueError as error:
+                name = str(error).split(" ", 1)[0]
+                if name not in recipe or name in options:
+                    raise
+                del recipe[name]
+
     @property
     def learning_rate(self) -> float:
         return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]

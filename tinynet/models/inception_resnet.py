@@ -343,8 +343,11 @@ def inception_resnet_v1(**options) -> InceptionResNetV1:
 
 def inception_resnet_v1_small(**options) -> InceptionResNetV1:
     """A CPU-sized Inception-ResNet-v1 for 28x28 and 32x32 images: the small stem, width 0.25,
-    10 classes."""
-    return InceptionResNetV1(V1, **{**SMALL_OPTIONS, **options})
+    10 classes, and v2's residual scales (0.17, 0.10, 0.20), the paper's remedy for residual
+    stacks that do not train: with the figures' 1.0 it reached 92% on the digits where the
+    scaled one reaches 98% (benchmarks/inception_digits.md)."""
+    scaled = {"residual_scales": V2.residual_scales}
+    return InceptionResNetV1(V1, **{**SMALL_OPTIONS, **scaled, **options})
 
 
 def inception_resnet_v2(**options) -> InceptionResNetV2:
