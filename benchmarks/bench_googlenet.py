@@ -567,7 +567,7 @@ def run_table(args, selected, weights):
 
 
 HEADER = (
-    f"{'row':<24} {'framework':<11} {'median ms':>9} {'min':>8} {'max':>8} {'img/s':>8} "
+    f"{'row':<24} {'framework':<13} {'median ms':>9} {'min':>8} {'max':>8} {'img/s':>8} "
     f"{'x torch':>7} {'GEMM%':>6}"
 )
 
@@ -581,7 +581,7 @@ def print_row(row, times, flops, peak, batch, header):
         med = statistics.median(ts)
         ratio = f"{med / ref:7.2f}" if ref else f"{'-':>7}"
         gemm = f"{100 * flops / med / 1e9 / peak:5.0f}%" if peak and kind == "tinynet" else ""
-        print(f"{ROW_LABELS[row]:<24} {kind:<11} {fmt_ms(ts)} {batch / med:8.1f} {ratio} {gemm:>6}")
+        print(f"{ROW_LABELS[row]:<24} {kind:<13} {fmt_ms(ts)} {batch / med:8.1f} {ratio} {gemm:>6}")
 
 
 def print_import_order(results):
