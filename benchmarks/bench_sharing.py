@@ -82,7 +82,8 @@ def main() -> None:
         if shutil.which("taskset") and cores >= 2:
             rows.append(("two runs, pinned", run_together(
                 scratch, "pinned", args.epochs, args.extra, pinned, env)))  # fmt: skip
-    print(f"\n`tinynet train --epochs {args.epochs} {' '.join(args.extra)}`".rstrip() + "\n")
+    command = " ".join(["tinynet train --epochs", str(args.epochs), *args.extra])
+    print(f"\n`{command}`\n")
     print("| how | img/s of each run | img/s in all | x one run alone |")
     print("|---|---:|---:|---:|")
     for label, rates in rows:
