@@ -14,9 +14,10 @@ when imported (``tinynet/_threads.py``), PyTorch is imported before tinynet in i
 OpenMP keeps its own wait policy. tinynet runs in two workers: ``tinynet`` imports NumPy first, as
 most users' code does, ``tinynet-first`` imports tinynet first; the ratio of the two is printed
 after the table (no import-order rule: <= 1.03). The workers are driven in turns, one repetition
-of each per round, so a burst of load from elsewhere on the machine hits every framework alike,
-each run starting 0.2 s after the one before (``SETTLE_SECONDS``: ONNX Runtime's and PyTorch's
-threads spin for a while after a run). Every row is
+of each per round, so a burst of load from elsewhere on the machine hits every framework alike;
+each round starts one worker further on, so that each follows every other equally often (ONNX
+Runtime's and PyTorch's threads spin for a while after a run, slowing whichever worker runs
+next: tinynet right after ONNX Runtime took 1.27x its time right after tinynet). Every row is
 warmed up first (numba cache loads, allocator, BLAS buffers), then timed ``--repeat`` times; the
 table gives the median and the min/max.
 
@@ -78,10 +79,6 @@ GEMM_SHAPES = [
     (512, 4800, 784 * 8),
 ]
 LR, MOMENTUM, AUX_WEIGHT = 1e-3, 0.9, 0.3
-# ONNX Runtime's and PyTorch's OpenMP threads spin for a while after a run: the worker timed next
-# would share the cores with them (measured: tinynet's eval b1 1.27x slower right after ONNX
-# Runtime than after tinynet). Each timed run waits this long after the one before.
-SETTLE_SECONDS = 0.2
 
 
 def parse_args(argv=None):
@@ -514,9 +511,10 @@ def time_row(workers, row, repeat, warmup, notes, label) -> dict:
         elif not answer.get("skip"):
             active.append(kind)
     times = {kind: [] for kind in active}
-    for _ in range(repeat):
-        for kind in active:  # in turns: load from elsewhere hits every framework alike
-            time.sleep(SETTLE_SECONDS)  # the previous worker's threads stop spinning first
+    for turn in range(repeat):
+        # In turns, so load from elsewhere hits every framework alike, each round starting one
+        # worker further on, so each follows every other equally often.
+        for kind in active[turn % len(active) :] + active[: turn % len(active)]:
             times[kind].append(workers[kind].ask(cmd="run")["t"])
     return times
 
