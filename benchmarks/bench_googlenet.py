@@ -15,9 +15,11 @@ OpenMP keeps its own wait policy. tinynet runs in two workers: ``tinynet`` impor
 most users' code does, ``tinynet-first`` imports tinynet first; the ratio of the two is printed
 after the table (no import-order rule: <= 1.03). The workers are driven in turns, one repetition
 of each per round, so a burst of load from elsewhere on the machine hits every framework alike;
-each round starts one worker further on, so that each follows every other equally often (ONNX
+each round in a new seeded order, so that each follows every other about equally often (ONNX
 Runtime's and PyTorch's threads spin for a while after a run, slowing whichever worker runs
-next: tinynet right after ONNX Runtime took 1.27x its time right after tinynet). Every row is
+next: in a fixed order the worker after ONNX Runtime's, tinynet with NumPy imported first, took
+1.08-1.27x the time of the tinynet worker after it; three tinynet workers alone, two of them
+NumPy-first, took 0.96-1.00x of each other's). Every row is
 warmed up first (numba cache loads, allocator, BLAS buffers), then timed ``--repeat`` times; the
 table gives the median and the min/max.
 
@@ -36,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -511,10 +514,11 @@ def time_row(workers, row, repeat, warmup, notes, label) -> dict:
         elif not answer.get("skip"):
             active.append(kind)
     times = {kind: [] for kind in active}
-    for turn in range(repeat):
-        # In turns, so load from elsewhere hits every framework alike, each round starting one
-        # worker further on, so each follows every other equally often.
-        for kind in active[turn % len(active) :] + active[: turn % len(active)]:
+    order = random.Random(0)
+    for _ in range(repeat):
+        # In turns, so load from elsewhere hits every framework alike; in a new (seeded) order
+        # each round, so each follows every other about equally often.
+        for kind in order.sample(active, len(active)):
             times[kind].append(workers[kind].ask(cmd="run")["t"])
     return times
 
