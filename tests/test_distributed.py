@@ -256,7 +256,8 @@ def test_each_rank_sizes_its_thread_pools_to_its_share_of_the_cores():
         import os
         import tinynet
         import numba
-        print(os.environ["OPENBLAS_NUM_THREADS"], numba.get_num_threads())
+        # one write each, so the two ranks' lines cannot interleave (print's pieces did: "11 1 1")
+        os.write(1, f"{os.environ['OPENBLAS_NUM_THREADS']} {numba.get_num_threads()}\\n".encode())
     """)
     assert result.returncode == 0, result.stderr
     share = str(max(1, os.cpu_count() // 2))
