@@ -156,7 +156,7 @@ def test_runs_share_the_cores(tmp_path, monkeypatch):
         assert share.rebalance() == cores
         assert [p.name for p in (tmp_path / "running").iterdir()] == [str(os.getpid())]
     assert not list((tmp_path / "running").iterdir())
-    assert numba.get_num_threads() == _threads.threads_per_rank()
+    assert numba.get_num_threads() == _threads.OWN_THREADS
 
 
 def test_training_takes_part_in_the_share(tmp_path, monkeypatch):

@@ -98,9 +98,10 @@ def threads_per_rank() -> int:
     return requested_threads() or max(1, machine_cores() // launched_ranks()[1])
 
 
-if threads_per_rank() < (os.cpu_count() or 1):
+OWN_THREADS = threads_per_rank()  # read once: the environment, affinity and cgroup at import
+if OWN_THREADS < (os.cpu_count() or 1):
     for _pool in THREAD_POOLS:  # libraries loaded from now on start at this size
-        os.environ.setdefault(_pool, str(threads_per_rank()))
+        os.environ.setdefault(_pool, str(OWN_THREADS))
 
 
 class _Pools:
@@ -160,8 +161,8 @@ def configure() -> None:
             stacklevel=3,
         )
         return
-    if threads_per_rank() < (os.cpu_count() or 1):
-        _pools.resize(threads_per_rank())
+    if OWN_THREADS < (os.cpu_count() or 1):
+        _pools.resize(OWN_THREADS)
 
 
 def _runs_folder():
@@ -184,8 +185,8 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # another user's process: alive
+        pass
     return True
 
 
@@ -238,4 +239,4 @@ def share_cores():
         yield share
     finally:
         share.entry.unlink(missing_ok=True)
-        _pools.resize(threads_per_rank())
+        _pools.resize(OWN_THREADS)

@@ -74,6 +74,14 @@ GRADIENTS = "gradients.png"
 CHECKPOINT_FORMAT = "tinynet-train-checkpoint"
 
 
+class SettingError(ValueError):
+    """A ``TrainConfig`` setting outside what is allowed; ``setting`` is its field's name."""
+
+    def __init__(self, setting: str, message: str):
+        super().__init__(message)
+        self.setting = setting
+
+
 class TrainingError(RuntimeError):
     """Training cannot go on (e.g. the loss became NaN); the message says what to change."""
 
@@ -144,7 +152,7 @@ class TrainConfig:
             value = getattr(self, name)
             if not ok(value, self):
                 shown = repr(value) if len(repr(value)) <= 80 else f"{repr(value)[:60]}..."
-                raise ValueError(f"{name} must be {expected}; got {shown}")
+                raise SettingError(name, f"{name} must be {expected}; got {shown}")
 
     @classmethod
     def for_model(cls, **options) -> TrainConfig:
@@ -159,11 +167,10 @@ class TrainConfig:
         while True:
             try:
                 return cls(**{**recipe, **options})
-            except ValueError as error:
-                name = str(error).split(" ", 1)[0]
-                if name not in recipe or name in options:
+            except SettingError as error:
+                if error.setting not in recipe or error.setting in options:
                     raise
-                del recipe[name]
+                del recipe[error.setting]
 
     @property
     def learning_rate(self) -> float:
