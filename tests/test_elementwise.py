@@ -127,6 +127,24 @@ def test_shapes_that_do_not_broadcast_are_an_error():
         tinynet.ones(2, 3) + tinynet.ones(4)
 
 
+def test_relu_of_one_channel_major_image_runs_on_the_parallel_kernels(monkeypatch):
+    """A conv's output for a batch of one is a channel-major view whose batch axis has a stride
+    no fresh array shares; its memory is still one dense block, so the kernels take it."""
+    from tinynet.kernels import activation
+
+    calls = []
+    for name in ("relu_forward", "relu_backward"):
+        kernel = getattr(activation, name)
+        monkeypatch.setattr(activation, name, lambda *a, k=kernel: calls.append(k) or k(*a))
+    x_np = uniform(2, (4, 1, 5, 6)).astype(np.float32).transpose(1, 0, 2, 3)  # (1, 4, 5, 6)
+    x = tinynet.tensor(x_np, requires_grad=True)
+    y = F.relu(x)
+    y.backward(np.ones_like(x_np))
+    assert len(calls) == 2
+    np.testing.assert_array_equal(y.data, np.maximum(x_np, 0))
+    np.testing.assert_array_equal(x.grad, (x_np > 0).astype(np.float32))
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, np.int64])
 @pytest.mark.parametrize("view", ["contiguous", "channel-major", "strided"])
 def test_relu_is_max_x_0_in_every_layout_the_kernels_choose_between(dtype, view):

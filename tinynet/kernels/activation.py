@@ -21,7 +21,7 @@ def relu(x) -> np.ndarray:
     if isinstance(x, np.ndarray) and x.dtype in KERNEL_DTYPES and x.ndim:
         y = np.empty_like(x)
         source, target = _memory(x), _memory(y)
-        if source is not None and target is not None and x.strides == y.strides:
+        if source is not None and target is not None and _same_order(x, y):
             relu_forward(source, target)
             return y
     return np.maximum(x, 0)
@@ -30,13 +30,19 @@ def relu(x) -> np.ndarray:
 def relu_grad(y: np.ndarray, grad: np.ndarray) -> np.ndarray:
     """grad where y > 0, else 0, for y = relu(x): ``relu_backward`` over the arrays' memory where
     they share one layout, else ``np.where``."""
-    if y.dtype in KERNEL_DTYPES and grad.dtype == y.dtype and grad.strides == y.strides:
+    if y.dtype in KERNEL_DTYPES and grad.dtype == y.dtype and _same_order(grad, y):
         out = np.empty_like(y)
         memory = _memory(y), _memory(grad), _memory(out)
-        if all(m is not None for m in memory) and out.strides == y.strides:
+        if all(m is not None for m in memory) and _same_order(out, y):
             relu_backward(*memory)
             return out
     return np.where(y > 0, grad, 0)
+
+
+def _same_order(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether a and b of one shape lay their elements out alike: equal strides along every
+    axis longer than 1 (an axis of length 1 may have any stride: a batch of one image)."""
+    return all(s == t for s, t, n in zip(a.strides, b.strides, a.shape) if n > 1)
 
 
 def _memory(a: np.ndarray):
