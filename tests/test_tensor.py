@@ -1,6 +1,7 @@
 """The engine: Tensor construction, backward, accumulation, graph freeing, no_grad, dtypes."""
 
 import gc
+import tracemalloc
 import weakref
 
 import numpy as np
@@ -85,6 +86,63 @@ def test_backward_frees_saved_arrays_and_intermediate_gradients():
     del hidden, out
     gc.collect()
     assert saved() is None
+
+
+def test_the_graph_keeps_no_intermediate_values_an_op_did_not_save():
+    # Add saves nothing of its inputs, so once the user drops `hidden` its array is freed while
+    # the graph behind `out` lives; hooks on it still run and backward is unchanged.
+    x = tinynet.tensor(np.arange(4.0), requires_grad=True)
+    hidden = x * x
+    values = weakref.ref(hidden.data)
+    seen = []
+    hidden.register_hook(lambda grad: seen.append(grad.copy()))
+    out = (hidden + 1.0).sum()
+    del hidden
+    gc.collect()
+    assert values() is None
+    out.backward()
+    np.testing.assert_array_equal(seen[0], np.ones(4))
+    np.testing.assert_array_equal(x.grad, 2 * np.arange(4.0))
+
+
+def test_googlenet_training_graph_holds_only_what_backward_reads():
+    # After the forward, the arrays alive are the parameters, the input and what the ops saved
+    # (each conv's input, each ReLU's output, LRN's input and scale, pool winners): not every
+    # op's output (each conv's before its ReLU, each branch before its concat).
+    model = tinynet.models.googlenet_paper(num_classes=10)
+    x = tinynet.tensor(np.random.default_rng(0).random((1, 3, 224, 224), dtype=np.float32))
+    model(x)  # the first forward also allocates what later ones reuse (window tables)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        out = model(x)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    existing = {id(x.data)} | {id(p.data) for p in model.parameters()}
+    saved = _saved_bytes(out, existing)
+    assert saved < held < 1.1 * saved, (held, saved)
+
+
+def _saved_bytes(outputs, existing) -> int:
+    """Bytes of the distinct arrays the ops behind ``outputs`` saved for backward (each array's
+    whole memory block once), those in ``existing`` (ids) aside."""
+    blocks, stack, seen = {}, [t._ctx for t in outputs], set()
+    while stack:
+        ctx = stack.pop()
+        if ctx is None or id(ctx) in seen:
+            continue
+        seen.add(id(ctx))
+        saved = list(ctx.saved_tensors) + [
+            v for v in vars(ctx).values() if isinstance(v, np.ndarray)
+        ]
+        for array in saved:
+            while isinstance(array.base, np.ndarray):
+                array = array.base
+            if id(array) not in existing:
+                blocks[id(array)] = array
+        stack.extend(p._ctx for p in ctx.parents if p is not None)
+    return sum(a.nbytes for a in blocks.values())
 
 
 def test_retain_grad_keeps_an_intermediate_gradient():

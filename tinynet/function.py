@@ -78,9 +78,11 @@ class Context:
         self.needs_input_grad = needs_input_grad
         self.saved_tensors: tuple[np.ndarray, ...] = ()
         self.fn: type[Function] | None = None
-        self.parents: tuple[Tensor | None, ...] = ()
-        # For tracing (tinynet.trace), not for backward: every positional input as given
-        # (Tensors and constants), the keyword parameters, and the modules the op ran in.
+        # The graph node (tinynet.tensor.GraphNode, or a leaf Tensor) of each input that needs
+        # a gradient, None for the others.
+        self.parents: tuple = ()
+        # For tracing (tinynet.trace), not for backward: every positional input (the graph node
+        # of a Tensor, constants as given), the keyword parameters, the modules the op ran in.
         self.inputs: tuple = ()
         self.params: dict = {}
         self.scope: tuple = ()
@@ -118,6 +120,9 @@ class Function:
         if not any(needs_input_grad):
             return Tensor._from_op(output, None)
         ctx.fn = cls
-        ctx.parents = tuple(x if needed else None for x, needed in zip(inputs, needs_input_grad))
-        ctx.inputs, ctx.params, ctx.scope = inputs, params, current_module_scope()
+        # The graph holds the inputs' nodes, not the Tensors: their values stay alive only if
+        # forward saved them (see tinynet.tensor.GraphNode).
+        nodes = tuple(x._grad_node if isinstance(x, Tensor) else x for x in inputs)
+        ctx.parents = tuple(x if needed else None for x, needed in zip(nodes, needs_input_grad))
+        ctx.inputs, ctx.params, ctx.scope = nodes, params, current_module_scope()
         return Tensor._from_op(output, ctx)

@@ -1,14 +1,16 @@
 """The Tensor: an ndarray, its gradient, and a link to the op that produced it.
 
 A Tensor made by an op while gradients are recorded keeps that op's context in ``_ctx``
-(see ``tinynet.function``). ``backward()`` sorts the graph topologically once, seeds the
-output's gradient and walks the order in reverse, asking each op for the gradients of its
-inputs (the chain rule: dL/dinput = dL/doutput . doutput/dinput) and summing them where a
-tensor feeds several consumers.
+(see ``tinynet.function``). The graph links each op to its inputs' ``GraphNode``s (a leaf's
+node is the leaf Tensor itself): what backward needs of a tensor, without its values.
+``backward()`` sorts the graph topologically once, seeds the output's gradient and walks the
+order in reverse, asking each op for the gradients of its inputs (the chain rule:
+dL/dinput = dL/doutput . doutput/dinput) and summing them where a tensor feeds several consumers.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections import OrderedDict
 
 import numpy as np
@@ -32,7 +34,40 @@ def _as_array(data, dtype) -> np.ndarray:
     return array
 
 
-class Tensor:
+class _GradientHooks:
+    """``register_hook`` and running the hooks: a leaf Tensor's own, a GraphNode's for the op
+    output it stands for (where backward finds them)."""
+
+    _hooks: OrderedDict | None = None  # register_hook's, created on first use
+
+    def register_hook(self, hook) -> RemovableHandle:
+        """Call ``hook(grad)`` each time backward has computed dL/d(this tensor), before the
+        gradient is accumulated into ``.grad`` or passed on; ``grad`` is an ndarray, and a
+        return value other than None (an array or Tensor of the same shape) replaces it, as in
+        PyTorch. Returns a handle whose ``remove()`` takes the hook away."""
+        if not self.requires_grad:
+            raise RuntimeError(
+                "register_hook: this tensor does not require grad, so backward never reaches it"
+            )
+        if self._hooks is None:
+            self._hooks = OrderedDict()
+        return RemovableHandle(self._hooks, hook)
+
+    def _run_hooks(self, grad: np.ndarray) -> np.ndarray:
+        for hook in tuple(self._hooks.values()):  # a hook may remove itself
+            replaced = hook(grad)
+            if replaced is not None:
+                replaced = np.asarray(replaced.data if isinstance(replaced, Tensor) else replaced)
+                if replaced.shape != self.shape:
+                    raise RuntimeError(
+                        f"a tensor hook returned a gradient of shape {replaced.shape} for a "
+                        f"tensor of shape {self.shape}"
+                    )
+                grad = replaced.astype(self.dtype, copy=False)
+        return grad
+
+
+class Tensor(_GradientHooks):
     """An n-dimensional array that can record the operations applied to it.
 
     data:          the values, an ``np.ndarray``
@@ -50,9 +85,7 @@ class Tensor:
             _check_differentiable(self.data.dtype)
         self.requires_grad = bool(requires_grad)
         self.grad: np.ndarray | None = None
-        self._ctx = None  # the Context of the op that made this tensor, if recorded
-        self._retains_grad = False
-        self._hooks: OrderedDict | None = None  # register_hook's, created on first use
+        self._node: GraphNode | None = None  # an op output's place in the graph; None: a leaf
 
     @classmethod
     def _from_op(cls, data: np.ndarray, ctx) -> Tensor:
@@ -61,9 +94,7 @@ class Tensor:
         out.data = data if type(data) is np.ndarray else np.asarray(data)
         out.requires_grad = ctx is not None
         out.grad = None
-        out._ctx = ctx
-        out._retains_grad = False
-        out._hooks = None
+        out._node = None if ctx is None else GraphNode(out, ctx)
         return out
 
     # ----------------------------------------------------------------- properties
@@ -86,7 +117,17 @@ class Tensor:
     @property
     def is_leaf(self) -> bool:
         """True for tensors the user made (parameters, inputs), False for op outputs."""
-        return self._ctx is None
+        return self._node is None
+
+    @property
+    def _ctx(self):
+        """The Context of the op that made this tensor, if recorded (else None)."""
+        return None if self._node is None else self._node._ctx
+
+    @property
+    def _grad_node(self) -> Tensor | GraphNode:
+        """What the graph holds for this tensor: its GraphNode, or a leaf itself."""
+        return self if self._node is None else self._node
 
     def __len__(self) -> int:
         return len(self.data)
@@ -115,33 +156,15 @@ class Tensor:
 
     def retain_grad(self) -> None:
         """Keep ``.grad`` on this non-leaf tensor after backward (leaves always keep it)."""
-        self._retains_grad = True
+        if self._node is not None:
+            self._node.retains_grad = True
 
     def register_hook(self, hook) -> RemovableHandle:
-        """Call ``hook(grad)`` each time backward has computed dL/d(this tensor), before the
-        gradient is accumulated into ``.grad`` or passed on; ``grad`` is an ndarray, and a
-        return value other than None (an array or Tensor of the same shape) replaces it, as in
-        PyTorch. Returns a handle whose ``remove()`` takes the hook away."""
-        if not self.requires_grad:
-            raise RuntimeError(
-                "register_hook: this tensor does not require grad, so backward never reaches it"
-            )
-        if self._hooks is None:
-            self._hooks = OrderedDict()
-        return RemovableHandle(self._hooks, hook)
+        if self._node is not None:  # backward reaches the op output through its node
+            return self._node.register_hook(hook)
+        return super().register_hook(hook)
 
-    def _run_hooks(self, grad: np.ndarray) -> np.ndarray:
-        for hook in tuple(self._hooks.values()):  # a hook may remove itself
-            replaced = hook(grad)
-            if replaced is not None:
-                replaced = np.asarray(replaced.data if isinstance(replaced, Tensor) else replaced)
-                if replaced.shape != self.shape:
-                    raise RuntimeError(
-                        f"a tensor hook returned a gradient of shape {replaced.shape} for a "
-                        f"tensor of shape {self.shape}"
-                    )
-                grad = replaced.astype(self.dtype, copy=False)
-        return grad
+    register_hook.__doc__ = _GradientHooks.register_hook.__doc__
 
     def requires_grad_(self, requires_grad: bool = True) -> Tensor:
         if not self.is_leaf:
@@ -159,16 +182,17 @@ class Tensor:
                       which is then seeded with 1.
         retain_graph: keep the graph's saved arrays so backward can run through it again.
         """
-        grads = {id(self): self._seed(gradient)}  # dL/dt of each tensor t reached so far
-        for tensor in reversed(_topological_order(self)):
-            grad = grads.pop(id(tensor), None)
+        root = self._grad_node
+        grads = {id(root): self._seed(gradient)}  # dL/dt of each tensor t reached so far
+        for node in reversed(_topological_order([root])):
+            grad = grads.pop(id(node), None)
             if grad is None:
                 continue  # no path from the output reached it (e.g. an unused input)
-            if tensor._hooks:
-                grad = tensor._run_hooks(grad)
-            if tensor.is_leaf or tensor._retains_grad:
-                tensor._accumulate_grad(grad)
-            ctx = tensor._ctx
+            if node._hooks:
+                grad = node._run_hooks(grad)
+            if node.is_leaf or node.retains_grad:
+                node._accumulate_grad(grad)
+            ctx = node._ctx
             if ctx is None:
                 continue
             input_grads = _checked_input_grads(ctx, ctx.fn.backward(ctx, grad))
@@ -292,15 +316,15 @@ class Tensor:
         return self.to(np.float64)
 
 
-def _topological_order(roots, inputs_of=lambda ctx: ctx.parents) -> list[Tensor]:
-    """The tensors reached from ``roots`` (a Tensor or several) through ``inputs_of(ctx)``,
-    each after every tensor it was computed from. Backward follows ``ctx.parents`` (the
-    inputs that need gradients); a trace follows ``ctx.inputs`` (every input).
+def _topological_order(roots, inputs_of=lambda ctx: ctx.parents) -> list[Tensor | GraphNode]:
+    """The graph nodes (GraphNodes and leaf Tensors) reached from ``roots`` (a list of them)
+    through ``inputs_of(ctx)``, each after every node it was computed from. Backward follows
+    ``ctx.parents`` (the inputs that need gradients); a trace follows ``ctx.inputs`` (every
+    input, constants too).
 
     Iterative depth-first post-order, so deep graphs do not hit Python's recursion limit.
     """
-    roots = [roots] if isinstance(roots, Tensor) else list(roots)
-    order: list[Tensor] = []
+    order: list[Tensor | GraphNode] = []
     visited: set[int] = set()
     stack: list[tuple[Tensor, bool]] = [(root, False) for root in reversed(roots)]
     while stack:
@@ -321,9 +345,35 @@ def _topological_order(roots, inputs_of=lambda ctx: ctx.parents) -> list[Tensor]
                 "after the first backward; pass retain_graph=True to the first call"
             )
         for parent in inputs_of(ctx):
-            if isinstance(parent, Tensor) and id(parent) not in visited:
+            if isinstance(parent, (Tensor, GraphNode)) and id(parent) not in visited:
                 stack.append((parent, False))
     return order
+
+
+class GraphNode(_GradientHooks):
+    """An op output's place in the graph: the op's context, the shape and dtype its gradient
+    must have, and the hooks to run on that gradient; not its values.
+
+    Backward needs no op output's values but those the ops saved for themselves (a ReLU its
+    output, a conv its input). A graph of Tensors would keep every intermediate array alive
+    until backward (each conv's output before its ReLU, each Inception branch before the
+    concat): a third of GoogLeNet's training-step memory. The node reaches its Tensor through
+    a weak reference, to store ``.grad`` there after ``retain_grad()`` while the Tensor lives.
+    """
+
+    requires_grad = True
+    is_leaf = False
+
+    def __init__(self, tensor: Tensor, ctx):
+        self._ctx = ctx
+        self.shape, self.dtype = tensor.data.shape, tensor.data.dtype
+        self.retains_grad = False
+        self._tensor = weakref.ref(tensor)
+
+    def _accumulate_grad(self, grad: np.ndarray) -> None:
+        tensor = self._tensor()
+        if tensor is not None:
+            tensor._accumulate_grad(grad)
 
 
 def _checked_input_grads(ctx, input_grads) -> tuple[np.ndarray | None, ...]:

@@ -6,7 +6,7 @@ and that an exporter (ONNX, say) can translate op by op.
     for op in trace.ops: print(op.id, op.op, op.inputs, op.shape, op.scope[-1:])
 
 Every op a Function applies while recording keeps, on its ``ctx``: ``fn`` (the Function class),
-``inputs`` (each positional input as given: Tensors and constants), ``params`` (its keyword
+``inputs`` (each positional input: a Tensor's graph node, constants as given), ``params`` (its keyword
 arguments) and ``scope`` (the modules whose ``forward`` was running: ``Module.__call__`` keeps
 that stack). The walk follows ``ctx.inputs`` from the outputs back to the leaves; parameters and
 buffers are named by identity through ``model.named_parameters()`` and ``named_buffers()``.
@@ -27,7 +27,8 @@ OpRecord
     shape, dtype: of the output
     scope:   dotted module names, outermost first, e.g. ('inception3a', 'inception3a.branch2',
              'inception3a.branch2.1', 'inception3a.branch2.1.conv'); () without a model
-    tensor:  the output Tensor (gradient hooks attach to it)
+    tensor:  the output's graph node (``tinynet.tensor.GraphNode``: shape, dtype and
+             ``register_hook``, where gradient hooks attach; not the values)
 LeafRecord
     id:      'leaf0', 'leaf1', ...
     kind:    'parameter' | 'buffer' | 'input' (any other Tensor) | 'constant' (a non-Tensor)
@@ -48,7 +49,7 @@ import numpy as np
 
 from tinynet.function import Function
 from tinynet.nn.module import BackwardHookIdentityFunction, Module
-from tinynet.tensor import Tensor, _topological_order
+from tinynet.tensor import GraphNode, Tensor, _topological_order
 
 
 @dataclass
@@ -60,7 +61,7 @@ class OpRecord:
     shape: tuple[int, ...]
     dtype: np.dtype
     scope: tuple[str, ...]
-    tensor: Tensor = field(repr=False)
+    tensor: GraphNode = field(repr=False)
 
     @property
     def op(self) -> str:
@@ -137,29 +138,30 @@ def trace(output, model: Module | None = None) -> Trace:
         return ids[id(value)]
 
     # Reversed, so the walk reaches each op's first input first: branches in the order written.
-    for tensor in _topological_order(outputs, inputs_of=lambda ctx: reversed(ctx.inputs)):
-        ctx = tensor._ctx
+    roots = [t._grad_node for t in outputs]
+    for node in _topological_order(roots, inputs_of=lambda ctx: reversed(ctx.inputs)):
+        ctx = node._ctx
         if ctx is None:
-            leaf(tensor)
+            leaf(node)
             continue
         inputs = tuple(
-            None if x is None else ids[id(x)] if isinstance(x, Tensor) else leaf(x)
+            None if x is None else ids[id(x)] if isinstance(x, (Tensor, GraphNode)) else leaf(x)
             for x in ctx.inputs
         )
         if ctx.fn is BackwardHookIdentityFunction:
-            ids[id(tensor)] = inputs[0]
+            ids[id(node)] = inputs[0]
             continue
-        ids[id(tensor)] = f"op{len(ops)}"
+        ids[id(node)] = f"op{len(ops)}"
         ops.append(
             OpRecord(
-                ids[id(tensor)],
+                ids[id(node)],
                 ctx.fn,
                 inputs,
                 dict(ctx.params),
-                tensor.shape,
-                tensor.dtype,
+                node.shape,
+                node.dtype,
                 names.scope(ctx.scope),
-                tensor,
+                node,
             )
         )
     module_types = {name: type(module).__name__ for name, module in names.modules.items()}
@@ -167,7 +169,7 @@ def trace(output, model: Module | None = None) -> Trace:
     return Trace(
         ops,
         leaves,
-        tuple(ids[id(t)] for t in outputs),
+        tuple(ids[id(t._grad_node)] for t in outputs),
         {name: kind for name, kind in module_types.items() if name in used},
     )
 
