@@ -13,7 +13,7 @@ from tinynet import _threads  # sets the thread policy's environment: see tinyne
 from tinynet.tensor import Tensor, ones, tensor, zeros  # Tensor before the ops that use it
 
 # isort: on
-from tinynet import functional, models, nn, optim
+from tinynet import _malloc, functional, models, nn, optim
 from tinynet.capture import capture
 from tinynet.function import Function, enable_grad, is_grad_enabled, no_grad
 from tinynet.gradcheck import GradcheckError, check_gradients, gradcheck
@@ -25,6 +25,7 @@ from tinynet.summary import summary  # the function; the module stays tinynet.su
 from tinynet.trace import trace  # the function, as summary
 
 _threads.configure()
+_malloc.keep_freed_memory()  # see tinynet/_malloc.py
 
 __version__ = "0.1.0"
 
