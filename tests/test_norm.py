@@ -352,6 +352,28 @@ def test_batch_norm_updates_running_stats_without_grad():
     np.testing.assert_allclose(var, [2.0, 8.0])
 
 
+@given(
+    shape=st.tuples(
+        st.integers(1, 4), st.integers(1, 5), st.integers(1, 40), st.integers(1, 40)
+    ).filter(lambda s: s[0] * s[2] * s[3] > 1),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=seeds,
+)
+def test_batch_norm_statistics_are_numpy_s_mean_and_var_bit_for_bit(shape, dtype, seed):
+    # The float32 GoogLeNet matches PyTorch's near-ties only with NumPy's rounding of the batch
+    # statistics; the op computes them in fewer passes, so it must round the same. momentum=1
+    # makes the running statistics the batch's own: μ, and v·m/(m-1).
+    x, *_ = bn_inputs(seed, shape, dtype)
+    x = laid_out(x * 37.0, "channel_major")
+    mean, var = np.zeros(shape[1], dtype), np.ones(shape[1], dtype)
+    with tinynet.no_grad():
+        F.batch_norm(x, mean, var, training=True, momentum=1.0)
+    m = shape[0] * shape[2] * shape[3]
+    rows = x.transpose(1, 0, 2, 3).reshape(shape[1], m)
+    np.testing.assert_array_equal(mean, rows.mean(axis=1))
+    np.testing.assert_array_equal(var, rows.var(axis=1) * (m / (m - 1)))
+
+
 # ---------------------------------------------------------------- (f) errors
 
 

@@ -24,6 +24,19 @@ from numba import njit, prange
 
 
 @njit(cache=True, parallel=True)
+def centered_squares(x, mean, out):
+    """out[c, i] = (x[c, i] - mean[c])² in x's dtype, rounded as NumPy's ``(x - mean)**2``
+    (a subtraction, then a multiplication: no fused multiply-add without fastmath)."""
+    channels, m = x.shape
+    for c in prange(channels):
+        mu = mean[c]
+        row, target = x[c], out[c]
+        for i in range(m):
+            d = row[i] - mu
+            target[i] = d * d
+
+
+@njit(cache=True, parallel=True)
 def batch_norm_apply(x, scale, shift, out):
     """out[c, i] = x[c, i]·scale[c] + shift[c] for x and out (C, m); scale and shift have x's
     dtype, so the rounding is NumPy's ``x * scale + shift``."""
