@@ -250,16 +250,27 @@ def max_pool2d_3x3_same_argmax(x, out, argmax):
 @njit(cache=True, parallel=True)
 def max_pool2d_backward(grad_out, argmax, rows, cols, kernel_width, grad_in):
     """grad_in[p, y, x] = Σ of grad_out[p, i, j] over the windows whose maximum was (y, x), with
-    argmax the window offsets ``max_pool2d_forward`` recorded."""
+    argmax the window offsets ``max_pool2d_forward`` recorded.
+
+    Offset o of window (i, j) is the plane's element (rows[0][i] + o // kernel_width,
+    cols[0][j] + o % kernel_width); a table of each offset's distance from the window's corner
+    in the flat plane turns that division and remainder into one lookup per element.
+    """
     gout, args, gin = _planes(grad_out), _planes(argmax), _planes(grad_in)
+    width, size = gin.shape[2], gin.shape[1] * gin.shape[2]
+    taps = 0
+    for i in range(len(rows[0])):
+        taps = max(taps, (rows[1][i] - rows[0][i]) * kernel_width)
+    shift = np.empty(taps, dtype=np.int64)
+    for o in range(taps):
+        shift[o] = (o // kernel_width) * width + o % kernel_width
     for p in prange(gin.shape[0]):
-        gin[p] = 0
+        plane = gin[p].reshape(size)
+        plane[:] = 0
         for i in range(gout.shape[1]):
+            top = rows[0][i] * width
             for j in range(gout.shape[2]):
-                offset = np.int64(args[p, i, j])
-                y = rows[0][i] + offset // kernel_width
-                x_ = cols[0][j] + offset % kernel_width
-                gin[p, y, x_] += gout[p, i, j]
+                plane[top + cols[0][j] + shift[args[p, i, j]]] += gout[p, i, j]
 
 
 @njit(cache=True, parallel=True)
