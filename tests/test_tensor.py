@@ -145,6 +145,20 @@ def _saved_bytes(outputs, existing) -> int:
     return sum(a.nbytes for a in blocks.values())
 
 
+def test_gradients_of_a_tensor_with_several_consumers_add_up_without_touching_shared_arrays():
+    # (s + t)'s backward hands one array to both s and t, and s = a + a's to a twice; the sum
+    # for a is made out of place, then a's third gradient (from t = 3a) is added into it.
+    x = tinynet.tensor(np.arange(1.0, 5.0), requires_grad=True)
+    a = x * 2.0
+    s, t = a + a, a * 3.0
+    for hidden in (s, t):
+        hidden.retain_grad()
+    (s + t).sum().backward()
+    np.testing.assert_array_equal(s.grad, np.ones(4))
+    np.testing.assert_array_equal(t.grad, np.ones(4))
+    np.testing.assert_array_equal(x.grad, np.full(4, 10.0))  # (1 + 1 + 3) * 2
+
+
 def test_retain_grad_keeps_an_intermediate_gradient():
     x = tinynet.tensor([1.0, 2.0], requires_grad=True)
     hidden = x * 3.0

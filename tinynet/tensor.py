@@ -184,7 +184,9 @@ class Tensor(_GradientHooks):
         """
         root = self._grad_node
         grads = {id(root): self._seed(gradient)}  # dL/dt of each tensor t reached so far
+        summed = set()  # the nodes whose gradient is a sum this walk made, so it may add in place
         for node in reversed(_topological_order([root])):
+            summed.discard(id(node))
             grad = grads.pop(id(node), None)
             if grad is None:
                 continue  # no path from the output reached it (e.g. an unused input)
@@ -197,10 +199,16 @@ class Tensor(_GradientHooks):
                 continue
             input_grads = _checked_input_grads(ctx, ctx.fn.backward(ctx, grad))
             for parent, input_grad in zip(ctx.parents, input_grads):
-                if input_grad is not None:
-                    previous = grads.get(id(parent))
-                    # Out of place: one op may return the same array for several inputs.
-                    grads[id(parent)] = input_grad if previous is None else previous + input_grad
+                if input_grad is None:
+                    continue
+                previous = grads.get(id(parent))
+                if previous is None:
+                    grads[id(parent)] = input_grad
+                elif id(parent) in summed:
+                    np.add(previous, input_grad, out=previous)
+                else:  # out of place: one op may return the same array for several inputs
+                    grads[id(parent)] = previous + input_grad
+                    summed.add(id(parent))
             if not retain_graph:
                 ctx.release()
 
