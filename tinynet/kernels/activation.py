@@ -10,9 +10,9 @@ activations too) and fall back to NumPy otherwise; the output keeps the input's 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
-from tinynet.kernels import KERNEL_DTYPES
+from tinynet.kernels import KERNEL_DTYPES, parallel
 
 
 def relu(x) -> np.ndarray:
@@ -51,7 +51,7 @@ def _memory(a: np.ndarray):
     return flat if np.may_share_memory(flat, a) else None
 
 
-@njit(cache=True, parallel=True)
+@parallel
 def relu_forward(x, y):
     """y[i] = max(x[i], 0) with np.maximum's rule: NaN and -0.0 pass through. x, y 1-D."""
     for i in prange(x.shape[0]):
@@ -59,14 +59,14 @@ def relu_forward(x, y):
         y[i] = 0 if value < 0 else value
 
 
-@njit(cache=True, parallel=True)
+@parallel
 def relu_backward(y, grad, out):
     """out[i] = grad[i] where y[i] > 0, else 0 (the ReLU's output y). All 1-D."""
     for i in prange(y.shape[0]):
         out[i] = grad[i] if y[i] > 0 else 0
 
 
-@njit(cache=True, parallel=True)
+@parallel
 def add_bias(rows, bias):
     """rows[o, :] += bias[o] for a C-contiguous (O, P) matrix, in place."""
     for o in prange(rows.shape[0]):

@@ -20,10 +20,12 @@ partial sums (vectorised reductions); NaN and infinities still propagate.
 
 from __future__ import annotations
 
-from numba import njit, prange
+from numba import prange
+
+from tinynet.kernels import parallel
 
 
-@njit(cache=True, parallel=True)
+@parallel
 def centered_squares(x, mean, out):
     """out[c, i] = (x[c, i] - mean[c])² in x's dtype, rounded as NumPy's ``(x - mean)**2``
     (a subtraction, then a multiplication: no fused multiply-add without fastmath)."""
@@ -36,7 +38,7 @@ def centered_squares(x, mean, out):
             target[i] = d * d
 
 
-@njit(cache=True, parallel=True)
+@parallel
 def batch_norm_apply(x, scale, shift, out):
     """out[c, i] = x[c, i]·scale[c] + shift[c] for x and out (C, m); scale and shift have x's
     dtype, so the rounding is NumPy's ``x * scale + shift``."""
@@ -48,7 +50,7 @@ def batch_norm_apply(x, scale, shift, out):
             target[i] = row[i] * a + b
 
 
-@njit(cache=True, parallel=True, fastmath={"reassoc"})
+@parallel(fastmath={"reassoc"})
 def batch_norm_backward(x, g, mean, invstd, scale, training, dx, sum_g, sum_g_x_hat):
     """The gradient sums, and dL/dx into dx if it has rows.
 

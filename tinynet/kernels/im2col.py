@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from numba import njit, prange
 
+from tinynet.kernels import parallel
+
 
 @njit(cache=True, inline="always")
 def _inside(offset, stride, size, count):
@@ -34,7 +36,7 @@ def _inside(offset, stride, size, count):
     return first, max(first, last)
 
 
-@njit(cache=True, parallel=True)
+@parallel
 def im2col(x, kernel, stride, padding, out_size, cols):
     """Fill cols (C·kh·kw, N·OH·OW) from x (C, N, H, W) by the mapping in the module docstring.
 
@@ -59,7 +61,7 @@ def im2col(x, kernel, stride, padding, out_size, cols):
     return cols
 
 
-@njit(cache=True, parallel=True)
+@parallel
 def col2im(cols, kernel, stride, padding, out_size, x):
     """Add cols (C·kh·kw, N·OH·OW) back into x (C, N, H, W), the adjoint of ``im2col``:
 

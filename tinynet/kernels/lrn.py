@@ -27,6 +27,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from tinynet.kernels import parallel
+
 
 @njit(cache=True)
 def _bracket(x, c, size, alpha_over_size, k, out):
@@ -40,7 +42,7 @@ def _bracket(x, c, size, alpha_over_size, k, out):
         out[p] = k + alpha_over_size * out[p]
 
 
-@njit(cache=True, parallel=True)
+@parallel
 def lrn_forward(x, size, alpha_over_size, beta, k):
     """x (C, P) -> (y, S^-beta), both (C, P); the scalars have x's dtype."""
     channels, pixels = x.shape
@@ -61,7 +63,7 @@ def lrn_forward(x, size, alpha_over_size, beta, k):
     return y, s_pow
 
 
-@njit(cache=True, parallel=True)
+@parallel
 def lrn_backward(x, grad, s_pow, size, alpha_over_size, beta, k):
     """dL/dx (C, P) from x, the upstream gradient and forward's S^-beta, all (C, P).
 

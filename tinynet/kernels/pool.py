@@ -17,6 +17,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from tinynet.kernels import parallel
+
 
 def max_pool2d(x, out, rows, cols, kernel, stride, with_argmax: bool) -> np.ndarray:
     """out = the window maxima of x, by the kernel that fits the shape; returns argmax.
@@ -82,7 +84,7 @@ def _tap(row, start, stride, count):
     return row[start : start + (count - 1) * stride + 1 : stride]
 
 
-@njit(cache=True, parallel=True)
+@parallel
 def max_pool2d_forward(x, out, argmax, rows, cols, kernel_width, stride_width):
     """out[p, i, j] = max of x[p] over window (i, j), and if argmax has out's shape (pass an empty
     array to skip it), argmax[p, i, j] = (y - top_i)·kernel_width + (x - left_j) of that maximum,
@@ -146,7 +148,7 @@ def _max3(a, b, c):
     return c if (c > best) | (c != c) else best
 
 
-@njit(cache=True, parallel=True)
+@parallel
 def max_pool2d_3x3_same(x, out):
     """``max_pool2d_forward`` without argmax for a 3x3 kernel, stride 1, padding 1 (Inception's
     pool branch): out has x's (C, N, H, W) shape.
@@ -204,7 +206,7 @@ def _argmax2(a, b):
     return (b, 1) if (b > a) | (b != b) else (a, 0)
 
 
-@njit(cache=True, parallel=True)
+@parallel
 def max_pool2d_3x3_same_argmax(x, out, argmax):
     """``max_pool2d_3x3_same`` that also records argmax as ``max_pool2d_forward`` does: the
     winner's offset dy·3 + dx in its window, counted from the window's clipped top-left corner.
@@ -247,7 +249,7 @@ def max_pool2d_3x3_same_argmax(x, out, argmax):
             dst[k], arg[k] = best, dy * 3 + cols[k + (dy - 1) * width]
 
 
-@njit(cache=True, parallel=True)
+@parallel
 def max_pool2d_backward(grad_out, argmax, rows, cols, kernel_width, grad_in):
     """grad_in[p, y, x] = Σ of grad_out[p, i, j] over the windows whose maximum was (y, x), with
     argmax the window offsets ``max_pool2d_forward`` recorded.
@@ -273,7 +275,7 @@ def max_pool2d_backward(grad_out, argmax, rows, cols, kernel_width, grad_in):
                 plane[top + cols[0][j] + shift[args[p, i, j]]] += gout[p, i, j]
 
 
-@njit(cache=True, parallel=True)
+@parallel
 def avg_pool2d_forward(x, out, rows, cols):
     """out[p, i, j] = (Σ of x[p] over window (i, j)) / (rows[2][i] · cols[2][j])."""
     xs, outs = _planes(x), _planes(out)
@@ -287,7 +289,7 @@ def avg_pool2d_forward(x, out, rows, cols):
                 outs[p, i, j] = total / (rows[2][i] * cols[2][j])
 
 
-@njit(cache=True, parallel=True)
+@parallel
 def avg_pool2d_backward(grad_out, grad_in, rows, cols):
     """grad_in[p, y, x] = Σ over the windows (i, j) that hold (y, x) of
     grad_out[p, i, j] / (rows[2][i] · cols[2][j])."""
