@@ -419,13 +419,29 @@ def memory_worker(framework: str, weights: str, row: tuple) -> None:
 
 
 # ================================================================================ driver
+def worker_env(kind: str) -> dict:
+    """The environment of a worker process. The PyTorch and ONNX Runtime workers import tinynet
+    (model configs, test helpers), whose import would raise glibc's malloc thresholds
+    (tinynet/_malloc.py) for them too: measured, that made PyTorch's training step 20% faster and
+    its peak memory 30% higher than as its users run it. Those workers keep glibc's defaults."""
+    env = dict(os.environ)
+    if "tinynet" not in kind:
+        env["TINYNET_KEEP_FREED_MEMORY"] = "0"
+    return env
+
+
 class Worker:
     def __init__(self, kind, args, weights):
         command = [sys.executable, __file__, "--worker", kind, "--weights", weights]
         command += ["--threads", str(args.threads)]
         self.kind = kind
         self.process = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+            env=worker_env(kind),
         )
         self.error = self._read().get("error")
 
@@ -528,7 +544,7 @@ def measure_memory(kind, row, weights, threads) -> dict:
     "baseline_mb" (ru_maxrss right after the imports)}, or {"error": the end of its stderr}."""
     command = [sys.executable, __file__, "--worker", f"memory-{kind}"]
     command += ["--row", ",".join(map(str, row)), "--weights", weights, "--threads", str(threads)]
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True, env=worker_env(kind))
     if done.returncode:
         return {"error": done.stderr.strip()[-300:]}
     return json.loads(done.stdout.strip().splitlines()[-1])
