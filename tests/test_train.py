@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import tinynet
-from tinynet.data import DataLoader, DataSplits, TensorDataset, load_dataset
+from tinynet.data import DataLoader, DatasetError, DataSplits, TensorDataset, load_dataset
 from tinynet.data.transforms import Normalize
 from tinynet.metrics import topk_correct
 from tinynet.models.registry import MODELS
@@ -46,6 +46,14 @@ def data():
     """The bundled digits, cut to 96 training and 64 test images so a tiny run is quick."""
     train, test, classes = load_dataset("digits")
     return DataSplits(TensorDataset(*train[:96]), TensorDataset(*test[:64]), classes)
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_data_given_with_an_empty_split_is_a_one_line_error(tmp_path, data, split):
+    empty = TensorDataset(*(a[:0] for a in getattr(data, split).arrays))
+    given = data._replace(**{split: empty})
+    with pytest.raises(DatasetError, match=f"^Trainer: the {split} split in the data given has no"):
+        Trainer(tiny(tmp_path), given, log=quiet)
 
 
 def weights(trainer):

@@ -40,6 +40,7 @@ import numpy as np
 from tinynet import _threads, distributed, io, nn
 from tinynet.data import DataLoader, DataSplits, load_dataset
 from tinynet.data import transforms as T
+from tinynet.data.datasets import check_splits
 from tinynet.function import no_grad
 from tinynet.functional import cross_entropy
 from tinynet.gradflow import GradientFlow, is_record, nonfinite
@@ -308,7 +309,11 @@ class Trainer:
         if self.group.rank != 0:
             self.log = lambda message: None
         io.check_writable_folder(config.out_dir, "out_dir")  # before minutes of loading data
-        self.data = data if data is not None else load_data(config)
+        if data is None:
+            data = load_data(config)  # checks its splits
+        else:
+            check_splits(data, "Trainer", "the data given")
+        self.data = data
         train_images = self.data.train.arrays[0]
         if config.mean is None:  # fixed at the start of a run, then kept in the checkpoint
             config.mean = [float(v) for v in train_images.mean(axis=(0, 2, 3))]

@@ -394,10 +394,16 @@ def load_dataset(
     else:
         source = default_data_dir(key) if data_dir is None else data_dir
         data = BUILDERS[key](source, download=download, image_size=image_size, **options)
+    check_splits(data, key, source)
+    return data
+
+
+def check_splits(data: DataSplits, name: str, source: str) -> None:
+    """A one-line DatasetError naming ``name`` and ``source`` if the train or test split of
+    ``data`` has no samples."""
     for split, dataset in (("train", data.train), ("test", data.test)):
         if len(dataset) == 0:
             raise DatasetError(
-                f"{key}: the {split} split in {source} has no samples; training and "
+                f"{name}: the {split} split in {source} has no samples; training and "
                 f"evaluating need at least one in each split"
             )
-    return data
