@@ -49,9 +49,10 @@ class _GradientHooks:
             raise RuntimeError(
                 "register_hook: this tensor does not require grad, so backward never reaches it"
             )
-        if self._hooks is None:
-            self._hooks = OrderedDict()
-        return RemovableHandle(self._hooks, hook)
+        node = self._grad_node  # an op output's hooks live on its node, where backward runs them
+        if node._hooks is None:
+            node._hooks = OrderedDict()
+        return RemovableHandle(node._hooks, hook)
 
     def _run_hooks(self, grad: np.ndarray) -> np.ndarray:
         for hook in tuple(self._hooks.values()):  # a hook may remove itself
@@ -158,13 +159,6 @@ class Tensor(_GradientHooks):
         """Keep ``.grad`` on this non-leaf tensor after backward (leaves always keep it)."""
         if self._node is not None:
             self._node.retains_grad = True
-
-    def register_hook(self, hook) -> RemovableHandle:
-        if self._node is not None:  # backward reaches the op output through its node
-            return self._node.register_hook(hook)
-        return super().register_hook(hook)
-
-    register_hook.__doc__ = _GradientHooks.register_hook.__doc__
 
     def requires_grad_(self, requires_grad: bool = True) -> Tensor:
         if not self.is_leaf:
@@ -334,7 +328,7 @@ def _topological_order(roots, inputs_of=lambda ctx: ctx.parents) -> list[Tensor 
     """
     order: list[Tensor | GraphNode] = []
     visited: set[int] = set()
-    stack: list[tuple[Tensor, bool]] = [(root, False) for root in reversed(roots)]
+    stack: list[tuple[Tensor | GraphNode, bool]] = [(root, False) for root in reversed(roots)]
     while stack:
         tensor, children_done = stack.pop()
         if children_done:
@@ -371,6 +365,10 @@ class GraphNode(_GradientHooks):
 
     requires_grad = True
     is_leaf = False
+
+    @property
+    def _grad_node(self) -> GraphNode:
+        return self
 
     def __init__(self, tensor: Tensor, ctx):
         self._ctx = ctx

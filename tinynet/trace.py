@@ -6,9 +6,9 @@ and that an exporter (ONNX, say) can translate op by op.
     for op in trace.ops: print(op.id, op.op, op.inputs, op.shape, op.scope[-1:])
 
 Every op a Function applies while recording keeps, on its ``ctx``: ``fn`` (the Function class),
-``inputs`` (each positional input: a Tensor's graph node, constants as given), ``params`` (its keyword
-arguments) and ``scope`` (the modules whose ``forward`` was running: ``Module.__call__`` keeps
-that stack). The walk follows ``ctx.inputs`` from the outputs back to the leaves; parameters and
+``inputs`` (each positional input: a Tensor's graph node, constants as given), ``params`` (its
+keyword arguments) and ``scope`` (the modules whose ``forward`` was running: ``Module.__call__``
+keeps that stack). The walk follows ``ctx.inputs`` from the outputs back to the leaves; parameters and
 buffers are named by identity through ``model.named_parameters()`` and ``named_buffers()``.
 
 The record

@@ -98,8 +98,9 @@ class BatchNormFunction(Function):
                   the means taken over the channel's m values.
 
     Everything runs on the (C, m) channel rows. μ and v are NumPy's ``mean`` and ``var`` along
-    the rows (v by var's own steps, the squares in a kernel); x·a + b and the whole backward (the two sums and dL/dx, each channel's row read
-    again while it is still in cache) are numba kernels parallel over channels
+    the rows (v by var's own steps, the squares in a kernel); x·a + b and the whole backward
+    (the two sums and dL/dx, each channel's row read again while it is still in cache) are
+    numba kernels parallel over channels
     (``tinynet.kernels.batchnorm``). float32 and float64 run as such (the backward's sums in
     float64); other float dtypes run in float64.
     Reference twin: ``tinynet.reference.batch_norm``.
