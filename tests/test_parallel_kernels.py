@@ -57,3 +57,20 @@ def test_the_dispatch_follows_the_largest_array(monkeypatch):
     activation.relu_forward(small, small.copy())
     activation.relu_forward(large, large.copy())
     assert calls == ["serial", "threaded"]
+
+
+def test_a_costly_kernel_takes_the_threads_sooner(monkeypatch):
+    from tinynet.kernels import pool
+
+    kernel = pool.max_pool2d_3x3_same
+    assert kernel.cost > 1
+    calls = []
+    for variant in ("threaded", "serial"):
+        compiled = getattr(kernel, variant)
+        fake = lambda *a, v=variant, c=compiled: calls.append(v) or c(*a)
+        monkeypatch.setattr(kernel, variant, fake)
+    threshold = -(-tinynet.kernels.SERIAL_BELOW // kernel.cost)  # elements where threads start
+    for planes in (threshold // 16 - 1, threshold // 16):
+        x = np.ones((planes, 1, 4, 4), np.float32)
+        kernel(x, np.empty_like(x))
+    assert calls == ["serial", "threaded"]

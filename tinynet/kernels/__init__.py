@@ -20,22 +20,24 @@ cache.install()  # before any kernel module is imported: numba picks the locator
 # The dtypes the kernels are compiled and tested for.
 KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
-# A parallel kernel whose largest array has fewer elements than this runs on the calling thread.
+# A parallel kernel whose largest array has fewer elements than this (divided by the kernel's
+# cost) runs on the calling thread.
 SERIAL_BELOW = 2**18
 
 
-def parallel(function=None, **options):
+def parallel(function=None, *, cost: int = 1, **options):
     """``@njit(cache=True, parallel=True, **options)``, but small work runs on the calling thread.
 
     Each parallel region first wakes the worker threads, which sleep as soon as they are idle
     (``tinynet/_threads.py``): about 0.1 ms on a 2-core VM, while a ReLU over 200,000 floats
     takes 0.04 ms on one core. Eval at batch 1 spent a fifth of its time there. So the function
     is compiled twice, with threads and without (``prange`` is then ``range``), and each call
-    picks by the number of elements of its largest array (``SERIAL_BELOW``). Every ``prange``
-    iteration writes its own rows, so the two give the same bits.
+    picks by the number of elements of its largest array times ``cost``, the kernel's time per
+    element in ReLUs (``SERIAL_BELOW``). Every ``prange`` iteration writes its own rows, so the
+    two give the same bits.
     """
     if function is None:
-        return lambda function: parallel(function, **options)
+        return lambda function: parallel(function, cost=cost, **options)
     threaded = njit(cache=True, parallel=True, **options)(function)
     # A copy under its own name: numba keys its cache files by the function's qualified name.
     twin = types.FunctionType(
@@ -47,7 +49,7 @@ def parallel(function=None, **options):
     @functools.wraps(function)
     def kernel(*args):
         largest = max((a.size for a in args if isinstance(a, np.ndarray)), default=0)
-        return (kernel.serial if largest < SERIAL_BELOW else kernel.threaded)(*args)
+        return (kernel.serial if largest * cost < SERIAL_BELOW else kernel.threaded)(*args)
 
-    kernel.threaded, kernel.serial = threaded, serial
+    kernel.threaded, kernel.serial, kernel.cost = threaded, serial, cost
     return kernel
