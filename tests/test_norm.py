@@ -376,6 +376,22 @@ def test_batch_norm_statistics_are_numpy_s_mean_and_var_bit_for_bit(shape, dtype
     np.testing.assert_array_equal(var, rows.var(axis=1) * (m / (m - 1)))
 
 
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_batch_norm_statistics_round_as_numpy_at_every_length(dtype):
+    # NumPy sums up to 7 values in order, up to 128 in eight running sums and splits longer
+    # rows in two: lengths at and around each boundary, and rows summing to -0.0.
+    rng = np.random.default_rng(5)
+    for m in [2, 7, 8, 9, 15, 16, 17, 127, 128, 129, 135, 136, 137, 255, 256, 257, 1000, 4099]:
+        rows = (rng.standard_normal((3, m)) * 37.0 + 5.0).astype(dtype)
+        rows[2] = -0.0
+        mean, var = np.zeros(3, dtype), np.ones(3, dtype)
+        with tinynet.no_grad():
+            F.batch_norm(rows.reshape(1, 3, 1, m), mean, var, training=True, momentum=1.0)
+        np.testing.assert_array_equal(mean, rows.mean(axis=1), err_msg=f"m={m}")
+        assert not np.signbit(mean[2])  # NumPy's sum starts from +0.0
+        np.testing.assert_array_equal(var, rows.var(axis=1) * (m / (m - 1)), err_msg=f"m={m}")
+
 # ---------------------------------------------------------------- (f) errors
 
 

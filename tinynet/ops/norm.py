@@ -14,7 +14,7 @@ import numpy as np
 
 from tinynet.function import Function
 from tinynet.kernels import KERNEL_DTYPES
-from tinynet.kernels.batchnorm import batch_norm_apply, batch_norm_backward, centered_squares
+from tinynet.kernels.batchnorm import batch_norm_apply, batch_norm_backward, batch_statistics
 from tinynet.kernels.lrn import lrn_backward, lrn_forward
 from tinynet.ops._args import check_float, check_ndim
 from tinynet.ops.layout import channel_rows, from_channel_rows
@@ -97,10 +97,9 @@ class BatchNormFunction(Function):
                   dL/dx_j = Σ_i γ g_i ∂x̂_i/∂x_j = (γ/σ) (g_j - mean(g) - x̂_j mean(g x̂)),
                   the means taken over the channel's m values.
 
-    Everything runs on the (C, m) channel rows. μ and v are NumPy's ``mean`` and ``var`` along
-    the rows (v by var's own steps, the squares in a kernel); x·a + b and the whole backward
-    (the two sums and dL/dx, each channel's row read again while it is still in cache) are
-    numba kernels parallel over channels
+    Everything runs on the (C, m) channel rows. μ and v, rounded as NumPy's ``mean`` and ``var``
+    along the rows, x·a + b and the whole backward (the two sums and dL/dx, each channel's row
+    read again while it is still in cache) are numba kernels parallel over channels
     (``tinynet.kernels.batchnorm``). float32 and float64 run as such (the backward's sums in
     float64); other float dtypes run in float64.
     Reference twin: ``tinynet.reference.batch_norm``.
@@ -161,16 +160,12 @@ def _batch_statistics(rows, running_mean, running_var, momentum, group=None):
     given); the running statistics, if given, move towards μ and the unbiased variance by
     ``momentum``, in place."""
     if group is None:
-        # NumPy's pairwise sums, not a kernel: a float64-accumulating kernel is ~4x faster here
-        # but rounds float32 statistics differently, and the float32 GoogLeNet test then flips a
-        # max-pool near-tie (values 3e-8 apart) as PyTorch's float32 does. The variance is
-        # np.var's steps (mean, squares of the centred values, their sum / m) with its mean
-        # reused and the squares a parallel kernel: the same bits in three passes, not five.
+        # Rounded exactly as NumPy's mean and var: the float32 GoogLeNet test then breaks a
+        # max-pool near-tie (values 3e-8 apart) as PyTorch's float32 does; a float64-accumulating
+        # kernel rounds differently and flips it.
         m = rows.shape[1]
-        mean = rows.mean(axis=1)
-        squares = np.empty_like(rows)
-        centered_squares(rows, mean, squares)
-        var = squares.sum(axis=1) / m
+        mean, var = np.empty(len(rows), rows.dtype), np.empty(len(rows), rows.dtype)
+        batch_statistics(rows, mean, var)
     else:
         channels, wide = rows.shape[0], rows.astype(np.float64, copy=False)
         sums = np.concatenate([wide.sum(axis=1), (wide * wide).sum(axis=1), [wide.shape[1]]])
