@@ -376,7 +376,6 @@ def test_batch_norm_statistics_are_numpy_s_mean_and_var_bit_for_bit(shape, dtype
     np.testing.assert_array_equal(var, rows.var(axis=1) * (m / (m - 1)))
 
 
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_batch_norm_statistics_round_as_numpy_at_every_length(dtype):
     # NumPy sums up to 7 values in order, up to 128 in eight running sums and splits longer
@@ -391,6 +390,7 @@ def test_batch_norm_statistics_round_as_numpy_at_every_length(dtype):
         np.testing.assert_array_equal(mean, rows.mean(axis=1), err_msg=f"m={m}")
         assert not np.signbit(mean[2])  # NumPy's sum starts from +0.0
         np.testing.assert_array_equal(var, rows.var(axis=1) * (m / (m - 1)), err_msg=f"m={m}")
+
 
 # ---------------------------------------------------------------- (f) errors
 

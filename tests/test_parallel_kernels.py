@@ -44,14 +44,20 @@ def test_threaded_and_serial_kernels_give_the_same_bits(monkeypatch, build, side
         np.testing.assert_array_equal(a, b)
 
 
+def _variant_calls(monkeypatch, kernel) -> list[str]:
+    """The variants ('serial' or 'threaded') that calls to ``kernel`` run, in order, from now on."""
+    calls = []
+    for variant in ("threaded", "serial"):
+        compiled = getattr(kernel, variant)
+        fake = lambda *a, v=variant, c=compiled: calls.append(v) or c(*a)
+        monkeypatch.setattr(kernel, variant, fake)
+    return calls
+
+
 def test_the_dispatch_follows_the_largest_array(monkeypatch):
     from tinynet.kernels import activation
 
-    calls = []
-    for variant in ("threaded", "serial"):
-        compiled = getattr(activation.relu_forward, variant)
-        fake = lambda *a, v=variant, c=compiled: calls.append(v) or c(*a)
-        monkeypatch.setattr(activation.relu_forward, variant, fake)
+    calls = _variant_calls(monkeypatch, activation.relu_forward)
     small = np.ones(tinynet.kernels.SERIAL_BELOW - 1, np.float32)
     large = np.ones(tinynet.kernels.SERIAL_BELOW, np.float32)
     activation.relu_forward(small, small.copy())
@@ -64,11 +70,7 @@ def test_a_costly_kernel_takes_the_threads_sooner(monkeypatch):
 
     kernel = pool.max_pool2d_3x3_same
     assert kernel.cost > 1
-    calls = []
-    for variant in ("threaded", "serial"):
-        compiled = getattr(kernel, variant)
-        fake = lambda *a, v=variant, c=compiled: calls.append(v) or c(*a)
-        monkeypatch.setattr(kernel, variant, fake)
+    calls = _variant_calls(monkeypatch, kernel)
     threshold = -(-tinynet.kernels.SERIAL_BELOW // kernel.cost)  # elements where threads start
     for planes in (threshold // 16 - 1, threshold // 16):
         x = np.ones((planes, 1, 4, 4), np.float32)

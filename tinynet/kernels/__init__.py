@@ -49,7 +49,7 @@ def parallel(function=None, *, cost: int = 1, **options):
     @functools.wraps(function)
     def kernel(*args):
         largest = max((a.size for a in args if isinstance(a, np.ndarray)), default=0)
-        return (kernel.serial if largest * cost < SERIAL_BELOW else kernel.threaded)(*args)
+        return (kernel.serial if largest * kernel.cost < SERIAL_BELOW else kernel.threaded)(*args)
 
     kernel.threaded, kernel.serial, kernel.cost = threaded, serial, cost
     return kernel
