@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 import tinynet
 import tinynet.functional as F
 from tinynet import reference
+from tinynet.kernels.lrn import PIXEL_TILE
 from tinynet.ops.layout import empty_nchw
 
 from reference import assert_close, to_torch
@@ -103,6 +104,24 @@ def test_lrn_matches_the_definition(case, layout, seed):
         F.local_response_norm(laid_out(x, layout), size, alpha, beta, k),
         reference.local_response_norm(x, size, alpha, beta, k).data,
     )
+
+
+@pytest.mark.parametrize("size, beta", [(5, 0.75), (4, 0.6)])
+def test_lrn_matches_the_reference_across_pixel_tiles(size, beta):
+    """The kernels cut the N·H·W pixels into tiles of PIXEL_TILE: here two and a half tiles,
+    the last one short. Values and gradients still match the composed twin's."""
+    width = PIXEL_TILE + PIXEL_TILE // 4
+    x_np = uniform(0, (2, 7, 1, width), -2.0, 2.0)
+    upstream = uniform(1, x_np.shape, -1.0, 1.0)
+    results = []
+    for op in (F.local_response_norm, reference.local_response_norm):
+        x = tinynet.tensor(x_np, requires_grad=True)
+        y = op(x, size, alpha=0.5, beta=beta, k=1.5)
+        (y * upstream).sum().backward()
+        results.append((y.data, x.grad))
+    (y, grad), (y_twin, grad_twin) = results
+    assert_close(y, y_twin)
+    assert_close(grad, grad_twin)
 
 
 @given(
