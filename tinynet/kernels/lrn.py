@@ -45,6 +45,13 @@ def _tiles(pixels):
     return (pixels + PIXEL_TILE - 1) // PIXEL_TILE
 
 
+@njit(cache=True, inline="always")
+def _tile_bounds(tile, pixels):
+    """[start, stop) of tile number ``tile`` among ``pixels`` pixels."""
+    start = tile * PIXEL_TILE
+    return start, min(start + PIXEL_TILE, pixels)
+
+
 @njit(cache=True)
 def _bracket(x, c, size, alpha_over_size, k, start, out):
     """out[:] = S[c, start : start + len(out)] = k + alpha/size · Σ_{c' in window(c)} x[c', ·]²."""
@@ -66,19 +73,19 @@ def lrn_forward(x, size, alpha_over_size, beta, k):
     s_pow = np.empty_like(x)
     one = np.ones(1, dtype=x.dtype)[0]
     for tile in prange(_tiles(pixels)):
-        start = tile * PIXEL_TILE
-        stop = min(start + PIXEL_TILE, pixels)
+        start, stop = _tile_bounds(tile, pixels)
+        count = stop - start
         for c in range(channels):
             power = s_pow[c, start:stop]
             _bracket(x, c, size, alpha_over_size, k, start, power)
             if beta == 0.75:  # the paper's and PyTorch's default: S^-3/4 = 1 / sqrt(S·sqrt(S))
-                for p in range(stop - start):
+                for p in range(count):
                     power[p] = one / np.sqrt(power[p] * np.sqrt(power[p]))
             else:
-                for p in range(stop - start):
+                for p in range(count):
                     power[p] = power[p] ** -beta
             source, target = x[c, start:stop], y[c, start:stop]
-            for p in range(stop - start):
+            for p in range(count):
                 target[p] = source[p] * power[p]
     return y, s_pow
 
@@ -94,8 +101,7 @@ def lrn_backward(x, grad, s_pow, size, alpha_over_size, beta, k):
     dx = np.empty_like(x)
     coef = (alpha_over_size + alpha_over_size) * beta  # not 2 * ...: keeps float32 float32
     for tile in prange(_tiles(pixels)):
-        start = tile * PIXEL_TILE
-        stop = min(start + PIXEL_TILE, pixels)
+        start, stop = _tile_bounds(tile, pixels)
         count = stop - start
         s = np.empty(count, dtype=x.dtype)
         r = np.empty((channels, count), dtype=x.dtype)
