@@ -1,14 +1,14 @@
 """tinynet keeps freed memory for the next allocation (tinynet/_malloc.py), in fresh processes."""
 
+import os
 import subprocess
 import sys
 
 import pytest
 
-glibc = pytest.mark.skipif(
-    not sys.platform.startswith("linux") or __import__("platform").libc_ver()[0] != "glibc",
-    reason="the tuning is glibc's malloc's",
-)
+from tinynet._malloc import is_glibc
+
+glibc = pytest.mark.skipif(not is_glibc(), reason="the tuning is glibc's malloc's")
 
 # Page faults of filling a 256 MB array, the first time and again after freeing it.
 FAULTS = """
@@ -22,8 +22,6 @@ print(faults(), faults())
 
 
 def _run(code: str, **env) -> subprocess.CompletedProcess:
-    import os
-
     return subprocess.run(
         [sys.executable, "-c", code],
         env={**os.environ, **env},

@@ -27,15 +27,18 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt's parameter numbers (ma
 _LARGEST = 2**31 - 1  # mallopt takes an int
 
 
+def is_glibc() -> bool:
+    """True where the C library is glibc (Linux), whose malloc these thresholds belong to."""
+    return sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+
+
 def keep_freed_memory() -> bool:
     """Raise glibc's mmap and trim thresholds unless the module docstring's cases say not to;
     True if they were raised."""
     setting = os.environ.get(ENVIRONMENT_VARIABLE, "1").strip()
     if setting not in ("0", "1"):
         raise ValueError(f"{ENVIRONMENT_VARIABLE} must be 0 or 1; got {setting!r}")
-    if setting == "0" or any(name in os.environ for name in _USER_SETTINGS):
-        return False
-    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+    if setting == "0" or any(name in os.environ for name in _USER_SETTINGS) or not is_glibc():
         return False
     mallopt = ctypes.CDLL(None).mallopt
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
