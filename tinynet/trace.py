@@ -8,8 +8,9 @@ and that an exporter (ONNX, say) can translate op by op.
 Every op a Function applies while recording keeps, on its ``ctx``: ``fn`` (the Function class),
 ``inputs`` (each positional input: a Tensor's graph node, constants as given), ``params`` (its
 keyword arguments) and ``scope`` (the modules whose ``forward`` was running: ``Module.__call__``
-keeps that stack). The walk follows ``ctx.inputs`` from the outputs back to the leaves; parameters and
-buffers are named by identity through ``model.named_parameters()`` and ``named_buffers()``.
+keeps that stack). The walk follows ``ctx.inputs`` from the outputs back to the leaves;
+parameters and buffers are named by identity through ``model.named_parameters()`` and
+``named_buffers()``.
 
 The record
 ----------
