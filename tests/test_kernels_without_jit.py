@@ -7,11 +7,16 @@ the only differences are the order of a few floating-point sums (compiled loops 
 multiply-adds): agreement to 1e-12 relative, where a wrong index would be off by O(1).
 """
 
+import inspect
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
+
+from tinynet.kernels import im2col
 
 FORWARD_AND_BACKWARD = """
 import sys
@@ -58,3 +63,11 @@ def test_small_googlenet_gives_the_same_numbers_with_the_jit_disabled(tmp_path):
         scale = np.max(np.abs(expected))
         assert scale > 0, f"{name}: all zero, so the comparison would prove nothing"
         np.testing.assert_allclose(python[name], expected, rtol=0, atol=1e-12 * scale, err_msg=name)
+
+
+def test_the_readme_breakpoint_is_inside_im2col_loop():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    line = int(re.search(r"b tinynet/kernels/im2col\.py:(\d+)", readme)[1])
+    source, first = inspect.getsourcelines(im2col.im2col.threaded)
+    loop = next(i for i, text in enumerate(source) if "in prange(" in text)
+    assert first + loop < line < first + len(source), "README's breakpoint is not in the loop"
