@@ -94,3 +94,16 @@ def test_lesson_6_multicrop_on_lesson_4s_checkpoint(lesson_4, tmp_path):
     stdout = run("06_multicrop.py", "--out", tmp_path, "--checkpoint", checkpoint, cwd=tmp_path)
     assert "distinct crops: 48 of 144" in stdout
     assert re.search(r"^ +144 crops: top-1 +[\d.]+% on 12 digits$", stdout, re.M)
+
+
+def test_lesson_4_quotes_the_recorded_run():
+    """Every figure lesson 4 quotes about the full run is in benchmarks/digits.md, which records
+    the run it comes from; a figure typed by hand or left from an older run fails here."""
+    lesson = (LESSONS / "04_train_digits.py").read_text(encoding="utf-8")
+    record = (LESSONS.parent.parent / "benchmarks" / "digits.md").read_text(encoding="utf-8")
+    quoted = re.findall(r"\d+\.\d+%", lesson)
+    assert len(quoted) == 4, quoted
+    table = re.findall(r"\| (\d+\.\d+%) \|", record)
+    final = re.search(r"final test\s+top-1 \*\*(\d+\.\d+%)\*\* \((\d+) of 359", record)
+    assert final and f"{final[1]} test top-1 ({final[2]} of 359" in " ".join(lesson.split())
+    assert quoted[1:] == table[:3], "lesson 4's first three epochs are digits.md's"
