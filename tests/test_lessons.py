@@ -28,10 +28,11 @@ def run(script: str, *args, cwd: Path) -> str:
     return result.stdout
 
 
-def test_there_are_six_lessons_each_a_percent_format_notebook():
+def test_the_lessons_are_each_a_percent_format_notebook():
     assert SCRIPTS == [
         "01_scalar_graph.py", "02_conv_im2col.py", "03_inception_block.py",
         "04_train_digits.py", "05_vanishing_gradients.py", "06_multicrop.py",
+        "07_write_a_function.py",
     ]  # fmt: skip
     for script in SCRIPTS:
         text = (LESSONS / script).read_text(encoding="utf-8")
@@ -57,6 +58,15 @@ def test_lesson_2_conv_im2col(tmp_path):
     assert "the loops and tinynet's kernel build the same cols" in stdout
     assert re.search(r"dx: max \|by hand - tinynet backward\| = \d\.\de[-+]\d\d", stdout)
     assert stdout.count("ok\n") == 6  # gradcheck: x, w, b at strides 1 and 2
+
+
+def test_lesson_7_writes_a_function_and_its_check_catches_a_planted_mistake(tmp_path):
+    stdout = run("07_write_a_function.py", cwd=tmp_path)
+    assert "dy/dx   [-0.053 -0.088 -0.091  0.072  0.5    0.928  1.091  1.088  1.053]" in stdout
+    assert "20 elements compared" in stdout and stdout.count("  ok\n") == 1
+    assert "SiLUFunction equals its composed twin, forward and backward" in stdout
+    assert "FAILED\n    at (" in stdout  # the planted mistake, located element by element
+    assert list(tmp_path.iterdir()) == []  # it writes no files
 
 
 def test_lesson_3_inception_block(tmp_path):
