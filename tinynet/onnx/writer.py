@@ -138,47 +138,51 @@ class _GraphWriter:
         )
 
     def write(self, record) -> None:
+        """Write one recorded op through its entry in ``_WRITERS``, the op table."""
         inputs = [self.names[i] for i in record.inputs if i is not None]
+        writer = _WRITERS.get(record.op)
+        if writer is None:
+            why = NOT_EXPORTED.get(record.op, "it has no ONNX translation here")
+            self.cannot(record, f"tinynet's {record.op} op is not exported: {why}")
+        writer(self, record, inputs)
+
+    def conv(self, record, inputs) -> None:
+        (top, bottom), (left, right) = record.params["padding"]
+        self.node("Conv", inputs, record, strides=list(record.params["stride"]),
+                  pads=[top, left, bottom, right])  # fmt: skip
+
+    def lrn(self, record, inputs) -> None:
         p = record.params
-        kind = record.op
-        if kind == "Conv2d":
-            (top, bottom), (left, right) = p["padding"]
-            self.node("Conv", inputs, record, strides=list(p["stride"]),
-                      pads=[top, left, bottom, right])  # fmt: skip
-        elif kind in ("MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d"):
-            self.pool(record, inputs)
-        elif kind == "LocalResponseNorm":
-            if p["size"] % 2 == 0:  # ONNX centres an even window one channel later
-                self.cannot(record, f"ONNX's LRN sums a different window for even size {p['size']}")
-            self.node("LRN", inputs, record, size=p["size"], alpha=p["alpha"], beta=p["beta"],
-                      bias=p["k"])  # fmt: skip
-        elif kind == "BatchNorm":
-            channels = record.shape[1]
-            scale = inputs[1] if record.inputs[1] else self.initializer(
-                f"{record.id}.weight", np.ones(channels))
-            shift = inputs[2] if record.inputs[2] else self.initializer(
-                f"{record.id}.bias", np.zeros(channels))  # fmt: skip
-            statistics = [self.buffer(p[k], record.id) for k in ("running_mean", "running_var")]
-            self.node("BatchNormalization", [inputs[0], scale, shift, *statistics], record,
-                      epsilon=p["eps"])  # fmt: skip
-        elif kind == "Linear":
-            self.node("Gemm", inputs, record, transB=1)
-        elif kind == "Reshape":
-            source = self.trace[record.inputs[0]].shape
-            if len(record.shape) == 2 and record.shape[0] == source[0]:
-                self.node("Flatten", inputs, record, axis=1)
-            else:
-                shape = (0, *record.shape[1:]) if record.shape[:1] == source[:1] else record.shape
-                target = self.initializer(f"{record.id}.shape", shape, np.int64)
-                self.node("Reshape", [inputs[0], target], record)
-        elif kind == "Concat":
-            self.node("Concat", inputs, record, axis=p["dim"])
-        elif kind in ("Softmax", "LogSoftmax"):
-            self.node(kind, inputs, record, axis=p["dim"])
-        elif kind in _SAME_NAME:
-            self.node(_SAME_NAME[kind], inputs, record)
-        else:
-            self.cannot(record, f"tinynet's {kind} op has no ONNX translation here")
+        if p["size"] % 2 == 0:  # ONNX centres an even window one channel later
+            self.cannot(record, f"ONNX's LRN sums a different window for even size {p['size']}")
+        self.node("LRN", inputs, record, size=p["size"], alpha=p["alpha"], beta=p["beta"],
+                  bias=p["k"])  # fmt: skip
+
+    def batch_norm(self, record, inputs) -> None:
+        channels = record.shape[1]
+        scale = inputs[1] if record.inputs[1] else self.initializer(
+            f"{record.id}.weight", np.ones(channels))
+        shift = inputs[2] if record.inputs[2] else self.initializer(
+            f"{record.id}.bias", np.zeros(channels))  # fmt: skip
+        statistics = [self.buffer(record.params[k], record.id)
+                      for k in ("running_mean", "running_var")]  # fmt: skip
+        self.node("BatchNormalization", [inputs[0], scale, shift, *statistics], record,
+                  epsilon=record.params["eps"])  # fmt: skip
+
+    def reshape(self, record, inputs) -> None:
+        source = self.trace[record.inputs[0]].shape
+        if len(record.shape) == 2 and record.shape[0] == source[0]:
+            return self.node("Flatten", inputs, record, axis=1)
+        shape = (0, *record.shape[1:]) if record.shape[:1] == source[:1] else record.shape
+        target = self.initializer(f"{record.id}.shape", shape, np.int64)
+        self.node("Reshape", [inputs[0], target], record)
+
+    def along_dim(self, record, inputs) -> None:
+        """Concat, Softmax, LogSoftmax: the same name, with tinynet's ``dim`` as ``axis``."""
+        self.node(record.op, inputs, record, axis=record.params["dim"])
+
+    def same_name(self, record, inputs) -> None:
+        self.node(_SAME_NAME[record.op], inputs, record)
 
     def pool(self, record, inputs) -> None:
         module = self.modules.get(record.scope[-1]) if record.scope else None
@@ -241,6 +245,41 @@ class _GraphWriter:
 
 _SAME_NAME = {"ReLU": "Relu", "Add": "Add", "Sub": "Sub", "Mul": "Mul", "Div": "Div",
               "MatMul": "MatMul", "Neg": "Neg", "Exp": "Exp", "Log": "Log"}  # fmt: skip
+
+# The op table: tinynet's op name (a Function's name without "Function") -> the _GraphWriter
+# method that writes it. An op missing here cannot be exported: ``NOT_EXPORTED`` says why.
+_WRITERS = {
+    "Conv2d": _GraphWriter.conv,
+    "MaxPool2d": _GraphWriter.pool,
+    "AvgPool2d": _GraphWriter.pool,
+    "AdaptiveAvgPool2d": _GraphWriter.pool,
+    "LocalResponseNorm": _GraphWriter.lrn,
+    "BatchNorm": _GraphWriter.batch_norm,
+    "Linear": lambda graph, record, inputs: graph.node("Gemm", inputs, record, transB=1),
+    "Reshape": _GraphWriter.reshape,
+    "Concat": _GraphWriter.along_dim,
+    "Softmax": _GraphWriter.along_dim,
+    "LogSoftmax": _GraphWriter.along_dim,
+    **{op: _GraphWriter.same_name for op in _SAME_NAME},
+}
+
+# The ops with no entry above, and why: an inference graph never records them, or nothing in
+# the Inception family's forward uses them.
+NOT_EXPORTED = {
+    "Dropout": "eval mode records no dropout (it is the identity there)",
+    "CrossEntropy": "a training loss, not part of a model's forward",
+    "BackwardHookIdentity": "records a module's backward hooks; the identity in a forward",
+    "Sum": "no model's forward reduces with it",
+    "Mean": "no model's forward reduces with it (pools are exported as pools)",
+    "Max": "no model's forward reduces with it (pools are exported as pools)",
+    "Permute": "no model's forward permutes axes",
+    "Index": "no model's forward slices a tensor",
+    "Stack": "no model's forward stacks tensors",
+    "Pad": "no model's forward pads outside a convolution or pool",
+    "Pow": "no model's forward raises to a power outside LRN",
+    "Cast": "an export is float32 throughout",
+    "Where": "no model's forward selects elementwise",
+}
 
 
 def _pair(value) -> list[int]:
