@@ -49,7 +49,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tinynet.function import Function
-from tinynet.nn.module import BackwardHookIdentityFunction, Module
+from tinynet.nn.hooks import BackwardHookIdentityFunction
+from tinynet.nn.module import Module
 from tinynet.tensor import GraphNode, Tensor, _topological_order
 
 
