@@ -48,18 +48,41 @@ def gzip_then_zeros(prefix: bytes, zeros: int, block: int = 1 << 24) -> bytes:
     return gzip.compress(prefix) + zero_member * whole + gzip.compress(bytes(rest))
 
 
-def png_bytes(width: int, height: int) -> bytes:
-    """A grayscale PNG whose header declares ``width`` x ``height``, with one row of pixels:
-    enough for Pillow to read the size (and refuse a bomb) without this file being large."""
+def png_file(width: int, height: int, rows: bytes, color_type=0, bit_depth=8, palette=b"") -> bytes:
+    """A PNG declaring ``width`` x ``height`` whose IDAT holds ``rows`` (each row a filter byte
+    0, then its packed values), compressed; ``palette`` (RGB triples) for color type 3."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         crc = zlib.crc32(kind + data)
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
 
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit gray, no interlace
-    rows = zlib.compress(bytes(width + 1))  # filter byte 0, then a row of zeros
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
+    plte = chunk(b"PLTE", palette) if palette else b""
     signature = b"\x89PNG\r\n\x1a\n"
-    return signature + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+    return (signature + chunk(b"IHDR", header) + plte + chunk(b"IDAT", zlib.compress(rows))
+            + chunk(b"IEND", b""))  # fmt: skip
+
+
+def png_bytes(width: int, height: int) -> bytes:
+    """A grayscale PNG whose header declares ``width`` x ``height``, with one row of pixels:
+    enough for Pillow to read the size (and refuse a bomb) without this file being large. With
+    ``height`` 1 it is a whole image, of zeros."""
+    return png_file(width, height, bytes(width + 1))  # filter byte 0, then a row of zeros
+
+
+def png_image(values: np.ndarray, color_type: int, bit_depth: int = 8, palette=b"") -> bytes:
+    """A whole PNG of ``values``, (height, width) or (height, width, samples) unsigned ints
+    stored at ``bit_depth`` bits (big-endian at 16; packed, most significant first, below 8)."""
+    values = np.asarray(values)
+    height, width = values.shape[:2]
+    samples = values.reshape(height, -1)
+    if bit_depth == 16:
+        packed = samples.astype(">u2").view(np.uint8).reshape(height, -1)
+    else:
+        bits = np.unpackbits(samples.astype(np.uint8)[..., None], axis=-1)[..., 8 - bit_depth :]
+        packed = np.packbits(bits.reshape(height, -1), axis=1)
+    rows = np.hstack([np.zeros((height, 1), np.uint8), packed])  # filter byte 0: none
+    return png_file(width, height, rows.tobytes(), color_type, bit_depth, palette)
 
 
 def write_tar(path: Path, members) -> None:
@@ -182,7 +205,7 @@ def snapshot(folder: Path) -> dict:
     return {
         str(path.relative_to(folder)): (
             path.is_dir(),
-            None if path.is_dir() else path.read_bytes(),
+            path.read_bytes() if path.is_file() else None,  # never read a FIFO: it may block
             path.stat().st_mtime_ns,
         )
         for path in folder.rglob("*")

@@ -150,10 +150,11 @@ def test_decompression_bombs_are_refused_by_name(tmp_path, side):
 @pytest.mark.parametrize(
     "content, reason",
     [
-        (b"P6\n\xae55 10\n255\n", r"invalid literal for int\(\)"),  # a PPM in disguise
+        (b"P6\n\xae55 10\n255\n", "its content is PPM; only PNG and JPEG are read"),  # never parsed
         (png_bytes(6, 6)[:45], "image file is truncated"),  # cut inside its pixels
         (png_bytes(6, 6).replace(b"IDATx", b"IDAT\xff"), "broken data stream"),  # bad zlib
-        (b"not an image at all", "cannot identify image file"),
+        (b"not an image at all", "cannot identify image file: neither PNG nor JPEG, nor any"),
+        (b"\x89PNG\r\n\x1a\n not really an image", "a PNG signature, then no valid header"),
     ],
 )
 def test_undecodable_images_are_one_line_naming_the_file(tmp_path, content, reason):
