@@ -29,50 +29,19 @@ from tinynet.tensor import Tensor, as_tensor
 
 conv_bn = partial(BasicConv2d, batch_norm=True)
 
-# The stem: (name, out channels, kernel, stride, padding) for the paper's 299x299 images, and for
-# the small-image stem ('small'), the same convolutions (so the same parameters) at stride 1
-# with padding, without the first max pool: 32 -> 15 and 28 -> 13 into the 35x35 stage.
+# The stem's convolutions (kernel, stride, padding) for the paper's 299x299 images, and for the
+# small-image stem ('small'): the same convolutions (so the same parameters) at stride 1 with
+# padding, without the first max pool: 32 -> 15 and 28 -> 13 into the 35x35 stage.
 STEM = {
-    "imagenet": (
-        ("Conv2d_1a_3x3", 32, 3, 2, 0),
-        ("Conv2d_2a_3x3", 32, 3, 1, 0),
-        ("Conv2d_2b_3x3", 64, 3, 1, 1),
-        ("Conv2d_3b_1x1", 80, 1, 1, 0),
-        ("Conv2d_4a_3x3", 192, 3, 1, 0),
-    ),
-    "small": (
-        ("Conv2d_1a_3x3", 32, 3, 1, 1),
-        ("Conv2d_2a_3x3", 32, 3, 1, 1),
-        ("Conv2d_2b_3x3", 64, 3, 1, 1),
-        ("Conv2d_3b_1x1", 80, 1, 1, 0),
-        ("Conv2d_4a_3x3", 192, 3, 1, 1),
-    ),
+    "imagenet": {
+        "1a": (3, 2, 0),
+        "2a": (3, 1, 0),
+        "2b": (3, 1, 1),
+        "3b": (1, 1, 0),
+        "4a": (3, 1, 0),
+    },
+    "small": {"1a": (3, 1, 1), "2a": (3, 1, 1), "2b": (3, 1, 1), "3b": (1, 1, 0), "4a": (3, 1, 1)},
 }
-
-# The blocks: (name, block type, its branch widths as keyword arguments).
-INCEPTION_V3_TABLE = (
-    # 35 x 35
-    ("Mixed_5b", "A", dict(ch1x1=64, ch5x5red=48, ch5x5=64, ch3x3dblred=64, ch3x3dbl=96,
-                           pool_proj=32)),
-    ("Mixed_5c", "A", dict(ch1x1=64, ch5x5red=48, ch5x5=64, ch3x3dblred=64, ch3x3dbl=96,
-                           pool_proj=64)),
-    ("Mixed_5d", "A", dict(ch1x1=64, ch5x5red=48, ch5x5=64, ch3x3dblred=64, ch3x3dbl=96,
-                           pool_proj=64)),
-    # 35 x 35 -> 17 x 17
-    ("Mixed_6a", "B", dict(ch3x3=384, ch3x3dblred=64, ch3x3dbl=96)),
-    # 17 x 17
-    ("Mixed_6b", "C", dict(ch1x1=192, ch7x7red=128, ch7x7=192, ch7x7dbl=192, pool_proj=192)),
-    ("Mixed_6c", "C", dict(ch1x1=192, ch7x7red=160, ch7x7=192, ch7x7dbl=192, pool_proj=192)),
-    ("Mixed_6d", "C", dict(ch1x1=192, ch7x7red=160, ch7x7=192, ch7x7dbl=192, pool_proj=192)),
-    ("Mixed_6e", "C", dict(ch1x1=192, ch7x7red=192, ch7x7=192, ch7x7dbl=192, pool_proj=192)),
-    # 17 x 17 -> 8 x 8
-    ("Mixed_7a", "D", dict(ch3x3red=192, ch3x3=320, ch7x7x3red=192, ch7x7x3=192)),
-    # 8 x 8
-    ("Mixed_7b", "E", dict(ch1x1=320, ch3x3red=384, ch3x3=384, ch3x3dblred=448, ch3x3dbl=384,
-                           pool_proj=192)),
-    ("Mixed_7c", "E", dict(ch1x1=320, ch3x3red=384, ch3x3=384, ch3x3dblred=448, ch3x3dbl=384,
-                           pool_proj=192)),
-)  # fmt: skip
 
 
 class InceptionA(nn.Module):
@@ -345,24 +314,55 @@ class Inception3(nn.Module):
         self.config = config
         c = config.channels
 
-        in_channels = config.in_channels
-        for name, out, kernel, stride, padding in STEM[config.stem]:
-            setattr(self, name, conv_bn(in_channels, c(out), kernel, stride, padding))
-            in_channels = c(out)
+        # The paper's table 1, a row per layer: the stem, then the blocks with their branch
+        # widths; each block reads the channels the one before it leaves (``out_channels``).
+        stem = STEM[config.stem]
+        self.Conv2d_1a_3x3 = conv_bn(config.in_channels, c(32), *stem["1a"])
+        self.Conv2d_2a_3x3 = conv_bn(c(32), c(32), *stem["2a"])
+        self.Conv2d_2b_3x3 = conv_bn(c(32), c(64), *stem["2b"])
         self.maxpool1 = nn.MaxPool2d(3, stride=2) if config.stem == "imagenet" else None
+        self.Conv2d_3b_1x1 = conv_bn(c(64), c(80), *stem["3b"])
+        self.Conv2d_4a_3x3 = conv_bn(c(80), c(192), *stem["4a"])
         self.maxpool2 = nn.MaxPool2d(3, stride=2)
-
-        for name, kind, widths in INCEPTION_V3_TABLE:
-            block = BLOCKS[kind](in_channels, **{k: c(v) for k, v in widths.items()})
-            setattr(self, name, block)
-            in_channels = block.out_channels
-            if name == "Mixed_6e":
-                self.AuxLogits = (
-                    InceptionAux(in_channels, config.num_classes, c(128), c(768), config.aux_pool)
-                    if config.aux_logits
-                    else None
-                )
-
+        # 35 x 35
+        self.Mixed_5b = InceptionA(c(192), c(64), c(48), c(64), c(64), c(96), pool_proj=c(32))
+        self.Mixed_5c = InceptionA(
+            self.Mixed_5b.out_channels, c(64), c(48), c(64), c(64), c(96), pool_proj=c(64)
+        )
+        self.Mixed_5d = InceptionA(
+            self.Mixed_5c.out_channels, c(64), c(48), c(64), c(64), c(96), pool_proj=c(64)
+        )
+        # 35 x 35 -> 17 x 17
+        self.Mixed_6a = InceptionB(self.Mixed_5d.out_channels, c(384), c(64), c(96))
+        # 17 x 17
+        self.Mixed_6b = InceptionC(
+            self.Mixed_6a.out_channels, c(192), c(128), c(192), c(192), pool_proj=c(192)
+        )
+        self.Mixed_6c = InceptionC(
+            self.Mixed_6b.out_channels, c(192), c(160), c(192), c(192), pool_proj=c(192)
+        )
+        self.Mixed_6d = InceptionC(
+            self.Mixed_6c.out_channels, c(192), c(160), c(192), c(192), pool_proj=c(192)
+        )
+        self.Mixed_6e = InceptionC(
+            self.Mixed_6d.out_channels, c(192), c(192), c(192), c(192), pool_proj=c(192)
+        )
+        in_channels = self.Mixed_6e.out_channels
+        self.AuxLogits = (
+            InceptionAux(in_channels, config.num_classes, c(128), c(768), config.aux_pool)
+            if config.aux_logits
+            else None
+        )
+        # 17 x 17 -> 8 x 8
+        self.Mixed_7a = InceptionD(in_channels, c(192), c(320), c(192), c(192))
+        # 8 x 8
+        self.Mixed_7b = InceptionE(
+            self.Mixed_7a.out_channels, c(320), c(384), c(384), c(448), c(384), pool_proj=c(192)
+        )
+        self.Mixed_7c = InceptionE(
+            self.Mixed_7b.out_channels, c(320), c(384), c(384), c(448), c(384), pool_proj=c(192)
+        )
+        in_channels = self.Mixed_7c.out_channels
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(config.dropout)
         self.fc = nn.Linear(in_channels, config.num_classes)
