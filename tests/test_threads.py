@@ -5,10 +5,13 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
 from tinynet import _threads
+
+from datafiles import snapshot
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -146,6 +149,7 @@ def test_runs_share_the_cores(tmp_path, monkeypatch):
             text=True, env={**os.environ, "PYTHONPATH": ROOT},
         )  # fmt: skip
         assert int(other.stdout.readline()) == cores // 2
+        share.checked = time.monotonic()  # however long the other took to start
         assert share.rebalance() == cores  # counted at most once a second
         share.checked -= _threads.REBALANCE_SECONDS
         assert share.rebalance() == cores // 2 == numba.get_num_threads()
@@ -180,3 +184,113 @@ def test_training_takes_part_in_the_share(tmp_path, monkeypatch):
     assert listed == [str(os.getpid())]
     assert trainer.cores is None
     assert not list((tmp_path / "cache" / "running").iterdir())
+
+
+def _ended_pid() -> int:
+    ended = subprocess.Popen([sys.executable, "-c", ""])
+    ended.wait()
+    return ended.pid
+
+
+def _plant_not_runs(folder, outside) -> None:
+    """What another user (where the cache root was once shared) or an accident could leave in the
+    registry: none of it is an entry of one of this user's runs."""
+    folder.mkdir(parents=True, mode=0o700)
+    (folder / "123").mkdir()
+    for name in ["9" * 20, "١٢٣", "0", "007", "-1", "12.5", "notes.txt"]:
+        (folder / name).write_text("")
+    outside.write_text("keep")
+    (folder / str(_ended_pid())).symlink_to(outside)  # named as a run that ended
+    if os.geteuid() == 0:  # another user's file, named as a run that ended
+        foreign = folder / str(_ended_pid())
+        foreign.write_text("")
+        os.chown(foreign, 65534, 65534)
+
+
+@pytest.fixture
+def registry_of_no_runs(tmp_path, monkeypatch):
+    """The run registry of a cache root in tmp_path, holding only what is not a run."""
+    if not hasattr(os, "getuid"):
+        pytest.skip("runs share the cores only with POSIX process ids")
+    monkeypatch.setenv("TINYNET_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("TINYNET_NUM_THREADS", raising=False)
+    folder = tmp_path / "cache" / "running"
+    _plant_not_runs(folder, tmp_path / "outside")
+    return folder
+
+
+def test_the_registry_skips_what_is_not_a_run_and_leaves_it_alone(registry_of_no_runs, tmp_path):
+    folder = registry_of_no_runs
+    before = snapshot(folder)
+    with _threads.share_cores() as share:
+        assert share.rebalance() == _threads.machine_cores()  # this run alone is counted
+        assert sorted(p.name for p in folder.iterdir()) == sorted([*before, str(os.getpid())])
+        assert _threads.count_runs(folder) == 1
+    assert snapshot(folder) == before
+    assert (tmp_path / "outside").read_text() == "keep"
+
+
+def test_training_runs_whatever_the_registry_holds(registry_of_no_runs, tmp_path):
+    from tinynet.train import TrainConfig, Trainer
+
+    before = snapshot(registry_of_no_runs)
+    trainer = Trainer(
+        TrainConfig(epochs=1, max_batches=1, batch_size=8, out_dir=str(tmp_path / "run")),
+        log=lambda line: None,
+    )
+    assert [row["epoch"] for row in trainer.fit()] == [1]
+    assert snapshot(registry_of_no_runs) == before
+
+
+def _symlink_to(elsewhere):
+    def make(folder):
+        folder.symlink_to(elsewhere)
+        return "it is a symbolic link"
+
+    return make
+
+
+def _open_to_all(folder):
+    folder.mkdir(mode=0o700)
+    folder.chmod(0o777)
+    return "its group and others can write it (mode 0777)"
+
+
+def _another_users(folder):
+    folder.mkdir(mode=0o700)
+    os.chown(folder, 65534, 65534)
+    return "it is owned by uid 65534, not by this user (uid 0)"
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="POSIX owners and modes")
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        pytest.param("symlink", id="symlink"),
+        pytest.param(_open_to_all, id="0777"),
+        pytest.param(
+            _another_users,
+            marks=pytest.mark.skipif(
+                not hasattr(os, "geteuid") or os.geteuid() != 0,
+                reason="plays another user by chowning the folder to uid 65534: needs root",
+            ),
+            id="another-users",
+        ),
+    ],
+)
+def test_a_registry_folder_another_user_could_write_is_not_used(tmp_path, monkeypatch, spoil):
+    """The run registry is in the private cache root; a ``running`` folder there that is not
+    private too (the root was once shared) is not used: this run does not share the cores."""
+    root, elsewhere = tmp_path / "cache", tmp_path / "elsewhere"
+    root.mkdir(mode=0o700)
+    elsewhere.mkdir(mode=0o700)
+    monkeypatch.setenv("TINYNET_CACHE_DIR", str(root))
+    monkeypatch.delenv("TINYNET_NUM_THREADS", raising=False)
+    why = (_symlink_to(elsewhere) if spoil == "symlink" else spoil)(root / "running")
+    with pytest.warns(RuntimeWarning) as caught:
+        with _threads.share_cores() as share:
+            assert share is None
+    assert [str(warning.message) for warning in caught] == [
+        f"tinynet does not use {root / 'running'} to list its runs: {why}"
+    ]
+    assert not list(elsewhere.iterdir()) and not list((root / "running").iterdir())

@@ -26,6 +26,7 @@ Settings the user made in the environment are always kept.
 
 import math
 import os
+import stat
 import sys
 import time
 import warnings
@@ -166,18 +167,16 @@ def configure() -> None:
 
 
 def _runs_folder():
-    """The folder listing this user's runs: ``running`` in tinynet's cache root (private)."""
-    from tinynet.kernels.cache import cache_roots, check_private
+    """The folder listing this user's runs: ``running`` in tinynet's kernel cache root, made if
+    missing; None if the root or the folder may not be used (the checks, and the one warning, of
+    ``tinynet/kernels/cache.py``: another user who could write there could fake or hide runs)."""
+    from tinynet.kernels import cache
 
-    for root in cache_roots():
-        try:
-            check_private(root)
-            folder = root / "running"
-            folder.mkdir(parents=True, exist_ok=True)
-            return folder
-        except OSError:
-            continue
-    return None
+    root = cache.private_root()
+    if root is None:
+        return None
+    folder = root / "running"
+    return folder if cache.private(folder, "to list its runs") else None
 
 
 def _alive(pid: int) -> bool:
@@ -190,12 +189,35 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _listed_pid(entry) -> int | None:
+    """The process ``entry`` lists if it is a run's entry: a regular file of this user's named by
+    a process id (ASCII digits, no leading zero); None for anything else, which is left alone."""
+    name = entry.name
+    if not (name.isascii() and name.isdigit()) or name != str(int(name)):
+        return None
+    try:
+        status = entry.lstat()
+    except OSError:
+        return None
+    if not stat.S_ISREG(status.st_mode) or status.st_uid != os.geteuid():
+        return None
+    return int(name) if 0 < int(name) < 2**31 else None
+
+
 def count_runs(folder) -> int:
-    """The processes listed in ``folder`` that are still running; entries of ended ones (a run
-    that was killed) are removed."""
+    """The processes listed in ``folder`` that are still running; the entries of ended ones (a
+    run that was killed) are removed. Anything else in the folder is skipped and left as it is;
+    a folder deleted meanwhile lists none."""
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return 0
     alive = 0
-    for entry in folder.iterdir():
-        if entry.name.isdigit() and _alive(int(entry.name)):
+    for entry in entries:
+        pid = _listed_pid(entry)
+        if pid is None:
+            continue
+        if _alive(pid):
             alive += 1
         else:
             entry.unlink(missing_ok=True)
@@ -209,6 +231,17 @@ class CoreShare:
         self.folder = folder
         self.entry = folder / str(os.getpid())
         self.checked = -math.inf
+
+    def enlist(self) -> bool:
+        """Add this process to the runs; False if its entry's name is taken by something that is
+        not its own (a killed run's entry of the same pid is)."""
+        try:
+            os.close(os.open(self.entry, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            return _listed_pid(self.entry) == os.getpid()
+        except OSError:
+            return False
+        return True
 
     def rebalance(self) -> int:
         """Resize the pools to this run's share (counting the others at most once a second);
@@ -229,11 +262,10 @@ def share_cores():
     when ``TINYNET_NUM_THREADS`` is set, on systems without POSIX process ids, or when no
     private folder can be written."""
     folder = _runs_folder() if requested_threads() is None and hasattr(os, "getuid") else None
-    if folder is None or _pools is None:
+    share = None if folder is None or _pools is None else CoreShare(folder)
+    if share is None or not share.enlist():
         yield None
         return
-    share = CoreShare(folder)
-    share.entry.touch()
     try:
         share.rebalance()
         yield share
