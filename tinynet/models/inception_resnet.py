@@ -148,22 +148,10 @@ class ResNetReductionB(nn.Module):
 
 
 # ----------------------------------------------------------------------------- the networks
-# (block, repeats, widths as its constructor takes them) after the stem; the residual scales
-# come from the config, in the order Block35, Block17, Block8.
-INCEPTION_RESNET_V1_TABLE = (
-    (Block35, 5, 32, (32, 32), (32, 32, 32)),
-    (ReductionA, 1, 192, 192, 256, 384),
-    (Block17, 10, 128, (128, 128, 128)),
-    (ResNetReductionB, 1, (256, 384), (256, 256), (256, 256, 256)),
-    (Block8, 5, 192, (192, 192, 192)),
-)
-INCEPTION_RESNET_V2_TABLE = (
-    (Block35, 10, 32, (32, 32), (32, 48, 64)),
-    (ReductionA, 1, 256, 256, 384, 384),
-    (Block17, 20, 192, (128, 160, 192)),
-    (ResNetReductionB, 1, (256, 384), (256, 288), (256, 288, 320)),
-    (Block8, 9, 192, (192, 224, 256)),
-)
+def repeated(count: int, block, *args, **kwargs) -> nn.Sequential:
+    """``count`` blocks of one kind in a row, each ``block(*args, **kwargs)``: timm's ``repeat``,
+    ``repeat_1`` and ``repeat_2`` stages."""
+    return nn.Sequential(*(block(*args, **kwargs) for _ in range(count)))
 
 
 @dataclass(frozen=True)
@@ -225,25 +213,6 @@ class InceptionResNet(nn.Module):
         # N x 192 x 71 x 71
         return x
 
-    def _add_stages(self, table, in_channels: int) -> int:
-        """The table's blocks after the stem: a residual block's repeats become one Sequential
-        (``repeat``, ``repeat_1``, ``repeat_2``), a reduction stands alone (``mixed_6a``,
-        ``mixed_7a``), as timm names them; returns the channels they end with."""
-        names = iter(("repeat", "mixed_6a", "repeat_1", "mixed_7a", "repeat_2"))
-        scales = iter(self.config.residual_scales)
-        for block, repeats, *widths in table:
-            widths = [self.config.channels(w) for w in widths]
-            if issubclass(block, ResidualBlock):
-                scale = next(scales)
-                stage = nn.Sequential(
-                    *(block(in_channels, *widths, scale=scale) for _ in range(repeats))
-                )
-            else:
-                stage = block(in_channels, *widths)
-                in_channels = stage.out_channels
-            setattr(self, next(names), stage)
-        return in_channels
-
     def _head(self, x):
         x = self.global_pool(x)
         # N x C x 1 x 1
@@ -263,7 +232,17 @@ class InceptionResNetV2(InceptionResNet):
         else:
             self.stem = SmallStem(self.config.in_channels, c(192), c)
         self.mixed_5b = InceptionA(c(192), c(96), c((48, 64)), c((64, 96, 96)), c(64), 5)
-        in_channels = self._add_stages(INCEPTION_RESNET_V2_TABLE, self.mixed_5b.out_channels)
+        # The stages after the stem, a row each (widths as each block's constructor takes them);
+        # the residual scales of the Block35, Block17 and Block8 repeats come from the config.
+        scale35, scale17, scale8 = self.config.residual_scales
+        n = self.mixed_5b.out_channels
+        self.repeat = repeated(10, Block35, n, c(32), c((32, 32)), c((32, 48, 64)), scale=scale35)
+        self.mixed_6a = ReductionA(n, c(256), c(256), c(384), c(384))
+        n = self.mixed_6a.out_channels
+        self.repeat_1 = repeated(20, Block17, n, c(192), c((128, 160, 192)), scale=scale17)
+        self.mixed_7a = ResNetReductionB(n, c((256, 384)), c((256, 288)), c((256, 288, 320)))
+        n = in_channels = self.mixed_7a.out_channels
+        self.repeat_2 = repeated(9, Block8, n, c(192), c((192, 224, 256)), scale=scale8)
         self.block8 = Block8(in_channels, c(192), c((192, 224, 256)), relu=False)
         self.conv2d_7b = conv_bn(in_channels, c(1536), 1)
         self.global_pool, self.head_drop, self.classif = classifier_head(self.config, c(1536))
@@ -307,8 +286,17 @@ class InceptionResNetV1(InceptionResNet):
             self.conv2d_4b = conv_bn(c(192), c(256), 3, stride=2)
         else:
             self.stem = SmallStem(self.config.in_channels, c(256), c)
-        in_channels = self._add_stages(INCEPTION_RESNET_V1_TABLE, c(256))
-        self.global_pool, self.head_drop, self.classif = classifier_head(self.config, in_channels)
+        # The stages after the stem, a row each, as in Inception-ResNet-v2 above.
+        scale35, scale17, scale8 = self.config.residual_scales
+        n = c(256)
+        self.repeat = repeated(5, Block35, n, c(32), c((32, 32)), c((32, 32, 32)), scale=scale35)
+        self.mixed_6a = ReductionA(n, c(192), c(192), c(256), c(384))
+        n = self.mixed_6a.out_channels
+        self.repeat_1 = repeated(10, Block17, n, c(128), c((128, 128, 128)), scale=scale17)
+        self.mixed_7a = ResNetReductionB(n, c((256, 384)), c((256, 256)), c((256, 256, 256)))
+        n = self.mixed_7a.out_channels
+        self.repeat_2 = repeated(5, Block8, n, c(192), c((192, 192, 192)), scale=scale8)
+        self.global_pool, self.head_drop, self.classif = classifier_head(self.config, n)
 
     def forward(self, x):
         x = self._checked(x)
