@@ -89,6 +89,9 @@ def predict_files(
     batch = np.stack([read_image(f, config.input_size, mode) for f in files])
     with no_grad():
         logits = model(T.Normalize(config.mean, config.std)(batch)).data
+    if logits.shape != (len(files), len(config.classes)):  # an ONNX file's declared shape lied
+        raise ValueError(f"{path}: the model gives scores of shape {logits.shape} for "
+                         f"{len(files)} images of {len(config.classes)} classes")  # fmt: skip
     probabilities = average_softmax(logits[None])
     results = []
     for file, row in zip(files, probabilities):

@@ -27,16 +27,19 @@ from pathlib import Path
 import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 from tinynet import functional as F
 from tinynet import io, nn
+from tinynet.onnx import checks
 from tinynet.ops.pool import pool_output_size
 from tinynet.tensor import Tensor, as_tensor
+from tinynet.train import MAX_CLASSES, TrainConfig
 
 OPSETS = range(13, 22)
 MAX_FILE_BYTES = 2**31 - 1  # protobuf's limit for one message
 _DTYPES = {TensorProto.FLOAT: np.float32, TensorProto.INT64: np.int64}
+MAX_SETTING_CHARS = 64 * MAX_CLASSES  # 'tinynet.classes': names of 64 characters on average
 
 
 class OnnxImportError(ValueError):
@@ -53,10 +56,16 @@ def load(path) -> OnnxModule:
         raise OnnxImportError(
             f"{path}: {size} bytes is more than an ONNX protobuf can hold (2 GiB)"
         )
+    if size == 0:
+        raise OnnxImportError(f"{path} is empty, not an ONNX model")
     try:
         proto = onnx.load_model_from_string(path.read_bytes())
     except (DecodeError, RuntimeWarning, ValueError) as error:
-        raise OnnxImportError(f"{path} is not a valid ONNX file (malformed protobuf: {error})")
+        if "alloc failed" in str(error):  # upb's arena: the file is fine, the memory is not
+            raise MemoryError(f"{path}: parsing its {size:,} bytes needs more memory") from None
+        raise OnnxImportError(
+            f"{path} is not a valid ONNX file (malformed protobuf: {error})"
+        ) from None
     return OnnxModule(proto, str(path)).eval()
 
 
@@ -92,14 +101,43 @@ def load_for_prediction(path) -> tuple[OnnxModule, ImageSettings]:
     if len(model.input_shape) != 4 or None in (channels, height) or height != width:
         model.fail(f"predict needs a fixed square image input (N, C, S, S); the graph's input "
                    f"{model.input_name!r} has shape {model.input_shape}")  # fmt: skip
-    meta = model.metadata
-    classes = json.loads(meta["tinynet.classes"]) if "tinynet.classes" in meta else [
-        str(k) for k in range(model.output_shape[-1] or 0)]  # fmt: skip
-    if not classes:
-        model.fail("predict needs the number of classes: the graph's output has no fixed size")
-    mean = json.loads(meta.get("tinynet.mean", "[0.0]"))
-    std = json.loads(meta.get("tinynet.std", "[1.0]"))
+    if len(model.output_names) != 1:
+        model.fail(f"predict needs a graph with one output; it has {len(model.output_names)}")
+    outputs = model.output_shape[-1] if len(model.output_shape) == 2 else None
+    if outputs is not None and outputs > MAX_CLASSES:  # before a name is made for each
+        model.fail(f"the graph's output {model.output_names[0]!r} has shape "
+                   f"{model.output_shape}: {outputs:,} classes; predict reads at most "
+                   f"{MAX_CLASSES:,}")  # fmt: skip
+    classes = _setting(model, "classes", None)
+    if classes is None and not outputs:
+        model.fail(f"predict needs the number of classes: the graph's output "
+                   f"{model.output_names[0]!r} has shape {model.output_shape}, not a fixed "
+                   "(N, classes)")  # fmt: skip
+    classes = [str(k) for k in range(outputs)] if classes is None else classes
+    mean = _setting(model, "mean", [0.0] * channels)
+    std = _setting(model, "std", [1.0] * channels)
+    try:  # the rules a checkpoint's settings follow
+        TrainConfig(channels=channels, input_size=height, mean=mean, std=std, classes=classes)
+    except ValueError as error:
+        model.fail(f"predict cannot read images for this model: {error}")
+    if outputs and len(classes) != outputs:
+        model.fail(f"its metadata names {len(classes)} classes; the graph's output "
+                   f"{model.output_names[0]!r} has shape {model.output_shape}")  # fmt: skip
     return model, ImageSettings(channels, height, mean, std, classes)
+
+
+def _setting(model: OnnxModule, name: str, default):
+    """The JSON value of the metadata entry 'tinynet.NAME' that ``tinynet export`` writes."""
+    text = model.metadata.get(f"tinynet.{name}")
+    if text is None:
+        return default
+    if len(text) > MAX_SETTING_CHARS:
+        model.fail(f"its metadata 'tinynet.{name}' has {len(text):,} characters; predict "
+                   f"reads at most {MAX_SETTING_CHARS:,}")  # fmt: skip
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as error:
+        model.fail(f"its metadata 'tinynet.{name}' is not valid JSON ({error})")
 
 
 class OnnxModule(nn.Module):
@@ -112,6 +150,7 @@ class OnnxModule(nn.Module):
         super().__init__()
         self.source = source
         self._check_opset(proto)
+        checks.check_bounds(proto, self.fail)
         graph = proto.graph
         statistics = {
             name for node in graph.node if node.op_type == "BatchNormalization"
@@ -134,8 +173,8 @@ class OnnxModule(nn.Module):
         self.metadata = {prop.key: prop.value for prop in proto.metadata_props}
         self._nodes = []
         known = {self.input_name, *self._keys, *self._constants}
-        for node in graph.node:
-            label = f"node {node.name or node.output[0]!r} ({node.op_type})"
+        for index, node in enumerate(graph.node):
+            label = checks.node_label(node, index)
             if node.domain not in ("", "ai.onnx") or node.op_type not in _OPS:
                 self.fail(f"{label}: op {node.domain + '.' if node.domain else ''}"
                           f"{node.op_type} is not supported")  # fmt: skip
@@ -152,11 +191,7 @@ class OnnxModule(nn.Module):
         missing = [name for name in self.output_names if name not in known]
         if missing:
             self.fail(f"the graph's outputs {missing} are made by no node")
-        try:  # last: every tensor is checked above (the checker looks for external files)
-            onnx.checker.check_model(proto)
-        except onnx.checker.ValidationError as error:
-            first = str(error).strip().splitlines()[0] if str(error).strip() else "invalid"
-            self.fail(f"not a valid ONNX model: {first}")
+        checks.run_checker(proto, self.fail)
 
     def fail(self, problem: str):
         raise OnnxImportError(f"{self.source}: {problem}")
@@ -180,15 +215,17 @@ class OnnxModule(nn.Module):
             self.fail(f"{what} has a negative dimension in its shape {dims}")
         dtype = np.dtype(_DTYPES[tensor.data_type])
         count = math.prod(dims)
-        stored = (
-            len(tensor.raw_data) // dtype.itemsize if tensor.HasField("raw_data")
-            else len(tensor.float_data) if dtype == np.float32 else len(tensor.int64_data)
-        )  # fmt: skip
-        if tensor.HasField("raw_data") and len(tensor.raw_data) % dtype.itemsize:
-            stored = -1
+        if tensor.HasField("raw_data"):
+            data = tensor.raw_data  # each read copies the bytes out of the protobuf: read once
+            stored = -1 if len(data) % dtype.itemsize else len(data) // dtype.itemsize
+        else:
+            data = tensor.float_data if dtype == np.float32 else tensor.int64_data
+            stored = len(data)
         if stored != count:
             self.fail(f"{what} declares shape {dims} ({count} values) but holds {stored}")
-        return numpy_helper.to_array(tensor).astype(dtype, copy=True)
+        if isinstance(data, bytes):  # little-endian in the file; one writable copy
+            return np.frombuffer(data, dtype.newbyteorder("<")).astype(dtype).reshape(dims)
+        return np.array(data, dtype).reshape(dims)
 
     def _add_initializer(self, tensor: TensorProto, statistic: bool) -> None:
         array = self._array(tensor, f"initializer {tensor.name!r}")
@@ -216,7 +253,7 @@ class OnnxModule(nn.Module):
         self._keys[tensor.name] = key
 
     def _add_constant(self, node, attributes, label) -> None:
-        if set(attributes) != {"value"}:
+        if set(attributes) != {"value"} or not isinstance(attributes["value"], TensorProto):
             self.fail(f"{label}: only a Constant with a tensor 'value' is supported")
         self._constants[node.output[0]] = self._array(attributes["value"], label)
 
@@ -236,8 +273,10 @@ class OnnxModule(nn.Module):
             args = [values[i] if i else None for i in inputs]
             try:
                 result = _OPS[op_type](*args, **attributes)
-            except (TypeError, ValueError, _Unsupported) as error:  # attributes, input shapes
+            except (*checks.NODE_ERRORS, _Unsupported) as error:  # attributes, input shapes
                 self.fail(f"{label}: {error}")
+            except MemoryError as error:
+                raise MemoryError(f"{self.source}: {label}: {error}") from None
             values[outputs[0]] = result
         results = tuple(values[name] for name in self.output_names)
         return results[0] if len(results) == 1 else results
@@ -270,6 +309,13 @@ def _spatial(kernel_shape, strides, pads, dilations, auto_pad) -> tuple:
     _require(len(kernel_shape) == 2, f"only 2-D windows are supported; got {kernel_shape}")
     _require(auto_pad in ("NOTSET", b"NOTSET", "VALID", b"VALID"), f"auto_pad {auto_pad!r}")
     _require(all(d == 1 for d in dilations), f"dilations must be 1; got {dilations}")
+    _require(min(kernel_shape) >= 1, f"kernel_shape must be >= 1; got {list(kernel_shape)}")
+    _require(len(strides) == 2 and min(strides) >= 1,
+             f"strides must be two ints >= 1; got {list(strides)}")  # fmt: skip
+    # Padding wider than the window is padding alone: a file of a few bytes could ask for any.
+    _require(len(pads) == 4 and all(0 <= p <= k for p, k in zip(pads, [*kernel_shape] * 2)),
+             f"pads must be four ints from 0 to the kernel's size {list(kernel_shape)}; got "
+             f"{list(pads)}")  # fmt: skip
     top, left, bottom, right = pads
     return tuple(strides), (top, left), (top, bottom, left, right)
 
@@ -339,6 +385,7 @@ def _gemm(a, b, c=None, alpha=1.0, beta=1.0, transA=0, transB=0):  # noqa: N803 
 
 
 def _flatten(x, axis=1):
+    _require(-x.ndim <= axis <= x.ndim, f"axis must be in [{-x.ndim}, {x.ndim}]; got {axis}")
     axis = axis + x.ndim if axis < 0 else axis
     return F.reshape(x, (math.prod(x.shape[:axis]), math.prod(x.shape[axis:])))
 
