@@ -22,7 +22,7 @@ import threading
 
 import numpy as np
 
-from tinynet.tensor import Tensor
+from tinynet.tensor import Tensor, as_array
 
 _state = threading.local()
 
@@ -110,7 +110,7 @@ class Function:
     @classmethod
     def apply(cls, *inputs, **params) -> Tensor:
         """Run the op on Tensors (or constants) and record it if any input requires grad."""
-        arrays = [x.data if isinstance(x, Tensor) else x for x in inputs]
+        arrays = [as_array(x) for x in inputs]
         enabled = is_grad_enabled()
         needs_input_grad = tuple(
             enabled and isinstance(x, Tensor) and x.requires_grad for x in inputs

@@ -20,10 +20,10 @@ from tinynet.hooks import RemovableHandle
 DEFAULT_DTYPE = np.dtype(np.float32)
 
 
-def _as_array(data, dtype) -> np.ndarray:
-    """ndarrays and NumPy scalars keep their dtype; Python floats become float32."""
-    if isinstance(data, Tensor):
-        data = data.data
+def _tensor_data(data, dtype) -> np.ndarray:
+    """What a new Tensor holds: ndarrays and NumPy scalars keep their dtype; Python floats become
+    float32."""
+    data = as_array(data)
     if dtype is not None:
         return np.asarray(data, dtype=dtype)
     if isinstance(data, (np.ndarray, np.generic)):
@@ -58,7 +58,7 @@ class _GradientHooks:
         for hook in tuple(self._hooks.values()):  # a hook may remove itself
             replaced = hook(grad)
             if replaced is not None:
-                replaced = np.asarray(replaced.data if isinstance(replaced, Tensor) else replaced)
+                replaced = np.asarray(as_array(replaced))
                 if replaced.shape != self.shape:
                     raise RuntimeError(
                         f"a tensor hook returned a gradient of shape {replaced.shape} for a "
@@ -81,7 +81,7 @@ class Tensor(_GradientHooks):
     __array_ufunc__ = None
 
     def __init__(self, data, requires_grad: bool = False, dtype=None):
-        self.data = _as_array(data, dtype)
+        self.data = _tensor_data(data, dtype)
         if requires_grad:
             _check_differentiable(self.data.dtype)
         self.requires_grad = bool(requires_grad)
@@ -220,7 +220,7 @@ class Tensor(_GradientHooks):
                     f"has shape {self.shape}: pass gradient= an array of that shape"
                 )
             return np.ones(self.shape, dtype=self.dtype)
-        seed = np.asarray(gradient.data if isinstance(gradient, Tensor) else gradient)
+        seed = np.asarray(as_array(gradient))
         if seed.shape != self.shape:
             raise ValueError(f"backward(gradient=...) needs shape {self.shape}; got {seed.shape}")
         return seed.astype(self.dtype, copy=False)
@@ -415,6 +415,12 @@ def _check_differentiable(dtype: np.dtype) -> None:
 def as_tensor(data) -> Tensor:
     """``data`` itself if it is a Tensor, else a new leaf Tensor holding it (an op's inputs)."""
     return data if isinstance(data, Tensor) else Tensor(data)
+
+
+def as_array(data):
+    """The array a Tensor holds, and anything else as it is: the inverse of ``as_tensor``, for
+    arguments that may come as a Tensor or as plain data."""
+    return data.data if isinstance(data, Tensor) else data
 
 
 def tensor(data, dtype=None, requires_grad: bool = False) -> Tensor:

@@ -51,7 +51,7 @@ import numpy as np
 from tinynet.function import Function
 from tinynet.nn.hooks import BackwardHookIdentityFunction
 from tinynet.nn.module import Module
-from tinynet.tensor import GraphNode, Tensor, _topological_order
+from tinynet.tensor import GraphNode, Tensor, _topological_order, as_array
 
 
 @dataclass
@@ -132,7 +132,7 @@ def trace(output, model: Module | None = None) -> Trace:
     def leaf(value) -> str:
         if id(value) not in ids:
             kind, name = names.leaf(value)
-            array = np.asarray(value.data if isinstance(value, Tensor) else value)
+            array = np.asarray(as_array(value))
             ids[id(value)] = f"leaf{len(leaves)}"
             leaves.append(
                 LeafRecord(ids[id(value)], kind, name, array.shape, array.dtype, value)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tinynet.function import Function
-from tinynet.tensor import Tensor
+from tinynet.tensor import Tensor, as_array
 
 if TYPE_CHECKING:
     from tinynet.nn.module import Module
@@ -103,7 +103,7 @@ class FullBackwardHookCall:
                     f"{len(replaced)} gradients for {len(grad_input)} inputs"
                 )
             grad_input = [
-                None if g is None else np.asarray(g.data if isinstance(g, Tensor) else g)
+                None if g is None else np.asarray(as_array(g))
                 for g in replaced
             ]
         return grad_input

@@ -12,11 +12,7 @@ import math
 import numpy as np
 
 from tinynet.rng import default_generator
-from tinynet.tensor import Tensor
-
-
-def _array(tensor) -> np.ndarray:
-    return tensor.data if isinstance(tensor, Tensor) else tensor
+from tinynet.tensor import as_array
 
 
 def fans(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -28,7 +24,7 @@ def fans(shape: tuple[int, ...]) -> tuple[int, int]:
 
 
 def _fill(tensor, values: np.ndarray):
-    array = _array(tensor)
+    array = as_array(tensor)
     array[...] = values
     return tensor
 
@@ -36,13 +32,13 @@ def _fill(tensor, values: np.ndarray):
 def uniform_(tensor, low: float, high: float, generator=None):
     """U(low, high)."""
     rng = generator or default_generator()
-    return _fill(tensor, rng.uniform(low, high, _array(tensor).shape))
+    return _fill(tensor, rng.uniform(low, high, as_array(tensor).shape))
 
 
 def normal_(tensor, mean: float = 0.0, std: float = 1.0, generator=None):
     """N(mean, std²)."""
     rng = generator or default_generator()
-    return _fill(tensor, rng.normal(mean, std, _array(tensor).shape))
+    return _fill(tensor, rng.normal(mean, std, as_array(tensor).shape))
 
 
 def trunc_normal_(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0, generator=None):
@@ -51,7 +47,7 @@ def trunc_normal_(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0, generator=None):
     if not a < b:
         raise ValueError(f"trunc_normal_: need a < b; got a={a}, b={b}")
     rng = generator or default_generator()
-    values = rng.normal(mean, std, _array(tensor).shape)
+    values = rng.normal(mean, std, as_array(tensor).shape)
     outside = (values < a) | (values > b)
     while outside.any():
         values[outside] = rng.normal(mean, std, int(outside.sum()))
@@ -75,21 +71,21 @@ def kaiming_uniform_(tensor, a: float = 0.0, generator=None):
     """U(-bound, bound), bound = gain * sqrt(3 / fan_in), gain = sqrt(2 / (1 + a²)) (He et al.,
     for a leaky ReLU of slope a). PyTorch's default for Conv2d and Linear weights is a = √5,
     which gives bound = 1 / sqrt(fan_in)."""
-    fan_in, _ = fans(_array(tensor).shape)
+    fan_in, _ = fans(as_array(tensor).shape)
     bound = math.sqrt(2.0 / (1 + a * a)) * math.sqrt(3.0 / fan_in)
     return uniform_(tensor, -bound, bound, generator)
 
 
 def kaiming_normal_(tensor, a: float = 0.0, generator=None):
     """N(0, std²), std = gain / sqrt(fan_in), gain = sqrt(2 / (1 + a²))."""
-    fan_in, _ = fans(_array(tensor).shape)
+    fan_in, _ = fans(as_array(tensor).shape)
     return normal_(tensor, 0.0, math.sqrt(2.0 / (1 + a * a)) / math.sqrt(fan_in), generator)
 
 
 def xavier_uniform_(tensor, gain: float = 1.0, generator=None):
     """U(-bound, bound), bound = gain * sqrt(6 / (fan_in + fan_out)) (Glorot & Bengio; Caffe's
     'xavier' filler, which the original GoogLeNet used)."""
-    fan_in, fan_out = fans(_array(tensor).shape)
+    fan_in, fan_out = fans(as_array(tensor).shape)
     bound = gain * math.sqrt(6.0 / (fan_in + fan_out))
     return uniform_(tensor, -bound, bound, generator)
 

@@ -21,7 +21,7 @@ import numpy as np
 from tinynet.function import is_grad_enabled, module_scope
 from tinynet.hooks import RemovableHandle
 from tinynet.nn.hooks import FullBackwardHookCall
-from tinynet.tensor import Tensor
+from tinynet.tensor import Tensor, as_array
 
 
 class Parameter(Tensor):
@@ -200,7 +200,7 @@ class Module:
         state = OrderedDict()
         for key, module, registry, name in self._state_entries():
             value = getattr(module, registry)[name]
-            state[key] = np.array(value.data if isinstance(value, Tensor) else value, copy=True)
+            state[key] = np.array(as_array(value), copy=True)
         return state
 
     def load_state_dict(self, state_dict, strict: bool = True) -> tuple[list[str], list[str]]:
@@ -214,7 +214,7 @@ class Module:
             key: (module, registry, name) for key, module, registry, name in self._state_entries()
         }
         arrays = {
-            key: np.asarray(value.data if isinstance(value, Tensor) else value)
+            key: np.asarray(as_array(value))
             for key, value in state_dict.items()
         }
         missing = [key for key in entries if key not in arrays]
@@ -239,7 +239,7 @@ class Module:
         for key, (module, registry, name) in entries.items():
             if key in arrays:
                 current = getattr(module, registry)[name]
-                target = current.data if isinstance(current, Tensor) else current
+                target = as_array(current)
                 target[...] = arrays[key]
         return missing, unexpected
 

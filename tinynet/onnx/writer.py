@@ -35,7 +35,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from tinynet import io, nn
 from tinynet.function import enable_grad
-from tinynet.tensor import Tensor, tensor
+from tinynet.tensor import as_array, tensor
 from tinynet.trace import output_tensors, trace
 
 DEFAULT_OPSET = 17
@@ -56,7 +56,7 @@ def export(
         raise TypeError(f"export: model must be a tinynet Module; got {type(model).__name__}")
     if not isinstance(opset, int) or not 13 <= opset <= 21:
         raise ValueError(f"export: opset must be an int from 13 to 21; got {opset!r}")
-    array = np.asarray(example_input.data if isinstance(example_input, Tensor) else example_input)
+    array = np.asarray(as_array(example_input))
     if array.ndim < 1 or array.dtype != np.float32:
         raise ValueError(
             "export: example_input must be a float32 array with a batch axis; got "
@@ -104,7 +104,7 @@ class _GraphWriter:
         self.names = {}  # trace id -> ONNX value name
         for leaf in recorded.leaves:
             if leaf.kind in ("parameter", "buffer"):
-                value = leaf.value.data if isinstance(leaf.value, Tensor) else leaf.value
+                value = as_array(leaf.value)
                 self.names[leaf.id] = self.initializer(leaf.name, value)
             elif leaf.kind == "input":
                 if self.inputs:

@@ -12,7 +12,7 @@ import numpy as np
 
 from tinynet.function import Function
 from tinynet.kernels import activation
-from tinynet.tensor import Tensor
+from tinynet.tensor import Tensor, as_array
 
 
 def unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -260,7 +260,7 @@ class WhereFunction(Function):
 def where(condition, a, b) -> Tensor:
     """``a`` where ``condition`` (a boolean array, used by value), else ``b``, as
     ``torch.where``."""
-    condition = np.asarray(condition.data if isinstance(condition, Tensor) else condition)
+    condition = np.asarray(as_array(condition))
     if condition.dtype != np.bool_:
         raise TypeError(f"where: condition must be a boolean array; got dtype {condition.dtype}")
     return WhereFunction.apply(condition, _operand(a), _operand(b))

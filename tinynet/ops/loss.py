@@ -12,7 +12,7 @@ import numpy as np
 
 from tinynet.function import Function
 from tinynet.ops._args import normalize_dim
-from tinynet.tensor import Tensor, as_tensor
+from tinynet.tensor import Tensor, as_array, as_tensor
 
 
 def _log_softmax(x: np.ndarray, axis: int) -> np.ndarray:
@@ -105,7 +105,7 @@ def cross_entropy(input, target, reduction: str = "mean", label_smoothing: float
     """Cross-entropy of logits ``input`` (N, C) against class indices ``target`` (N,), as
     ``torch.nn.functional.cross_entropy`` (reduction 'mean' | 'sum' | 'none')."""
     logits = as_tensor(input)
-    labels = np.asarray(target.data if isinstance(target, Tensor) else target)
+    labels = np.asarray(as_array(target))
     if logits.ndim != 2:
         raise ValueError(
             f"cross_entropy: input must be 2-D logits (N, C); got shape {logits.shape}"

@@ -9,7 +9,7 @@ import numpy as np
 
 from tinynet.function import Function
 from tinynet.ops._args import normalize_dim
-from tinynet.tensor import Tensor, as_tensor
+from tinynet.tensor import Tensor, as_array, as_tensor
 
 
 class ReshapeFunction(Function):
@@ -131,7 +131,7 @@ def flatten(x, start_dim: int = 0, end_dim: int = -1) -> Tensor:
 def index(x, index) -> Tensor:
     """``x[index]``; Tensor indices are used by value."""
     if isinstance(index, tuple):
-        index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
+        index = tuple(as_array(i) for i in index)
     elif isinstance(index, Tensor):
         index = index.data
     return IndexFunction.apply(as_tensor(x), index=index)
