@@ -76,7 +76,7 @@ def check_bounds(proto: onnx.ModelProto, fail) -> None:
         for index, tensor in enumerate(graph.initializer):
             _check_tensor(tensor, f"initializer #{index}", fail)
         for index, node in enumerate(graph.node):
-            graphs += _check_node(node, node_label(node, index), totals, fail)
+            graphs += _check_node(node, index, totals, fail)
         _check_made_once(graph, fail)
     _check_module_count(proto.graph, fail)
     _check_declared_sizes(proto.graph, fail)
@@ -108,16 +108,19 @@ def _check_tensor(tensor: TensorProto, where: str, fail) -> None:
     _check_shape(tensor.dims, f"{where} ({tensor.name!r})", fail)
 
 
-def _check_node(node: onnx.NodeProto, label: str, totals: dict, fail) -> list:
+def _check_node(node: onnx.NodeProto, index: int, totals: dict, fail) -> list:
     """Check one node's names, output and attributes; its subgraphs (an If's branches)."""
-    for name in (node.name, node.op_type, node.domain, *node.input, *node.output):
-        _check_name(name, label, fail)
+    names = (node.name, node.op_type, node.domain, *node.input, *node.output)
+    if max(map(len, names)) > MAX_NAME_LENGTH:
+        for name in names:
+            _check_name(name, node_label(node, index), fail)
     _count(totals, "node input and output", len(node.input) + len(node.output),
            MAX_NODE_VALUES, fail)  # fmt: skip
     if not node.output or not node.output[0]:
-        fail(f"{label} makes no output")
+        fail(f"{node_label(node, index)} makes no output")
     subgraphs = []
     for attribute in node.attribute:
+        label = node_label(node, index)
         _check_name(attribute.name, f"an attribute of {label}", fail)
         _count(totals, "attribute value", 1 + len(attribute.ints) + len(attribute.floats)
                + len(attribute.strings) + len(attribute.tensors) + len(attribute.graphs),
@@ -138,9 +141,10 @@ def _check_made_once(graph: onnx.GraphProto, fail) -> None:
     for index, node in enumerate(graph.node):
         for name in filter(None, node.output):
             if name in made:
-                fail(f"{node_label(node, index)} makes {name!r}, which {made[name]} already "
-                     "makes")  # fmt: skip
-            made[name] = node_label(node, index)
+                first = made[name]  # a node's index, or what else made it
+                first = node_label(graph.node[first], first) if isinstance(first, int) else first
+                fail(f"{node_label(node, index)} makes {name!r}, which {first} already makes")
+            made[name] = index
 
 
 def _check_module_count(graph: onnx.GraphProto, fail) -> None:
@@ -207,6 +211,9 @@ def without_data(message):
     if isinstance(message, TensorProto):
         return TensorProto(name=message.name, data_type=message.data_type, dims=[0])
     copy = type(message)()
+    if isinstance(message, onnx.NodeProto) and not any(map(_holds_data, message.attribute)):
+        copy.CopyFrom(message)  # most nodes: copied whole, at protobuf's speed
+        return copy
     for field, value in message.ListFields():
         if field.type != field.TYPE_MESSAGE:
             if field.is_repeated:
@@ -218,3 +225,10 @@ def without_data(message):
         else:
             getattr(copy, field.name).CopyFrom(without_data(value))
     return copy
+
+
+def _holds_data(attribute: AttributeProto) -> bool:
+    """Whether an attribute holds a tensor or a graph (whatever its declared type)."""
+    return bool(attribute.HasField("t") or attribute.HasField("g") or attribute.tensors
+                or attribute.graphs or attribute.HasField("sparse_tensor")
+                or attribute.sparse_tensors)  # fmt: skip
