@@ -249,6 +249,63 @@ def test_what_is_wrong_with_a_folder_in_the_words_of_the_warning(tmp_path, make,
     assert unfit(tmp_path / "root") == why
 
 
+def _parent_mode(mode: int):
+    def make(parent: Path) -> None:
+        parent.mkdir()
+        parent.chmod(mode)
+
+    return make
+
+
+def _parent_of_another_user(parent: Path) -> None:
+    parent.mkdir()
+    os.chown(parent, OTHER_UID, OTHER_UID)
+
+
+def _through_a_symlink_to(mode: int):
+    def make(parent: Path) -> None:
+        (parent.parent / "real").mkdir()
+        (parent.parent / "real").chmod(mode)
+        parent.symlink_to(parent.parent / "real")
+
+    return make
+
+
+@posix
+@pytest.mark.parametrize(
+    "make, why",
+    [
+        (_parent_mode(0o755), None),
+        (_parent_mode(0o1777), None),  # sticky, as /tmp: no one can rename another's folder
+        (_parent_mode(0o777), "{parent} can be written by its group and others (mode 0777)"),
+        (_parent_mode(0o770), "{parent} can be written by its group (mode 0770)"),
+        (_through_a_symlink_to(0o700), None),
+        (_through_a_symlink_to(0o777), "{real} can be written by its group and others (mode 0777)"),
+        pytest.param(
+            _parent_of_another_user,
+            f"{{parent}} is owned by uid {OTHER_UID}",
+            marks=needs_root,
+            id="another-users",
+        ),
+    ],
+)
+def test_a_root_another_user_could_swap_through_a_folder_above_it_is_not_used(tmp_path, make, why):
+    """Another user who can rename entries in a folder above the root (a shared folder without
+    the sticky bit) could swap the checked root for one of theirs between the check and numba's
+    read: such a root is refused from the start, whether that folder is on the path as written
+    or where a symlink on it leads."""
+    from tinynet.kernels.cache import made_unfit
+
+    parent = tmp_path / "parent"
+    make(parent)
+    root = parent / "cache"
+    expected = why and "another user could swap it: " + why.format(
+        parent=parent, real=tmp_path / "real"
+    )
+    assert made_unfit(root) == expected
+    assert stat.S_IMODE(root.lstat().st_mode) == 0o700  # made private, whatever is above it
+
+
 SWAP_AFTER_IMPORT = (
     "import os, sys, tinynet, numpy as np, tinynet.functional as F\n"
     "root = os.environ['TINYNET_CACHE_DIR']\n"
@@ -439,3 +496,20 @@ def test_a_full_cache_disk_means_no_caching_and_one_warning(installed_copy, comp
         )
     assert sorted(path.name for path in full_disk.rglob("*")) == ["filler", _subfolder(compiled)]
     assert snapshot(installed_copy) == package
+
+
+def test_a_damaged_cache_file_of_this_users_is_compiled_again_and_replaced(
+    installed_copy, compiled, tmp_path
+):
+    root = tmp_path / "cache"
+    shutil.copytree(compiled, root)
+    (index,) = root.rglob("activation.relu_forward_serial-*.nbi")
+    index.write_bytes(index.read_bytes()[:40])  # cut short, as by a failing disk
+    result = _run(installed_copy, TINYNET_CACHE_DIR=str(root))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == RELU
+    assert _warning(result.stderr).startswith(
+        f"tinynet does not read {index}: it cannot be read (UnpicklingError: "
+    )
+    again = _run(installed_copy, TINYNET_CACHE_DIR=str(root))  # replaced by the compile
+    assert (again.returncode, again.stdout.strip(), again.stderr) == (0, RELU, "")

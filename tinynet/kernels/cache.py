@@ -15,13 +15,16 @@ its own version before it loads an entry, so a stale one is recompiled, never ru
 numba reads its cache files with ``pickle``: whoever can write a cache folder can run code in
 every process that loads a kernel from it. So a cache folder (the root, and the subfolder in it)
 is used only if it is a real folder, not a symbolic link, owned by this user and not writable by
-group or others; an index or data file is read only if it is a regular file of this user's that
-group and others cannot write (a root that was once shared may still hold another user's files:
-they are ignored, and replaced by the next compile). This is checked each time numba reads or
-writes the cache, not once at import, since a folder can be swapped for a symlink or opened up
-in between. A folder that fails, or that cannot be written (a full disk), is not used for the
-rest of the process: the kernels compile without caching, and one warning line names the folder
-and what is wrong. Importing tinynet never fails because of its cache.
+group or others, and if no other user can rename it away either: each folder above it must be
+root's or this user's, and writable by others only if sticky (as /tmp is). An index or data
+file is read only if it is a regular file of this user's that group and others cannot write (a
+root that was once shared may still hold another user's files); one that fails, or that cannot
+be unpickled, is as if it were missing: the kernel is compiled and the file replaced. This is
+checked each time numba reads or writes the cache, not once at import, since a folder can be
+swapped for a symlink or opened up in between. A folder that fails, or that cannot be written (a
+full disk), is not used for the rest of the process: the kernels compile without caching. Each
+refusal is one warning line, once, naming the folder or file and what is wrong. Importing
+tinynet never fails because of its cache.
 
 numba has no per-function choice of cache, so ``install()`` wraps the method that
 ``@njit(cache=True)`` calls, ``Dispatcher.enable_caching``: a function in this package gets
@@ -78,23 +81,47 @@ def unfit(path: Path, folder: bool = True) -> str | None:
     if status.st_uid != os.geteuid():
         return f"it is owned by uid {status.st_uid}, not by this user (uid {os.geteuid()})"
     if status.st_mode & 0o022:
-        writers = {0o020: "its group", 0o002: "others", 0o022: "its group and others"}
-        mode = stat.S_IMODE(status.st_mode)
-        return f"{writers[status.st_mode & 0o022]} can write it (mode {mode:04o})"
+        return f"{_writers(status.st_mode)} can write it (mode {stat.S_IMODE(status.st_mode):04o})"
+    return None
+
+
+def _writers(mode: int) -> str:
+    return {0o020: "its group", 0o002: "others", 0o022: "its group and others"}[mode & 0o022]
+
+
+def exposed(folder: Path) -> str | None:
+    """Why another user could swap ``folder`` for one of theirs through a folder above it, or
+    None: each folder above it, on its path as written and where symlinks lead, must be root's
+    or this user's, and writable by group or others only if sticky (as /tmp is)."""
+    if not hasattr(os, "geteuid"):
+        return None
+    written = Path(os.path.abspath(folder))
+    for above in dict.fromkeys([*written.parents, *Path(os.path.realpath(written)).parents]):
+        status = os.lstat(above)
+        if stat.S_ISLNK(status.st_mode):
+            continue  # the folder holding it is checked, and where it leads is in the list
+        if status.st_uid not in (0, os.geteuid()):
+            return f"another user could swap it: {above} is owned by uid {status.st_uid}"
+        if status.st_mode & 0o022 and not status.st_mode & stat.S_ISVTX:
+            mode = stat.S_IMODE(status.st_mode)
+            return (
+                f"another user could swap it: {above} can be written by "
+                f"{_writers(status.st_mode)} (mode {mode:04o})"
+            )
     return None
 
 
 def made_unfit(folder: Path) -> str | None:
-    """:func:`unfit` for ``folder``, made first (mode 0700) if it is missing; OSError if it
-    cannot be made."""
+    """Why ``folder`` may not be used (:func:`unfit`, :func:`exposed`), made first (mode 0700)
+    if it is missing; OSError if it cannot be made."""
     try:
-        return unfit(folder)
+        unfit(folder)
     except FileNotFoundError:
         try:
             folder.mkdir(mode=0o700, parents=True)
         except FileExistsError:
             pass  # made meanwhile, perhaps not by us: checked below
-    return unfit(folder)
+    return unfit(folder) or exposed(folder)
 
 
 def refuse(folder: Path, why: str, purpose: str = KERNEL_CACHE) -> None:
@@ -172,18 +199,28 @@ class KernelCacheImpl(caching.CompileResultCacheImpl):
 
 
 class KernelCacheFile(caching.IndexDataCacheFile):
-    """numba's index and data files, each checked right before it is unpickled."""
+    """numba's index and data files, each checked right before it is unpickled. One that fails,
+    or cannot be unpickled (a failing disk), is as if it were missing: the kernel is compiled
+    and the next save replaces the file."""
 
     def _load_index(self):
         if not _readable(self._index_path):
-            return {}  # as if there were none: the next save replaces it
-        return super()._load_index()
+            return {}
+        try:
+            return super()._load_index()
+        except Exception as error:  # noqa: BLE001 - whatever unpickling a damaged file raises
+            _unreadable(self._index_path, error)
+            return {}
 
     def _load_data(self, name):
         path = self._data_path(name)
         if not _readable(path):
-            raise OSError(f"{path} is not read")  # numba then compiles, as for a missing file
-        return super()._load_data(name)
+            raise OSError(f"{path} is not read")  # numba's load() answers None, as if missing
+        try:
+            return super()._load_data(name)
+        except Exception as error:  # noqa: BLE001 - as above
+            _unreadable(path, error)
+            raise OSError(f"{path} cannot be read") from error
 
 
 def _readable(path: str) -> bool:
@@ -191,9 +228,15 @@ def _readable(path: str) -> bool:
         why = unfit(Path(path), folder=False)
     except FileNotFoundError:
         return True  # numba's own answer: an empty index, a missing entry
+    except OSError as error:
+        why = f"it cannot be read ({error.strerror})"
     if why:
         warn_once(f"tinynet does not read {path}: {why}")
     return why is None
+
+
+def _unreadable(path: str, error: Exception) -> None:
+    warn_once(f"tinynet does not read {path}: it cannot be read ({type(error).__name__}: {error})")
 
 
 class KernelCache(caching.FunctionCache):
