@@ -1,8 +1,10 @@
-"""``tinynet.onnx.load`` on ONNX written by PyTorch's exporter (a GoogLeNet with LRN and
-ceil-mode pools, one with BatchNorm, a small CNN): tinynet's outputs equal ONNX Runtime's
-(relative error <= 1e-5) and its gradients PyTorch's; the imported weights train with
-tinynet.optim and save; `tinynet convert` and `tinynet predict` take .onnx files; every bad
-file is a one-line error naming the file and the problem, within a bounded allocation."""
+"""``tinynet.onnx.load`` on ONNX written by PyTorch's exporter (a GoogLeNet with BatchNorm
+kept as a node, a small CNN): tinynet's outputs equal ONNX Runtime's (relative error <= 1e-5)
+and its gradients PyTorch's; the imported weights train with tinynet.optim and save; `tinynet
+convert` and `tinynet predict` take .onnx files; every bad file is a one-line error naming the
+file and the problem, within a bounded allocation. The exporter's files with its defaults, in
+both its modes (the paper GoogLeNet's LRN as shape arithmetic, external data), are tested in
+test_onnx_exporters.py."""
 
 import dataclasses
 import warnings
@@ -13,7 +15,7 @@ import pytest
 import tinynet
 import tinynet.functional as F
 from tinynet.cli import main
-from tinynet.models.googlenet import PAPER, TORCHVISION
+from tinynet.models.googlenet import TORCHVISION
 
 from bounded import run_bounded
 
@@ -59,26 +61,11 @@ def googlenet(torch, config, width):
     return model
 
 
-def export_with_torch(torch, monkeypatch, model, path, size):
-    """``model`` (eval mode) written by PyTorch's TorchScript exporter with a dynamic batch.
-    PyTorch writes F.local_response_norm as a shape-dependent If-graph; like the ONNX model
-    zoo's GoogLeNet, the file here says LRN, through an autograd.Function's symbolic."""
-    original = torch.nn.functional.local_response_norm
-
-    class LRN(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x, size, alpha, beta, k):
-            return original(x, size, alpha, beta, k)
-
-        @staticmethod
-        def symbolic(g, x, size, alpha, beta, k):
-            return g.op("LRN", x, size_i=size, alpha_f=alpha, beta_f=beta, bias_f=k)
-
-    with monkeypatch.context() as patch, warnings.catch_warnings():
+def export_with_torch(torch, model, path, size):
+    """``model`` (eval mode) written by PyTorch's TorchScript exporter with a dynamic batch,
+    BatchNormalization kept as a node of its own."""
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer notes
-        patch.setattr(torch.nn.functional, "local_response_norm",
-                      lambda x, size, alpha=1e-4, beta=0.75, k=1.0: LRN.apply(x, size, alpha,
-                                                                              beta, k))  # fmt: skip
         torch.onnx.export(
             model.eval(), torch.zeros(1, 3, size, size), str(path), dynamo=False,
             input_names=["input"], output_names=["output"], opset_version=17,
@@ -90,21 +77,16 @@ def export_with_torch(torch, monkeypatch, model, path, size):
 
 MODELS = {
     "small-cnn": (lambda torch: small_cnn(torch), 16),
-    "paper-googlenet-lrn": (lambda torch: googlenet(torch, PAPER, 0.125), 224),
     "torchvision-googlenet-bn": (lambda torch: googlenet(torch, TORCHVISION, 0.125), 224),
 }
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_imported_graph_runs_as_runtime_and_differentiates_as_torch(
-    torch, monkeypatch, tmp_path, name
-):
+def test_imported_graph_runs_as_runtime_and_differentiates_as_torch(torch, tmp_path, name):
     build, size = MODELS[name]
     theirs = build(torch).eval()
-    path = export_with_torch(torch, monkeypatch, theirs, tmp_path / f"{name}.onnx", size)
+    path = export_with_torch(torch, theirs, tmp_path / f"{name}.onnx", size)
     ops = {node.op_type for node in onnx.load(path).graph.node}
-    if name == "paper-googlenet-lrn":
-        assert {"LRN", "MaxPool", "Concat"} <= ops
     if name == "torchvision-googlenet-bn":
         assert "BatchNormalization" in ops
     ours = tinynet.onnx.load(path)
@@ -118,9 +100,14 @@ def test_imported_graph_runs_as_runtime_and_differentiates_as_torch(
 
     # Gradients of sum(output * weights) for the input and every weight against PyTorch's, in
     # float64: in float32 the paper's tiny input gradients differ by rounding alone (~1e-2).
-    ours.double(), theirs.double()
     images = rng.standard_normal((2, 3, size, size))
-    weights = rng.standard_normal(output.shape[1:])
+    assert_differentiates_as_torch(torch, ours.double(), theirs.double(), images,
+                                   rng.standard_normal(output.shape[1:]))  # fmt: skip
+
+
+def assert_differentiates_as_torch(torch, ours, theirs, images, weights):
+    """The gradients of sum(output * weights) for the input and every weight equal PyTorch's
+    (both models in float64), and the weights keep PyTorch's state-dict names."""
     x = tinynet.tensor(images, requires_grad=True)
     F.sum(F.mul(ours(x), weights)).backward()
     tx = torch.tensor(images, requires_grad=True)
@@ -128,13 +115,13 @@ def test_imported_graph_runs_as_runtime_and_differentiates_as_torch(
     assert relative_error(x.grad, tx.grad.numpy()) <= GRADIENT_TOLERANCE
     torch_grads = {k: p.grad.numpy() for k, p in theirs.named_parameters()}
     named = dict(ours.named_parameters())
-    assert set(named) == set(torch_grads)  # initializers keep PyTorch's state-dict names
+    assert set(named) == set(torch_grads)
     for key, parameter in named.items():
         assert relative_error(parameter.grad, torch_grads[key]) <= GRADIENT_TOLERANCE, key
 
 
-def test_an_imported_model_fine_tunes_and_saves(torch, monkeypatch, tmp_path):
-    path = export_with_torch(torch, monkeypatch, small_cnn(torch), tmp_path / "cnn.onnx", 16)
+def test_an_imported_model_fine_tunes_and_saves(torch, tmp_path):
+    path = export_with_torch(torch, small_cnn(torch), tmp_path / "cnn.onnx", 16)
     model = tinynet.onnx.load(path)
     rng = np.random.default_rng(0)
     images = rng.standard_normal((16, 3, 16, 16), np.float32)
@@ -155,9 +142,9 @@ def test_an_imported_model_fine_tunes_and_saves(torch, monkeypatch, tmp_path):
         np.testing.assert_array_equal(fresh(images).data, model(images).data)
 
 
-def test_cli_convert_and_predict_take_onnx_files(torch, monkeypatch, tmp_path, capsys):
+def test_cli_convert_and_predict_take_onnx_files(torch, tmp_path, capsys):
     Image = pytest.importorskip("PIL.Image")
-    path = export_with_torch(torch, monkeypatch, small_cnn(torch), tmp_path / "cnn.onnx", 16)
+    path = export_with_torch(torch, small_cnn(torch), tmp_path / "cnn.onnx", 16)
     assert main(["convert", str(path), str(tmp_path / "w.npz")]) == 0
     state = tinynet.load(tmp_path / "w.npz")
     expected = tinynet.onnx.load(path).state_dict()
@@ -221,9 +208,9 @@ BAD = {
                    [numpy_helper.from_array(np.ones(2), "w")]),  # fmt: skip
         "initializer 'w' has data type DOUBLE; tinynet reads FLOAT and INT64 tensors",
     ),
-    "external data": (
+    "missing external data": (
         tiny_model([helper.make_node("Add", ["x", "w"], ["y"], name="add")], [external_weight()]),
-        "initializer 'w' is stored in an external-data file",
+        "initializer 'w': cannot open its external data file 'weights.bin' (No such file",
     ),
     "ceil_mode window in the padding": (
         tiny_model([helper.make_node("MaxPool", ["x"], ["y"], name="pool", kernel_shape=[1, 1],

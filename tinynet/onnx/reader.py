@@ -1,19 +1,26 @@
 """Read an ONNX file (tinynet's or another tool's) into a tinynet Module that runs its graph with
-tinynet's functional ops; the float initializers become trainable Parameters.
+tinynet's functional ops; the float initializers (but 0-d ones) become trainable Parameters.
 
     model = tinynet.onnx.load("googlenet.onnx")      # an OnnxModule, in eval mode
     logits = model(images)                            # tinynet ops, gradients included
 
-Nothing in the file executes: each node is looked up in ``_OPS`` (ONNX op -> tinynet op) and
-anything else is a one-line ``OnnxImportError`` naming the file, the node and the problem.
-Supported (default domain, opsets 13..21, float32 data, int64 shapes):
+Nothing in the file executes: each node is looked up in ``_OPS`` (ONNX op -> tinynet op) or
+``fold.FOLDS`` (shape arithmetic, worked out in NumPy once per input shape: see
+``tinynet.onnx.fold``), and anything else is a one-line ``OnnxImportError`` naming the file, the
+node and the problem. Supported (default domain, opsets 13..21, float32 data, int64 shapes):
 
-    Conv (group 1, dilation 1)  Relu  MaxPool  AveragePool  GlobalAveragePool  LRN (odd size)
-    BatchNormalization (inference)  Concat  Gemm  MatMul  Flatten  Reshape (constant shape)
-    Add  Sub  Mul  Div  Softmax  LogSoftmax  Dropout (inference)  Identity  Constant
+    Conv (group 1, dilation 1)  Relu  MaxPool  AveragePool (2-D windows, and 1-D and 3-D ones
+    that pool one axis or pair)  GlobalAveragePool  LRN (odd size)  BatchNormalization
+    (inference)  Concat  Gemm  MatMul  Flatten  Reshape  Pad (constant)  Transpose  Squeeze
+    Unsqueeze  Slice  Cast (to float)  ReduceMean  Add  Sub  Mul  Div  Pow  Softmax  LogSoftmax
+    Dropout (inference)  Identity  Constant
+    and on shapes and constants only: Shape  Gather  Range  ConstantOfShape  Equal  Where  If
 
+so PyTorch's exports, in its TorchScript mode and its torch.export mode, import as written.
 Sizes are checked before allocation: the file must fit protobuf's 2 GiB, and each tensor's bytes
-must match its declared shape before it becomes an array; external-data tensors are refused.
+must match its declared shape before it becomes an array. Initializers in an external-data file
+(``model.onnx.data``, the torch.export exporter's default) are read only from the model's own
+folder, within the file's bounds (see ``tinynet.onnx.external_data``); anything else is refused.
 """
 
 from __future__ import annotations
@@ -31,7 +38,8 @@ from onnx import TensorProto, helper
 
 from tinynet import functional as F
 from tinynet import io, nn
-from tinynet.onnx import checks
+from tinynet.onnx import checks, fold
+from tinynet.onnx.external_data import ExternalData, ExternalDataError
 from tinynet.ops.pool import pool_output_size
 from tinynet.tensor import Tensor, as_tensor
 from tinynet.train import MAX_CLASSES, TrainConfig
@@ -66,7 +74,7 @@ def load(path) -> OnnxModule:
         raise OnnxImportError(
             f"{path} is not a valid ONNX file (malformed protobuf: {error})"
         ) from None
-    return OnnxModule(proto, str(path)).eval()
+    return OnnxModule(proto, str(path), path.parent).eval()
 
 
 def convert_onnx(src, dst, log=None) -> dict:
@@ -146,9 +154,10 @@ class OnnxModule(nn.Module):
     (characters a Module name cannot hold become '_', and a part that is already an attribute of
     the module, like 'source', gains a '_'); int64 tensors are constants."""
 
-    def __init__(self, proto: onnx.ModelProto, source: str = "<model>"):
+    def __init__(self, proto: onnx.ModelProto, source: str = "<model>", folder=None):
         super().__init__()
         self.source = source
+        self._external_data = ExternalData(folder)  # initializers in files in ``folder``
         self._check_opset(proto)
         checks.check_bounds(proto, self.fail)
         graph = proto.graph
@@ -171,11 +180,25 @@ class OnnxModule(nn.Module):
         self.output_names = [v.name for v in graph.output]
         self.output_shape = _dims(graph.output[0])
         self.metadata = {prop.key: prop.value for prop in proto.metadata_props}
-        self._nodes = []
         known = {self.input_name, *self._keys, *self._constants}
-        for index, node in enumerate(graph.node):
+        self._nodes = self._parse_nodes(graph.node, known)
+        self._plans: dict[tuple, fold.Plan] = {}  # input shape -> its folded plan
+        missing = [name for name in self.output_names if name not in known]
+        if missing:
+            self.fail(f"the graph's outputs {missing} are made by no node")
+        checks.run_checker(proto, self.fail)
+
+    def fail(self, problem: str):
+        raise OnnxImportError(f"{self.source}: {problem}")
+
+    def _parse_nodes(self, nodes, known: set) -> list:
+        """``nodes`` as (op_type, inputs, outputs, attributes, label), each checked against the
+        op tables; Constants become constants and an If's branches lists of nodes. ``known``
+        holds the names made so far, and gains the nodes' outputs."""
+        parsed = []
+        for index, node in enumerate(nodes):
             label = checks.node_label(node, index)
-            if node.domain not in ("", "ai.onnx") or node.op_type not in _OPS:
+            if node.domain not in ("", "ai.onnx") or node.op_type not in {*_OPS, *fold.FOLDS}:
                 self.fail(f"{label}: op {node.domain + '.' if node.domain else ''}"
                           f"{node.op_type} is not supported")  # fmt: skip
             missing = [i for i in node.input if i and i not in known]
@@ -185,16 +208,35 @@ class OnnxModule(nn.Module):
             if node.op_type == "Constant":
                 self._add_constant(node, attributes, label)
             else:
-                self._nodes.append((node.op_type, list(node.input), list(node.output),
-                                   attributes, label))  # fmt: skip
+                if node.op_type == "If":
+                    attributes = self._branches(node, attributes, known, label)
+                attributes = {key: self._array(value, f"{label} attribute {key!r}")
+                              if isinstance(value, TensorProto) else value
+                              for key, value in attributes.items()}  # fmt: skip
+                parsed.append((node.op_type, list(node.input), list(node.output),
+                               attributes, label))  # fmt: skip
             known.update(node.output)
-        missing = [name for name in self.output_names if name not in known]
-        if missing:
-            self.fail(f"the graph's outputs {missing} are made by no node")
-        checks.run_checker(proto, self.fail)
+        return parsed
 
-    def fail(self, problem: str):
-        raise OnnxImportError(f"{self.source}: {problem}")
+    def _branches(self, node, attributes, known, label) -> dict:
+        """An If's then_branch and else_branch, each as (its nodes, its output names); a branch
+        reads the names made before the If."""
+        branches = {}
+        for key in ("then_branch", "else_branch"):
+            graph = attributes.get(key)
+            if not isinstance(graph, onnx.GraphProto):
+                self.fail(f"{label}: the If has no {key}")
+            if graph.input or graph.initializer or graph.sparse_initializer:
+                self.fail(f"{label}: its {key} has inputs or initializers of its own, which "
+                          "tinynet does not read")  # fmt: skip
+            inside = set(known)
+            nodes = self._parse_nodes(graph.node, inside)
+            results = [value.name for value in graph.output]
+            if len(results) != len(node.output) or not inside.issuperset(results):
+                self.fail(f"{label}: its {key} makes {results}; the If has outputs "
+                          f"{list(node.output)}")  # fmt: skip
+            branches[key] = (nodes, results)
+        return branches
 
     def _check_opset(self, proto) -> None:
         for opset in proto.opset_import:
@@ -202,10 +244,9 @@ class OnnxModule(nn.Module):
                 self.fail(f"opset {opset.version} is not supported (tinynet reads opsets "
                           f"{OPSETS.start} to {OPSETS.stop - 1})")  # fmt: skip
 
-    def _array(self, tensor: TensorProto, what: str) -> np.ndarray:
-        """The tensor's values, after checking its type, location and size against its shape."""
-        if tensor.data_location == TensorProto.EXTERNAL or tensor.external_data:
-            self.fail(f"{what} is stored in an external-data file, which tinynet does not read")
+    def _array(self, tensor: TensorProto, what: str, external: bool = False) -> np.ndarray:
+        """The tensor's values, after checking its type, location and size against its shape;
+        ``external``: it may be stored in a file beside the model (an initializer)."""
         if tensor.data_type not in _DTYPES:
             name = TensorProto.DataType.Name(tensor.data_type) if tensor.data_type in \
                 TensorProto.DataType.values() else str(tensor.data_type)  # fmt: skip
@@ -215,6 +256,14 @@ class OnnxModule(nn.Module):
             self.fail(f"{what} has a negative dimension in its shape {dims}")
         dtype = np.dtype(_DTYPES[tensor.data_type])
         count = math.prod(dims)
+        if tensor.data_location == TensorProto.EXTERNAL:
+            if not external:
+                self.fail(f"{what} is stored in an external-data file; tinynet reads external "
+                          "data for initializers only")  # fmt: skip
+            try:
+                return self._external_data.read(tensor, dtype, count)
+            except ExternalDataError as error:
+                self.fail(f"{what}: {error}")
         if tensor.HasField("raw_data"):
             data = tensor.raw_data  # each read copies the bytes out of the protobuf: read once
             stored = -1 if len(data) % dtype.itemsize else len(data) // dtype.itemsize
@@ -228,8 +277,8 @@ class OnnxModule(nn.Module):
         return np.array(data, dtype).reshape(dims)
 
     def _add_initializer(self, tensor: TensorProto, statistic: bool) -> None:
-        array = self._array(tensor, f"initializer {tensor.name!r}")
-        if array.dtype != np.float32:
+        array = self._array(tensor, f"initializer {tensor.name!r}", external=True)
+        if array.dtype != np.float32 or array.ndim == 0:  # 0-d: a scalar the exporter lifted
             self._constants[tensor.name] = array
             return
         *path, leaf = _module_key(tensor.name).split(".")
@@ -265,21 +314,38 @@ class OnnxModule(nn.Module):
         return owner._parameters[leaf] if leaf in owner._parameters else owner._buffers[leaf]
 
     def forward(self, x):
-        values = {self.input_name: as_tensor(x)}
+        x = as_tensor(x)
+        values = {self.input_name: x}
         for name in self._keys:
             values[name] = self._weight(name)
         values.update(self._constants)
-        for op_type, inputs, outputs, attributes, label in self._nodes:
-            args = [values[i] if i else None for i in inputs]
-            try:
-                result = _OPS[op_type](*args, **attributes)
-            except (*checks.NODE_ERRORS, _Unsupported) as error:  # attributes, input shapes
-                self.fail(f"{label}: {error}")
-            except MemoryError as error:
-                raise MemoryError(f"{self.source}: {label}: {error}") from None
-            values[outputs[0]] = result
+        plan = self._plans.get(x.shape)
+        try:
+            if plan is not None:
+                fold.run_plan(plan, values, self._run)
+            else:  # the first call with this shape folds as it runs (see tinynet.onnx.fold)
+                budget = max(fold.MIN_FOLD_BUDGET, fold.FOLD_BUDGET_PER_INPUT * x.size)
+                plan = fold.fold_and_run(self._nodes, values, self._run, budget)
+                if len(self._plans) >= fold.MAX_PLANS:
+                    del self._plans[next(iter(self._plans))]
+                self._plans[x.shape] = plan
+        except fold.FoldError as error:
+            self.fail(str(error))
         results = tuple(values[name] for name in self.output_names)
         return results[0] if len(results) == 1 else results
+
+    def _run(self, node, args):
+        """A node that is not folded, run as tinynet ops."""
+        op_type, _, _, attributes, label = node
+        if _OPS.get(op_type) is None:
+            self.fail(f"{label}: an input is computed from the data; tinynet runs {op_type} on "
+                      "shapes and constants only")  # fmt: skip
+        try:
+            return _OPS[op_type](*args, **attributes)
+        except (*checks.NODE_ERRORS, _Unsupported) as error:  # attributes, input shapes
+            self.fail(f"{label}: {error}")
+        except MemoryError as error:
+            raise MemoryError(f"{self.source}: {label}: {error}") from None
 
 
 class _Unsupported(Exception):
@@ -342,6 +408,46 @@ def _check_ceil_mode(x, kernel_shape, strides, pads, ceil_mode) -> None:
                  "(ONNX keeps it, tinynet drops it)")  # fmt: skip
 
 
+def _over_2d_windows(pool):
+    """``pool`` (a 2-D window over (N, C, H, W)) for the 1-D and 3-D windows a reshape makes
+    2-D: a 1-D window over (N, C, L) as an (L, 1) window, and a 3-D one over (N, C, D, H, W) that
+    leaves two axes as they are (window 1, stride 1, no padding), as a 2-D window over the other
+    axis and the two merged; torch.export writes PyTorch's LRN as an AveragePool of window
+    (size, 1, 1) over the channels of (N, 1, C, H, W)."""
+
+    def run(x, kernel_shape, strides=None, pads=None, dilations=None, **attributes):
+        rank = len(kernel_shape)
+        if rank == 2:
+            given = {"strides": strides, "pads": pads, "dilations": dilations}
+            return pool(x, kernel_shape, **{k: v for k, v in given.items() if v is not None},
+                        **attributes)  # fmt: skip
+        _require(rank in (1, 3) and x.ndim == rank + 2,
+                 f"a {rank}-D window over an input of shape {x.shape} is not supported")
+        strides, dilations = strides or [1] * rank, dilations or [1] * rank
+        pads = pads or [0] * 2 * rank
+        axes = [(kernel_shape[k], strides[k], pads[k], pads[k + rank], dilations[k])
+                for k in range(rank)]  # fmt: skip
+        still = (1, 1, 0, 0, 1)
+        n, c, *sizes = x.shape
+        if rank == 1:
+            planar, window = (n, c, sizes[0], 1), [axes[0], still]
+            output_shape = lambda y: y.shape[:3]
+        elif axes[1] == axes[2] == still:
+            planar, window = (n, c, sizes[0], sizes[1] * sizes[2]), [axes[0], still]
+            output_shape = lambda y: (n, c, y.shape[2], *sizes[1:])
+        else:
+            _require(axes[0] == still, f"a 3-D window {list(kernel_shape)} that pools more than "
+                                       "one axis or pair of axes is not supported")
+            planar, window = (n, c * sizes[0], *sizes[1:]), axes[1:]
+            output_shape = lambda y: (n, c, sizes[0], *y.shape[2:])
+        (kh, sh, top, bottom, dh), (kw, sw, left, right, dw) = window
+        y = pool(F.reshape(x, planar), (kh, kw), strides=(sh, sw), pads=(top, left, bottom, right),
+                 dilations=(dh, dw), **attributes)  # fmt: skip
+        return F.reshape(y, output_shape(y))
+
+    return run
+
+
 def _max_pool(x, kernel_shape, strides=None, pads=(0, 0, 0, 0), dilations=(1, 1),
               ceil_mode=0, storage_order=0, auto_pad="NOTSET"):  # fmt: skip
     stride, padding, (top, bottom, left, right) = _spatial(
@@ -391,10 +497,56 @@ def _flatten(x, axis=1):
 
 
 def _reshape(x, shape, allowzero=0):
-    _require(isinstance(shape, np.ndarray), "the shape must be a constant (an initializer)")
-    _require(not allowzero, "allowzero=1 is not supported")
-    target = tuple(x.shape[k] if d == 0 else int(d) for k, d in enumerate(shape))
-    return F.reshape(x, target)
+    _require(fold.is_known(shape), "the shape must be known before the data (a constant)")
+    return F.reshape(x, fold.reshape_target(x.shape, shape, allowzero))
+
+
+def _known(name, value):
+    """``value``, an input the data must not decide (an attribute's list, or a constant)."""
+    _require(value is None or isinstance(value, list) or fold.is_known(value),
+             f"{name} must be known before the data (a constant)")  # fmt: skip
+    return value
+
+
+def _pad(x, pads, constant_value=None, axes=None, mode="constant"):
+    _require(mode in ("constant", b"constant"), f"only constant padding runs; got mode {mode!r}")
+    widths = fold.pad_widths(x.ndim, _known("pads", pads), _known("axes", axes))
+    _require(min(map(min, widths)) >= 0, f"negative pads (cropping) are not supported; got "
+                                         f"{pads.tolist()}")  # fmt: skip
+    value = _known("the value", constant_value)
+    value = 0.0 if value is None else float(fold.scalar(value, "the value"))
+    return F.pad(x, [w for pair in reversed(widths) for w in pair], value)
+
+
+def _transpose(x, perm=None):
+    return F.permute(x, range(x.ndim - 1, -1, -1) if perm is None else perm)
+
+
+def _squeeze(x, axes=None):
+    return F.reshape(x, fold.squeezed(x.shape, _known("axes", axes)))
+
+
+def _unsqueeze(x, axes):
+    return F.reshape(x, fold.unsqueezed(x.shape, _known("axes", axes)))
+
+
+def _slice(x, starts, ends, axes=None, steps=None):
+    for name, value in (("starts", starts), ("ends", ends), ("axes", axes), ("steps", steps)):
+        _known(name, value)
+    return F.index(x, fold.slices(x.shape, starts, ends, axes, steps))
+
+
+def _cast(x, to, saturate=1, round_mode=None):
+    dtype = np.dtype(fold.CAST_TYPES.get(to, object))
+    _require(dtype.kind == "f", f"a Cast of data to type {to} is not supported (float types only)")
+    return x if x.dtype == dtype else F.cast(x, dtype)
+
+
+def _reduce_mean(x, axes=None, keepdims=1, noop_with_empty_axes=0):
+    axes = None if axes is None else [int(a) for a in _known("axes", axes)]  # input or attribute
+    if not axes and noop_with_empty_axes:
+        return x
+    return F.mean(x, dim=tuple(axes) if axes else None, keepdim=bool(keepdims))
 
 
 def _softmax(function):
@@ -418,8 +570,8 @@ def _binary(function):
 _OPS = {
     "Conv": _conv,
     "Relu": F.relu,
-    "MaxPool": _max_pool,
-    "AveragePool": _average_pool,
+    "MaxPool": _over_2d_windows(_max_pool),
+    "AveragePool": _over_2d_windows(_average_pool),
     "GlobalAveragePool": lambda x: F.adaptive_avg_pool2d(x, 1),
     "LRN": _lrn,
     "BatchNormalization": _batch_norm,
@@ -428,13 +580,22 @@ _OPS = {
     "MatMul": _binary(F.matmul),
     "Flatten": _flatten,
     "Reshape": _reshape,
+    "Pad": _pad,
+    "Transpose": _transpose,
+    "Squeeze": _squeeze,
+    "Unsqueeze": _unsqueeze,
+    "Slice": _slice,
+    "Cast": _cast,
+    "ReduceMean": _reduce_mean,
     "Add": _binary(F.add),
     "Sub": _binary(F.sub),
     "Mul": _binary(F.mul),
     "Div": _binary(F.div),
+    "Pow": _binary(F.pow),
     "Softmax": _softmax(F.softmax),
     "LogSoftmax": _softmax(F.log_softmax),
     "Dropout": _dropout,
     "Identity": lambda x: x,
     "Constant": None,  # read into constants when the graph is built
+    "If": None,  # replaced by its branch when the graph is folded (tinynet.onnx.fold)
 }
