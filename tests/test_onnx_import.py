@@ -252,15 +252,24 @@ def test_a_tensor_larger_than_its_bytes_is_refused_before_allocation(tmp_path):
     proto = tiny_model([helper.make_node("Add", ["x", "w"], ["y"], name="add")], [huge])
     path = tmp_path / "huge.onnx"
     path.write_bytes(proto.SerializeToString())
+    shown = load_with_capped_memory(path)
+    assert "OnnxImportError" in shown
+    assert "declares shape [65536, 65536] (4294967296 values) but holds 1" in shown
+
+
+def load_with_capped_memory(path, input_shape=None) -> str:
+    """What ``tinynet.onnx.load(path)``, then a call of the model on ones of ``input_shape`` if
+    given, raises in a process whose memory is capped (tests/bounded.py): the exception's type
+    and message. It must not run out of memory."""
+    call = "" if input_shape is None else f"(np.ones({tuple(input_shape)}, np.float32))"
     result = run_bounded(
         f"""
         try:
-            tinynet.onnx.load({str(path)!r})
+            tinynet.onnx.load({str(path)!r}){call}
         except Exception as error:
             print(type(error).__name__, error)
         """,
-        imports="import tinynet.onnx",
+        imports="import numpy as np\nimport tinynet.onnx",
     )
     assert "MemoryError" not in result.stdout + result.stderr, result.stderr
-    assert "OnnxImportError" in result.stdout
-    assert "declares shape [65536, 65536] (4294967296 values) but holds 1" in result.stdout
+    return result.stdout
