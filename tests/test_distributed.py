@@ -174,6 +174,118 @@ def test_per_rank_batchnorm_is_its_closed_form(tmp_path):
     assert relative_error(synced, two, state_keys(closed)) > 1e-6  # it differs from synced BN
 
 
+SYNC_BATCH_NORM = """
+import os
+import numpy as np
+import tinynet
+import tinynet.functional as F
+from tinynet import distributed, nn
+from tinynet.distributed import AllReduceFunction, SyncBatchNormFunction, sync_batch_norm
+from tinynet.ops.norm import BatchNormFunction
+from tinynet.trace import trace
+
+group = distributed.world()
+
+
+def functions(y):  # the Functions that made y
+    return {op.fn for op in trace(y).ops}
+
+
+def run(op, x, weight, bias, grad, reference, **kwargs):
+    # op's output, the Functions that made it, its gradients (dx, dγ, dβ) and the running
+    # statistics it left
+    leaves = [None if a is None else tinynet.tensor(a.copy(), requires_grad=True)
+              for a in (x, weight, bias)]
+    running = np.linspace(-1, 1, x.shape[1]), np.linspace(0.5, 2, x.shape[1])
+    with tinynet.use_reference(reference):
+        y = op(leaves[0], *running, *leaves[1:], training=True, momentum=0.3, eps=1e-3, **kwargs)
+    ran = functions(y)  # before backward, which frees the graph
+    y.backward(grad)
+    grads = [None if leaf is None else leaf.grad for leaf in leaves]
+    return y.data, ran, grads, running
+
+
+def close(actual, expected):
+    np.testing.assert_allclose(actual, expected, rtol=1e-10, atol=1e-12)
+
+
+data = np.random.default_rng(0)
+for shape in [(6, 3, 5, 4), (5, 4, 3, 3), (8, 3)]:  # 5: shards of 2 and 3 rows
+    x = data.normal(2.0, 3.0, shape)
+    grad = data.standard_normal(shape)
+    rows = group.shard(shape[0])
+    for weight, bias in [(data.random(shape[1]) + 0.5, data.standard_normal(shape[1])),
+                         (None, None)]:
+        whole_y, _, whole_grads, whole_running = run(F.batch_norm, x, weight, bias, grad, False)
+        for reference in (False, True):
+            y, ran, grads, running = run(sync_batch_norm, x[rows], weight, bias, grad[rows],
+                                         reference, group=group)
+            close(y, whole_y[rows])
+            close(grads[0], whole_grads[0][rows])
+            for mine, whole in zip(grads[1:], whole_grads[1:]):
+                if whole is not None:  # dγ, dβ: this rank's own sums, added over the ranks
+                    close(group.allreduce(mine.copy()), whole)
+            for mine, whole in zip(running, whole_running):
+                close(mine, whole)
+            assert (SyncBatchNormFunction in ran) != reference, ran
+            assert (AllReduceFunction in ran) == reference, ran
+            assert BatchNormFunction not in ran, ran
+
+model = distributed.convert_sync_batchnorm(
+    nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3)).to(np.float64), group)
+assert type(model[1]) is distributed.SyncBatchNorm2d
+image = data.standard_normal((2, 2, 6, 6))
+for reference, expected in [(False, SyncBatchNormFunction), (True, AllReduceFunction)]:
+    with tinynet.use_reference(reference):
+        assert expected in functions(model(image)), reference
+        model.eval()
+        ran = functions(model(tinynet.tensor(image, requires_grad=True)))
+        assert (BatchNormFunction in ran) != reference and AllReduceFunction not in ran, ran
+        model.train()
+os.write(1, f"rank {group.rank} ok\\n".encode())  # one write: the ranks' lines cannot interleave
+"""
+
+
+def test_synced_batchnorm_on_two_ranks_is_batchnorm_of_the_whole_batch_on_both_paths():
+    """Each rank's part of the output, of dL/dx and of the running statistics, and dL/dγ and
+    dL/dβ added over the ranks, are those of one process's ``F.batch_norm`` on the whole batch
+    (float64, 4-D and 2-D, even and uneven shards, with and without γ and β), for the fused
+    ``SyncBatchNormFunction`` and, inside ``use_reference()``, for its composed twin; and
+    ``SyncBatchNorm2d`` dispatches as ``F.batch_norm`` does (its twin under use_reference(),
+    BatchNorm's op in eval mode)."""
+    result = run(2, SYNC_BATCH_NORM)
+    assert result.returncode == 0, result.stderr
+    assert sorted(result.stdout.splitlines()) == ["rank 0 ok", "rank 1 ok"], result.stdout
+
+
+def test_convert_sync_batchnorm_keeps_the_state_its_names_and_the_numbers_of_one_process():
+    model = tinynet.models.googlenet_small(in_channels=1, num_classes=10, width=0.0625)
+    model.eval()
+    before = model.state_dict()
+    parameters, buffers = list(model.parameters()), [b for _, b in model.named_buffers()]
+    converted = tinynet.distributed.convert_sync_batchnorm(model)
+    assert converted is model and not model.training
+    synced = [m for m in model.modules() if isinstance(m, tinynet.distributed.SyncBatchNorm2d)]
+    assert len(synced) == sum(isinstance(m, tinynet.nn.BatchNorm2d) for m in model.modules())
+    assert synced and all(not m.training for m in synced)
+    after = model.state_dict()
+    assert list(after) == list(before)  # the same names in the same order
+    assert all(a is b for a, b in zip(model.parameters(), parameters))  # an optimiser keeps them
+    assert all(a is b for (_, a), b in zip(model.named_buffers(), buffers))
+    plain = tinynet.models.googlenet_small(in_channels=1, num_classes=10, width=0.0625)
+    plain.load_state_dict(after)
+    images = np.random.default_rng(0).standard_normal((4, 1, 28, 28)).astype(np.float32)
+    model.train(), plain.train()
+    tinynet.manual_seed(1)
+    synced_out = model(images)
+    tinynet.manual_seed(1)
+    plain_out = plain(images)
+    # one process alone: SyncBatchNorm2d is BatchNorm2d to the bit
+    assert all(np.array_equal(a.data, b.data) for a, b in zip(synced_out, plain_out))
+    alone = tinynet.distributed.convert_sync_batchnorm(tinynet.nn.BatchNorm2d(3))
+    assert type(alone) is tinynet.distributed.SyncBatchNorm2d
+
+
 TRAIN = """
 import sys
 import tinynet

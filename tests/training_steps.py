@@ -85,7 +85,7 @@ def main(dtype, mode, batch, count, lr, size, seed, out, *closed_form) -> None:
     group = distributed.world()
     model, optimizer = model_and_optimizer(dtype, float(lr))
     if mode == "sync":
-        distributed.sync_batchnorm(model, group)
+        model = distributed.convert_sync_batchnorm(model, group)
     parallel = distributed.DataParallel(group, model, average_buffers=mode != "sync")
     losses, decided = [], {}
     for step, (images, labels) in enumerate(batches(int(seed), int(batch), int(size), int(count))):

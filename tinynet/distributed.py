@@ -15,11 +15,11 @@ What makes N ranks compute what one process computes:
 - the loader's augmentations are drawn for the global batch before it is sharded;
 - each Dropout layer draws its mask for the global batch and keeps its shard's rows
   (``ShardedDraws``), so the random stream stays the same on every rank and for every N;
-- BatchNorm, with ``sync_batchnorm``, normalises with the global batch's statistics: the sums
-  Σx and Σx² (forward) and Σg, Σg·x̂ (backward) of each channel are allreduced
-  (``tinynet.ops.norm.BatchNormFunction``). Without it (the default, as PyTorch's DDP) each rank
-  normalises with its own shard's statistics, and the running statistics are averaged over the
-  ranks with the gradients.
+- BatchNorm, with ``convert_sync_batchnorm``, normalises with the global batch's statistics: the
+  sums Σx and Σx² (forward) and Σg, Σg·x̂ (backward) of each channel are allreduced
+  (``SyncBatchNormFunction``, on BatchNorm's own kernels). Without it (the default, as PyTorch's
+  DDP) each rank normalises with its own shard's statistics, and the running statistics are
+  averaged over the ranks with the gradients.
 
 Without mpiexec, ``world()`` is ``ProcessGroup()``, one process alone, every collective the
 identity, and mpi4py is never imported.
@@ -32,9 +32,14 @@ import sys
 
 import numpy as np
 
-from tinynet import nn
+from tinynet import functional as F
+from tinynet import nn, reference
 from tinynet._threads import launched_ranks
+from tinynet.function import Function
+from tinynet.kernels.batchnorm import batch_norm_backward
+from tinynet.ops import norm
 from tinynet.rng import default_generator
+from tinynet.tensor import Tensor, as_tensor
 
 BUCKET_BYTES = 25 * 2**20  # one Allreduce call per 25 MiB of the flat buffer (PyTorch DDP's)
 
@@ -159,13 +164,171 @@ class DatasetShard:
         return self.dataset[self.indices[index]]
 
 
-def sync_batchnorm(model: nn.Module, group: ProcessGroup) -> int:
-    """Make every BatchNorm2d of ``model`` normalise with the statistics of the whole batch
-    across ``group``'s ranks (PyTorch's SyncBatchNorm); returns how many there are."""
-    layers = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    for layer in layers:
-        layer.process_group = group if group.size > 1 else None
-    return len(layers)
+class AllReduceFunction(Function):
+    """y = Σ_r x_r: the sum of ``x`` over ``group``'s ranks, on every rank.
+
+    Backward: x_r reaches every rank's loss L_r' through that rank's y, so with L = Σ_r' L_r'
+    (whose parameter gradients ``DataParallel`` adds up), dL/dx_r = Σ_r' dL_r'/dy: the output's
+    gradient, allreduced. Every rank applies it at the same point (it is a collective).
+    """
+
+    @staticmethod
+    def forward(ctx, x, group):
+        ctx.group = group
+        return group.allreduce(np.array(x, order="C"))  # a copy: x stays this rank's
+
+    @staticmethod
+    def backward(ctx, grad):
+        return ctx.group.allreduce(np.array(grad, order="C"))
+
+
+class SyncBatchNormFunction(Function):
+    """Batch normalisation of one part of a batch split over ``group``'s ranks, with the whole
+    batch's statistics, as PyTorch's SyncBatchNorm; training only. The math is
+    ``tinynet.ops.norm.BatchNormFunction``'s, with a channel's m values those of every rank, on
+    the same kernels (``tinynet.kernels.batchnorm``):
+
+    Forward: each channel's Σx, Σx² and count are allreduced (in float64), so
+        μ = Σx / m,        v = Σx² / m - μ²,
+    and the running statistics move towards μ and v·m/(m - 1) as BatchNormFunction's.
+    Backward: dL/dx_j = (γ/σ) (g_j - mean(g) - x̂_j mean(g x̂)) takes its means over the whole
+    batch: this rank's Σg and Σg x̂ are allreduced with the count. dL/dγ = Σ g x̂ and dL/dβ = Σ g
+    stay this rank's own sums: the gradient allreduce (``DataParallel``) adds them up.
+    Reference twin: ``sync_batch_norm_twin``.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, running_mean, running_var, momentum, eps, group):
+        rows = norm.batch_norm_rows(x)  # (C, m) of this rank
+        channels, wide = rows.shape[0], rows.astype(np.float64, copy=False)
+        sums = np.concatenate([wide.sum(axis=1), (wide * wide).sum(axis=1), [wide.shape[1]]])
+        group.allreduce(sums)  # Σx, Σx², m over every rank's rows
+        m = sums[-1]
+        mean = sums[:channels] / m
+        var = np.maximum(sums[channels:-1] / m - mean * mean, 0.0)
+        mean, var = mean.astype(rows.dtype), var.astype(rows.dtype)
+        norm.update_running_statistics(running_mean, running_var, mean, var, m, momentum)
+        # y = γ x̂ + β = x·a + b, a = γ/σ, b = β - μ a
+        y, invstd, scale = norm.normalize_rows(rows, mean, var, weight, bias, eps)
+        ctx.save_for_backward(rows, mean, invstd, scale)
+        ctx.shape, ctx.dtype, ctx.group = x.shape, x.dtype, group
+        return norm.batch_norm_output(y, x.shape, x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        rows, mean, invstd, scale = ctx.saved_tensors
+        g = norm.batch_norm_rows(grad, rows.dtype)
+        # this rank's Σg (dL/dβ) and Σg x̂ (dL/dγ); the kernel's dL/dx would take local means
+        sum_g, sum_g_x_hat = np.empty_like(mean), np.empty_like(mean)
+        no_dx = np.empty((0, 0), rows.dtype)
+        batch_norm_backward(rows, g, mean, invstd, scale, True, no_dx, sum_g, sum_g_x_hat)
+        dx = None
+        if ctx.needs_input_grad[0]:
+            # dL/dx = a (g - Σg/m - x̂ Σg x̂/m), the sums and m over every rank
+            channels = rows.shape[0]
+            sums = np.concatenate([sum_g, sum_g_x_hat, [rows.shape[1]]]).astype(np.float64)
+            ctx.group.allreduce(sums)
+            m = sums[-1]
+            mean_g, mean_g_x_hat = sums[:channels, None] / m, sums[channels:-1, None] / m
+            x_hat = (rows - mean[:, None]) * invstd[:, None]
+            dx = scale[:, None] * (g - mean_g - x_hat * mean_g_x_hat)
+        return norm.batch_norm_grads(ctx, dx, sum_g, sum_g_x_hat)
+
+
+def sync_batch_norm_twin(x, running_mean, running_var, weight, bias, momentum, eps, group):
+    """The composed twin of ``SyncBatchNormFunction``: μ = Σx / m and v = Σ(x - μ)² / m, each
+    sum over every rank (``AllReduceFunction``), then ``tinynet.reference.batch_norm``
+    normalising with them, so autograd differentiates through both sums on every rank."""
+    axes = (0,) + tuple(range(2, x.ndim))
+    m = float(group.allreduce(np.array([x.size // x.shape[1]], np.float64))[0])
+    mean = AllReduceFunction.apply(F.sum(x, axes), group=group) / m
+    centred = x - F.reshape(mean, (1, -1) + (1,) * (x.ndim - 2))
+    var = AllReduceFunction.apply(F.sum(centred * centred, axes), group=group) / m
+    norm.update_running_statistics(running_mean, running_var, mean.data, var.data, m, momentum)
+    return reference.batch_norm(x, mean, var, weight, bias, training=False, eps=eps)
+
+
+def sync_batch_norm(
+    input,  # noqa: A002
+    running_mean,
+    running_var,
+    weight=None,
+    bias=None,
+    training: bool = False,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+    *,
+    group: ProcessGroup,
+) -> Tensor:
+    """``tinynet.functional.batch_norm`` of one part of a batch split over ``group``'s ranks:
+    training normalises with the whole batch's statistics (``SyncBatchNormFunction``), and every
+    rank must call it at the same point (it runs collectives). Evaluation, or a group of one
+    process, is ``F.batch_norm`` itself. Inside ``tinynet.use_reference()`` it runs its
+    composed twin, ``sync_batch_norm_twin``, as every fused op does."""
+    if not training or group.size == 1:
+        return F.batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
+    x = as_tensor(input)
+    norm.check_batch_norm_args(x, running_mean, running_var, weight, bias, training, momentum, eps)
+    running = dict(
+        running_mean=norm.running_array(running_mean),
+        running_var=norm.running_array(running_var),
+        momentum=float(momentum),
+        eps=float(eps),
+        group=group,
+    )
+    if reference.is_reference_enabled():
+        return sync_batch_norm_twin(x, weight=weight, bias=bias, **running)
+    return SyncBatchNormFunction.apply(x, weight, bias, **running)
+
+
+class SyncBatchNorm2d(nn.BatchNorm2d):
+    """``nn.BatchNorm2d`` whose training normalises with the statistics of the whole batch split
+    over ``process_group``'s ranks (``sync_batch_norm``), as PyTorch's SyncBatchNorm; in eval
+    mode it is BatchNorm2d. Every rank runs it at the same point of its forward (it runs
+    collectives). The state and its names are BatchNorm2d's, so a checkpoint loads into either.
+
+    process_group: the ranks; None: ``world()``, the ranks this process was launched with.
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        process_group: ProcessGroup | None = None,
+        dtype=np.float32,
+    ):
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, dtype)
+        self.process_group = process_group
+
+    def forward(self, x):
+        arguments = self._batch_norm_arguments(x)
+        if not self.training:  # batch statistics (no running ones) of this rank's part, as PyTorch
+            return F.batch_norm(x, **arguments)
+        group = world() if self.process_group is None else self.process_group
+        return sync_batch_norm(x, **arguments, group=group)
+
+
+def convert_sync_batchnorm(module: nn.Module, group: ProcessGroup | None = None) -> nn.Module:
+    """Replace every BatchNorm2d in ``module`` by a ``SyncBatchNorm2d`` over ``group`` (None:
+    ``world()``) under the same name, holding the same parameters and buffers (an optimiser made
+    before keeps training them) in the same mode, as PyTorch's
+    ``SyncBatchNorm.convert_sync_batchnorm``. Returns ``module``, or its replacement if it is a
+    BatchNorm2d itself."""
+    if isinstance(module, SyncBatchNorm2d) or not isinstance(module, nn.BatchNorm2d):
+        for name, child in list(module.named_children()):
+            # in place: assigning the attribute would move the child to the end of the order
+            module._modules[name] = convert_sync_batchnorm(child, group)
+        return module
+    synced = SyncBatchNorm2d(
+        module.num_features, module.eps, module.momentum, module.affine,
+        module.track_running_stats, group,
+    )  # fmt: skip
+    for name, value in [*module._parameters.items(), *module._buffers.items()]:
+        setattr(synced, name, value)
+    return synced.train(module.training)
 
 
 class ShardedDraws:

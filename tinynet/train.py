@@ -330,7 +330,7 @@ class Trainer:
         manual_seed(config.seed)
         self.model = build_model(config)
         if config.sync_batchnorm:
-            distributed.sync_batchnorm(self.model, self.group)
+            self.model = distributed.convert_sync_batchnorm(self.model, self.group)
         self.parallel = distributed.DataParallel(self.group, self.model, not config.sync_batchnorm)
         self.normalize = T.Normalize(config.mean, config.std)
         self.loader = DataLoader(

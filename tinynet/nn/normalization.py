@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
 from tinynet import functional as F
 from tinynet.nn.module import Module, Parameter
-from tinynet.ops import norm
 
 
 class LocalResponseNorm(Module):
@@ -32,9 +29,6 @@ class BatchNorm2d(Module):
     State, with PyTorch's names: ``weight`` (γ) and ``bias`` (β) if affine; buffers
     ``running_mean``, ``running_var`` and ``num_batches_tracked`` if track_running_stats.
     momentum=None uses the cumulative average 1/num_batches_tracked, as PyTorch.
-    process_group: None, or a ``tinynet.distributed.ProcessGroup`` whose ranks each hold part of
-    the batch: training then normalises with the whole batch's statistics (PyTorch's
-    SyncBatchNorm; set by ``tinynet.distributed.sync_batchnorm``).
     """
 
     def __init__(
@@ -59,27 +53,26 @@ class BatchNorm2d(Module):
             self.register_buffer("running_mean", np.zeros(num_features, dtype=dtype))
             self.register_buffer("running_var", np.ones(num_features, dtype=dtype))
             self.register_buffer("num_batches_tracked", np.zeros((), dtype=np.int64))
-        self.process_group = None
 
     def forward(self, x):
+        return F.batch_norm(x, **self._batch_norm_arguments(x))
+
+    def _batch_norm_arguments(self, x) -> dict:
+        """The arguments of ``F.batch_norm`` but the input for this call on ``x``; counts the
+        batch in ``num_batches_tracked`` when training with running statistics."""
         if x.ndim != 4:
             raise ValueError(f"BatchNorm2d: input must be 4-D (N, C, H, W); got shape {x.shape}")
-        use_batch_stats = self.training or not self.track_running_stats
         momentum = self.momentum
         if self.training and self.track_running_stats:
             self.num_batches_tracked += 1
             if momentum is None:
                 momentum = 1.0 / float(self.num_batches_tracked)
-        batch_norm = F.batch_norm
-        if self.process_group is not None:
-            batch_norm = functools.partial(norm.sync_batch_norm, group=self.process_group)
-        return batch_norm(
-            x,
-            self.running_mean if self.track_running_stats else None,
-            self.running_var if self.track_running_stats else None,
-            self.weight,
-            self.bias,
-            training=use_batch_stats,
+        return dict(
+            running_mean=self.running_mean if self.track_running_stats else None,
+            running_var=self.running_var if self.track_running_stats else None,
+            weight=self.weight,
+            bias=self.bias,
+            training=self.training or not self.track_running_stats,  # batch statistics
             momentum=0.0 if momentum is None else momentum,
             eps=self.eps,
         )

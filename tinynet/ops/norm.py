@@ -20,19 +20,6 @@ from tinynet.ops._args import check_float, check_ndim
 from tinynet.ops.layout import channel_rows, from_channel_rows
 from tinynet.tensor import Tensor, as_tensor
 
-def _rows(a: np.ndarray) -> np.ndarray:
-    """(N, C) or (N, C, H, W) as a C-contiguous (C, m) matrix of channel rows (a view where
-    possible)."""
-    return np.ascontiguousarray(a.T) if a.ndim == 2 else channel_rows(a)
-
-
-def _from_rows(rows: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """The inverse of ``_rows`` for an array of ``shape``."""
-    if len(shape) == 2:
-        return rows.T
-    n, _, h, w = shape
-    return from_channel_rows(rows, n, h, w)
-
 
 class LocalResponseNormFunction(Function):
     """Local response normalisation across channels, as ``torch.nn.functional.local_response_norm``.
@@ -103,95 +90,90 @@ class BatchNormFunction(Function):
     (``tinynet.kernels.batchnorm``). float32 and float64 run as such (the backward's sums in
     float64); other float dtypes run in float64.
     Reference twin: ``tinynet.reference.batch_norm``.
-
-    Synchronised (``group``, a ``tinynet.distributed.ProcessGroup``; training only): the batch
-    is split over the group's ranks and the m values of a channel are all of them. The forward
-    allreduces each channel's Σx, Σx² and count, so μ = Σx / m and v = Σx² / m - μ²; the backward
-    allreduces Σg and Σg x̂ before dL/dx. dL/dγ and dL/dβ stay this rank's own sums: the
-    gradient allreduce adds them up.
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, running_mean, running_var, training, momentum, eps,
-                group=None):  # fmt: skip
-        dtype = x.dtype if x.dtype in KERNEL_DTYPES else np.dtype(np.float64)
-        rows = _rows(x).astype(dtype, copy=False)  # float16 and long double: in float64
+    def forward(ctx, x, weight, bias, running_mean, running_var, training, momentum, eps):
+        rows = batch_norm_rows(x)  # (C, m)
         if training:
-            mean, var = _batch_statistics(rows, running_mean, running_var, momentum, group)
+            # μ and v rounded exactly as NumPy's mean and var: the float32 GoogLeNet test then
+            # breaks a max-pool near-tie (values 3e-8 apart) as PyTorch's float32 does; a
+            # float64-accumulating kernel rounds differently and flips it.
+            mean, var = np.empty(len(rows), rows.dtype), np.empty(len(rows), rows.dtype)
+            batch_statistics(rows, mean, var)
+            update_running_statistics(running_mean, running_var, mean, var, rows.shape[1], momentum)
         else:
-            mean, var = running_mean.astype(dtype), running_var.astype(dtype)
-        invstd = 1 / np.sqrt(var + eps)  # 1/σ
+            mean, var = running_mean.astype(rows.dtype), running_var.astype(rows.dtype)
         # y = γ x̂ + β = x·a + b, a = γ/σ, b = β - μ a
-        scale = (invstd if weight is None else invstd * weight).astype(dtype, copy=False)
-        shift = -mean * scale if bias is None else (bias - mean * scale).astype(dtype, copy=False)
-        y = np.empty_like(rows)
-        batch_norm_apply(rows, scale, shift, y)
+        y, invstd, scale = normalize_rows(rows, mean, var, weight, bias, eps)
         ctx.save_for_backward(rows, mean, invstd, scale)
         ctx.shape, ctx.dtype, ctx.training = x.shape, x.dtype, training
-        ctx.group = group if training else None
-        return _from_rows(y.astype(x.dtype, copy=False), x.shape)
+        return batch_norm_output(y, x.shape, x.dtype)
 
     @staticmethod
     def backward(ctx, grad):
         rows, mean, invstd, scale = ctx.saved_tensors
-        g = _rows(grad)
-        if g.dtype != rows.dtype:
-            g = g.astype(rows.dtype)
+        g = batch_norm_rows(grad, rows.dtype)
         # dL/dβ = Σ g,  dL/dγ = Σ g x̂,  dL/dx = a (g - mean(g) - x̂ mean(g x̂)) (training)
         sum_g, sum_g_x_hat = np.empty_like(mean), np.empty_like(mean)
-        wants_x = ctx.needs_input_grad[0]
-        dx = np.empty_like(rows) if wants_x else np.empty((0, 0), rows.dtype)
-        if ctx.group is None:
-            batch_norm_backward(rows, g, mean, invstd, scale, ctx.training, dx, sum_g, sum_g_x_hat)
-        else:
-            empty = np.empty((0, 0), rows.dtype)
-            batch_norm_backward(rows, g, mean, invstd, scale, True, empty, sum_g, sum_g_x_hat)
-            if wants_x:
-                _synced_input_grad(ctx.group, rows, g, mean, invstd, scale, sum_g, sum_g_x_hat, dx)
-        dtype = ctx.dtype
-        grad_x = _from_rows(dx.astype(dtype, copy=False), ctx.shape) if wants_x else None
-        grad_weight = sum_g_x_hat.astype(dtype, copy=False) if ctx.needs_input_grad[1] else None
-        grad_bias = sum_g.astype(dtype, copy=False) if ctx.needs_input_grad[2] else None
-        return grad_x, grad_weight, grad_bias
+        dx = np.empty_like(rows) if ctx.needs_input_grad[0] else np.empty((0, 0), rows.dtype)
+        batch_norm_backward(rows, g, mean, invstd, scale, ctx.training, dx, sum_g, sum_g_x_hat)
+        return batch_norm_grads(ctx, dx, sum_g, sum_g_x_hat)
 
 
-def _batch_statistics(rows, running_mean, running_var, momentum, group=None):
-    """The batch's mean μ and biased variance v of each channel row (over ``group``'s ranks if
-    given); the running statistics, if given, move towards μ and the unbiased variance by
-    ``momentum``, in place."""
-    if group is None:
-        # Rounded exactly as NumPy's mean and var: the float32 GoogLeNet test then breaks a
-        # max-pool near-tie (values 3e-8 apart) as PyTorch's float32 does; a float64-accumulating
-        # kernel rounds differently and flips it.
-        m = rows.shape[1]
-        mean, var = np.empty(len(rows), rows.dtype), np.empty(len(rows), rows.dtype)
-        batch_statistics(rows, mean, var)
-    else:
-        channels, wide = rows.shape[0], rows.astype(np.float64, copy=False)
-        sums = np.concatenate([wide.sum(axis=1), (wide * wide).sum(axis=1), [wide.shape[1]]])
-        group.allreduce(sums)  # Σx, Σx², m over every rank's rows
-        m = sums[-1]
-        mean64 = sums[:channels] / m
-        var64 = np.maximum(sums[channels:-1] / m - mean64 * mean64, 0.0)
-        mean, var = mean64.astype(rows.dtype), var64.astype(rows.dtype)
+# The steps of BatchNorm that do not depend on where μ and v come from: public, so that an op
+# that computes them otherwise (synchronised BatchNorm) runs the same steps on the same kernels.
+
+
+def batch_norm_rows(a: np.ndarray, dtype=None) -> np.ndarray:
+    """(N, C) or (N, C, H, W) ``a`` as the C-contiguous (C, m) matrix of channel rows (a view
+    where possible) in ``dtype``; by default a's own if the kernels take it (float32, float64),
+    else float64."""
+    if dtype is None:
+        dtype = a.dtype if a.dtype in KERNEL_DTYPES else np.dtype(np.float64)
+    rows = np.ascontiguousarray(a.T) if a.ndim == 2 else channel_rows(a)
+    return rows.astype(dtype, copy=False)
+
+
+def batch_norm_output(rows: np.ndarray, shape: tuple[int, ...], dtype) -> np.ndarray:
+    """The inverse of ``batch_norm_rows``: (C, m) ``rows`` as an array of ``shape`` and
+    ``dtype``."""
+    rows = rows.astype(dtype, copy=False)
+    if len(shape) == 2:
+        return rows.T
+    n, _, h, w = shape
+    return from_channel_rows(rows, n, h, w)
+
+
+def update_running_statistics(running_mean, running_var, mean, var, m, momentum) -> None:
+    """Move the running statistics (None: nothing to do) towards the batch's mean μ and the
+    unbiased variance v · m / (m - 1) by ``momentum``, in place."""
     if running_mean is not None:
         running_mean[...] = momentum * mean + (1 - momentum) * running_mean
         running_var[...] = momentum * var * (m / (m - 1)) + (1 - momentum) * running_var
-    return mean, var
 
 
-def _synced_input_grad(group, rows, g, mean, invstd, scale, sum_g, sum_g_x_hat, dx):
-    """dL/dx = a (g - Σg/m - x̂ Σg x̂/m) into dx, the sums and m over every rank of ``group``."""
-    channels = rows.shape[0]
-    sums = np.concatenate([sum_g, sum_g_x_hat, [rows.shape[1]]]).astype(np.float64)
-    group.allreduce(sums)
-    m = sums[-1]
-    mean_g, mean_g_x_hat = sums[:channels, None] / m, sums[channels:-1, None] / m
-    x_hat = (rows - mean[:, None]) * invstd[:, None]
-    dx[...] = scale[:, None] * (g - mean_g - x_hat * mean_g_x_hat)
+def normalize_rows(rows, mean, var, weight, bias, eps):
+    """y = γ (x - μ) / σ + β on the (C, m) ``rows``, computed as x·a + b: returns (y, 1/σ, a)."""
+    invstd = 1 / np.sqrt(var + eps)  # 1/σ
+    scale = (invstd if weight is None else invstd * weight).astype(rows.dtype, copy=False)
+    shift = -mean * scale if bias is None else (bias - mean * scale).astype(rows.dtype, copy=False)
+    y = np.empty_like(rows)
+    batch_norm_apply(rows, scale, shift, y)
+    return y, invstd, scale
 
 
-def _array(stat):
+def batch_norm_grads(ctx, dx, sum_g, sum_g_x_hat):
+    """(dL/dx, dL/dγ, dL/dβ) in the input's dtype, from the (C, m) ``dx`` and the sums Σ g x̂ and
+    Σ g; None for each input that needs no gradient."""
+    wants_x, wants_weight, wants_bias = ctx.needs_input_grad[:3]
+    grad_x = batch_norm_output(dx, ctx.shape, ctx.dtype) if wants_x else None
+    grad_weight = sum_g_x_hat.astype(ctx.dtype, copy=False) if wants_weight else None
+    grad_bias = sum_g.astype(ctx.dtype, copy=False) if wants_bias else None
+    return grad_x, grad_weight, grad_bias
+
+
+def running_array(stat):
     """A running statistic's array, which the op updates in place (a Tensor's ``.data``)."""
     return stat.data if isinstance(stat, Tensor) else stat
 
@@ -242,43 +224,21 @@ def batch_norm(
     momentum: the weight of the batch statistic in the running update, in [0, 1].
     eps: > 0, added to the variance (torchvision's GoogLeNet uses 0.001).
     """
-    return sync_batch_norm(
-        input, running_mean, running_var, weight, bias, training, momentum, eps, group=None
-    )
-
-
-def sync_batch_norm(
-    input,
-    running_mean,
-    running_var,
-    weight=None,
-    bias=None,
-    training: bool = False,
-    momentum: float = 0.1,
-    eps: float = 1e-5,
-    *,
-    group,
-) -> Tensor:
-    """``batch_norm`` of one part of a batch split over ``group``'s ranks (a
-    ``tinynet.distributed.ProcessGroup``), training with the whole batch's statistics
-    (PyTorch's SyncBatchNorm); group None: ``batch_norm``. The math is in
-    ``BatchNormFunction``."""
     x = as_tensor(input)
-    _check_batch_norm_args(x, running_mean, running_var, weight, bias, training, momentum, eps)
+    check_batch_norm_args(x, running_mean, running_var, weight, bias, training, momentum, eps)
     return BatchNormFunction.apply(
         x,
         weight,
         bias,
-        running_mean=_array(running_mean),
-        running_var=_array(running_var),
+        running_mean=running_array(running_mean),
+        running_var=running_array(running_var),
         training=bool(training),
         momentum=float(momentum),
         eps=float(eps),
-        group=group,
     )
 
 
-def _check_batch_norm_args(x, running_mean, running_var, weight, bias, training, momentum, eps):
+def check_batch_norm_args(x, running_mean, running_var, weight, bias, training, momentum, eps):
     """Raise the first problem with ``batch_norm``'s arguments, naming it."""
     op = "batch_norm"
     check_float(x.dtype, "input", op)
