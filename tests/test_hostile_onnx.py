@@ -294,9 +294,24 @@ CASES = {
         model([node("Flatten", ["x"], ["y"], name="flatten")]),
         ": the model gives scores of shape (1, 192) for 1 images of 10 classes",
     ),
+    "a NaN weight": (
+        model(CLASSIFIER[1:], [tensor("fc.weight", np.full((CLASSES, 192), np.nan))]),
+        ": initializer 'fc.weight' holds NaN values",
+    ),
+    "infinite scores": (
+        model(
+            [
+                node("Flatten", ["x"], ["flat"]),
+                node("Gemm", ["flat", "fc.weight"], ["scores"], transB=1),
+                node("Div", ["scores", "zero"], ["y"], name="divide"),
+            ],
+            [*WEIGHTS, tensor("zero", [0.0])],
+        ),
+        ": the model gives NaN or infinite scores for ",
+    ),
 }
 # Refused by predict once the model has run, not by the import.
-NOT_IMPORT_ERRORS = {"a declared output that lies"}
+NOT_IMPORT_ERRORS = {"a declared output that lies", "infinite scores"}
 # 40 Concats of 96 bytes each that double the image each time: memory runs out in a node.
 OUT_OF_MEMORY = "activations that double 40 times"
 CASES[OUT_OF_MEMORY] = (

@@ -87,11 +87,14 @@ def predict_files(
     model, config = load(path)
     mode = "L" if config.channels == 1 else "RGB"
     batch = np.stack([read_image(f, config.input_size, mode) for f in files])
-    with no_grad():
+    with no_grad(), np.errstate(all="ignore"):  # a NaN or inf is refused below, in one line
         logits = model(T.Normalize(config.mean, config.std)(batch)).data
     if logits.shape != (len(files), len(config.classes)):  # an ONNX file's declared shape lied
         raise ValueError(f"{path}: the model gives scores of shape {logits.shape} for "
                          f"{len(files)} images of {len(config.classes)} classes")  # fmt: skip
+    if not np.isfinite(logits).all():
+        raise ValueError(f"{path}: the model gives NaN or infinite scores for "
+                         f"{files[int(np.nonzero(~np.isfinite(logits))[0][0])]}")  # fmt: skip
     probabilities = average_softmax(logits[None])
     results = []
     for file, row in zip(files, probabilities):

@@ -58,6 +58,10 @@ def check_bounds(proto: onnx.ModelProto, fail) -> None:
     if len(proto.metadata_props) > MAX_METADATA:
         fail(f"{len(proto.metadata_props):,} metadata entries; tinynet reads at most "
              f"{MAX_METADATA:,}")  # fmt: skip
+    for entry in proto.metadata_props:
+        _check_name(entry.key, "a metadata entry", fail)
+        if not isinstance(entry.value, str):
+            fail(f"metadata entry {entry.key!r} holds text that is not UTF-8")
     totals = dict.fromkeys(("node", "initializer", "node input and output", "attribute value"), 0)
     graphs = [proto.graph]
     while graphs:
@@ -89,6 +93,8 @@ def _count(totals: dict, what: str, more: int, limit: int, fail) -> None:
 
 
 def _check_name(name: str, where: str, fail) -> None:
+    if not isinstance(name, str):  # protobuf hands out text that is not UTF-8 as bytes
+        fail(f"{where} has a name that is not UTF-8 text ({bytes(name[:40])!r})")
     if len(name) > MAX_NAME_LENGTH:
         fail(f"{where} has a name of {len(name):,} characters ({name[:40]!r}...); tinynet "
              f"reads names of at most {MAX_NAME_LENGTH:,}")  # fmt: skip
@@ -111,7 +117,7 @@ def _check_tensor(tensor: TensorProto, where: str, fail) -> None:
 def _check_node(node: onnx.NodeProto, index: int, totals: dict, fail) -> list:
     """Check one node's names, output and attributes; its subgraphs (an If's branches)."""
     names = (node.name, node.op_type, node.domain, *node.input, *node.output)
-    if max(map(len, names)) > MAX_NAME_LENGTH:
+    if not all(isinstance(name, str) and len(name) <= MAX_NAME_LENGTH for name in names):
         for name in names:
             _check_name(name, node_label(node, index), fail)
     _count(totals, "node input and output", len(node.input) + len(node.output),
@@ -191,6 +197,8 @@ def run_checker(proto: onnx.ModelProto, fail) -> None:
     attribute types, single assignment, opsets; ``fail(problem)`` names the node it was on."""
     try:
         onnx.checker.check_model(without_data(proto))
+    except UnicodeDecodeError:  # the checker's message quotes a text field that is not UTF-8
+        fail("not a valid ONNX model: it holds text that is not UTF-8")
     except onnx.checker.ValidationError as error:
         lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
         problem = lines[0] if lines else "invalid"

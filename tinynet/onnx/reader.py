@@ -278,6 +278,8 @@ class OnnxModule(nn.Module):
 
     def _add_initializer(self, tensor: TensorProto, statistic: bool) -> None:
         array = self._array(tensor, f"initializer {tensor.name!r}", external=True)
+        if array.dtype.kind == "f" and array.size and np.isnan(array.min()):  # min keeps NaN
+            self.fail(f"initializer {tensor.name!r} holds NaN values")
         if array.dtype != np.float32 or array.ndim == 0:  # 0-d: a scalar the exporter lifted
             self._constants[tensor.name] = array
             return
