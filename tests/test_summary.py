@@ -4,6 +4,7 @@ import re
 
 import pytest
 
+from tinynet import nn
 from tinynet.models import Inception, googlenet_paper, googlenet_small
 from tinynet.summary import summary
 
@@ -131,3 +132,27 @@ def test_a_bare_inception_block_is_costed_like_the_same_block_inside_the_network
     assert row.macs == result.total_macs
     assert round(row.macs / 1e6, 1) == 304.3
     assert round(row.naive_macs / 1e6, 1) == 854.2
+
+
+def test_any_block_that_defines_a_naive_cost_gets_a_row_from_it():
+    """summary asks the block (``naive_cost``), so a block it has never heard of is costed too,
+    on the input it gets, and a block without the method gets no row."""
+
+    class Widened(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(4, 8, 3, padding=1)
+
+        def forward(self, x):
+            return self.conv(x)
+
+        def naive_cost(self, input_shape):
+            channels, height, width = input_shape
+            return height * width * channels * 9 * 16, 7
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), Widened(), nn.Sequential(nn.ReLU()))
+    result = summary(model, (3, 5, 6))
+    (row,) = result.bottlenecks
+    assert (row.name, row.input_shape) == ("1", (4, 5, 6))
+    assert (row.macs, row.params) == (5 * 6 * 4 * 9 * 8, 8 * 4 * 9 + 8)
+    assert (row.naive_macs, row.naive_params) == (5 * 6 * 4 * 9 * 16, 7)

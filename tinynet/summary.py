@@ -5,15 +5,11 @@ Multiply-adds count the convolutions and fully connected layers, as the GoogLeNe
 table does: a Conv2d costs out_elements · in_channels · kh · kw, a Linear out_elements ·
 in_features; pooling, normalisation and ReLU are not counted.
 
-Each Inception block is also costed without its 1x1 reductions (section 4 of the paper): the
-naive block applies its 1x1, 3x3 and 5x5 convolutions to the full input depth C and passes the
-pool's C channels through, so on an H x W input it costs
-
-    H · W · C · (ch1x1 + 9 · ch3x3 + 25 · ch5x5)
-
-multiply-adds: 854M for 128, 192 and 96 filters on 28 x 28 x 256, against the 304M of
-inception3b, which reduces to 128 and 32 channels before its 3x3 and 5x5 and projects the pool
-to 64.
+Each block that defines ``naive_cost(input_shape) -> (multiply-adds, parameters)`` is also
+costed as that method says, beside its cost as built: GoogLeNet's ``Inception`` without its 1x1
+reductions (section 4 of the paper), 854M multiply-adds on inception3b's 28 x 28 x 256 input
+against the 304M of the block as built, which reduces to 128 and 32 channels before its 3x3 and
+5x5 and projects the pool to 64.
 """
 
 from __future__ import annotations
@@ -23,7 +19,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from tinynet.function import no_grad
-from tinynet.models.googlenet import Inception
 from tinynet.nn import Conv2d, Linear, Module
 
 
@@ -38,7 +33,7 @@ class SummaryRow:
 
 @dataclass
 class BottleneckRow:
-    """An Inception block's cost per image as built (with its 1x1 reductions) and naive."""
+    """A block's cost per image as built (with its 1x1 reductions) and naive (``naive_cost``)."""
 
     name: str
     input_shape: tuple[int, int, int]  # C, H, W
@@ -57,7 +52,7 @@ class Summary:
     total_params: int
     inference_params: int  # parameters of the layers that ran
     total_macs: int  # per image
-    bottlenecks: list[BottleneckRow]  # the Inception blocks that ran
+    bottlenecks: list[BottleneckRow]  # the blocks with a naive_cost that ran
 
     def __str__(self) -> str:
         return "\n".join([self._layers_table(), *self._bottleneck_table()])
@@ -144,25 +139,6 @@ def _macs(module: Module, output) -> int:
     return 0
 
 
-def naive_inception_cost(block: Inception, input_shape) -> tuple[int, int]:
-    """(multiply-adds per image, parameters) of ``block`` without its 1x1 reductions, on an
-    input of ``input_shape`` (C, H, W): branch1's 1x1 as built; in branches 2 and 3 the
-    convolution after the reduction takes the full depth C (any later one is unchanged); the
-    pool's C channels pass through unprojected. Each convolution keeps its bias or BatchNorm."""
-    channels, height, width = input_shape
-    layers = [(block.branch1, channels)]
-    for branch in (block.branch2, block.branch3):
-        first, *rest = list(branch)[1:]  # [0] is the 1x1 reduction
-        layers += [(first, channels), *((layer, layer.conv.in_channels) for layer in rest)]
-    macs = params = 0
-    for layer, depth in layers:
-        kh, kw = layer.conv.kernel_size
-        weights = depth * kh * kw * layer.conv.out_channels
-        macs += height * width * weights  # stride 1, padded: the output is H x W
-        params += weights + sum(p.size for p in layer.parameters()) - layer.conv.weight.size
-    return macs, params
-
-
 def summary(model: Module, input_shape, depth: int = 1, dtype=np.float32) -> Summary:
     """Tabulate ``model``'s modules down to ``depth`` levels (1: its direct children, such as
     GoogLeNet's stem layers and whole Inception blocks).
@@ -222,10 +198,10 @@ def summary(model: Module, input_shape, depth: int = 1, dtype=np.float32) -> Sum
     bottlenecks = [
         BottleneckRow(
             name, inputs_of[name], macs(name), sum(p.size for p in module.parameters()),
-            *naive_inception_cost(module, inputs_of[name]),
+            *module.naive_cost(inputs_of[name]),
         )  # fmt: skip
         for name, module in named
-        if isinstance(module, Inception) and name in outputs
+        if hasattr(module, "naive_cost") and name in outputs
     ]
     # A parameter is used at inference if the module that owns it ran.
     inference_params = sum(

@@ -200,6 +200,27 @@ class Inception(nn.Module):
         # N x (ch1x1 + ch3x3 + ch5x5 + pool_proj) x H x W
         return F.cat(branches, dim=1)
 
+    def naive_cost(self, input_shape) -> tuple[int, int]:
+        """(multiply-adds per image, parameters) of this block without its 1x1 reductions
+        (section 4 of the paper), on an input of ``input_shape`` (C, H, W): branch1's 1x1 as
+        built; in branches 2 and 3 the convolution after the reduction takes the full depth C
+        (any later one is unchanged); the pool's C channels pass through unprojected. Each
+        convolution keeps its bias or BatchNorm. For 128, 192 and 96 filters on 28 x 28 x 256:
+            H · W · C · (ch1x1 + 9 · ch3x3 + 25 · ch5x5) = 854M multiply-adds.
+        ``tinynet.summary`` reports it beside the block's cost as built."""
+        channels, height, width = input_shape
+        layers = [(self.branch1, channels)]
+        for branch in (self.branch2, self.branch3):
+            first, *rest = list(branch)[1:]  # [0] is the 1x1 reduction
+            layers += [(first, channels), *((layer, layer.conv.in_channels) for layer in rest)]
+        macs = params = 0
+        for layer, depth in layers:
+            kh, kw = layer.conv.kernel_size
+            weights = depth * kh * kw * layer.conv.out_channels
+            macs += height * width * weights  # stride 1, padded: the output is H x W
+            params += weights + sum(p.size for p in layer.parameters()) - layer.conv.weight.size
+        return macs, params
+
 
 class InceptionAux(nn.Module):
     """An auxiliary classifier: pool to 4x4 -> 1x1 conv (128) -> FC 1024 + ReLU -> dropout
