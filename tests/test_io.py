@@ -1,6 +1,8 @@
 """tinynet.save / tinynet.load: round trips, atomic writes, and clear errors for bad files."""
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -118,6 +120,92 @@ def test_a_stray_temporary_of_a_killed_save_is_removed_by_the_next_one(tmp_path)
     other.write_bytes(b"PK half")
     save({"v": np.ones(2)}, path)
     assert sorted(p.name for p in tmp_path.iterdir()) == [other.name, "w.npz"]
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o640, 0o444], ids=oct)
+def test_a_save_keeps_the_permissions_of_the_file_it_replaces(tmp_path, mode):
+    path = tmp_path / "w.npz"
+    save({"v": np.ones(1)}, path)
+    path.chmod(mode)
+    save({"v": np.zeros(2)}, path)
+    assert path.stat().st_mode & 0o777 == mode
+    assert load(path)["v"].tolist() == [0.0, 0.0]
+
+
+# Holds an fcntl lock on argv[1], as a save does on its temporary file, until stdin closes.
+HOLD_LOCK = """
+import fcntl, os, sys
+handle = os.open(sys.argv[1], os.O_RDWR)
+fcntl.lockf(handle, fcntl.LOCK_EX)
+print("held", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_the_sweep_removes_only_temporaries_whose_writer_is_gone(tmp_path):
+    """A writer is gone when the process its temporary's name records is not running and no
+    process holds the file's lock (a writer on another machine, or in another PID namespace)."""
+    path = tmp_path / "w.npz"
+    gone = 2**22 + 1  # above Linux's largest process id: no such process
+    dead = tmp_path / f".w.npz.{gone}.abc123de.tmp"
+    alive = tmp_path / f".w.npz.{os.getppid()}.abc123de.tmp"  # a process that runs
+    locked = tmp_path / f".w.npz.{gone + 1}.abc123de.tmp"
+    for stray in (dead, alive, locked):
+        stray.write_bytes(b"PK half")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(locked)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline() == "held\n"
+        save({"v": np.ones(2)}, path)
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+            [alive.name, locked.name, path.name]
+        )
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    save({"v": np.ones(2)}, path)  # its lock gone with its holder, the file is stray now
+    assert sorted(p.name for p in tmp_path.iterdir()) == [alive.name, path.name]
+
+
+# Saves argv[2] times to argv[1], after a line on stdin, and prints how many failed.
+SAVE_MANY = """
+import sys
+import numpy as np
+from tinynet.io import load, save
+sys.stdin.readline()
+failed = 0
+for step in range(int(sys.argv[2])):
+    try:
+        save({"step": step, "v": np.full(4096, step)}, sys.argv[1])
+    except Exception as error:
+        failed += 1
+        print(type(error).__name__, error, file=sys.stderr)
+print(failed)
+"""
+
+
+def test_saves_racing_from_several_processes_all_land(tmp_path):
+    path = tmp_path / "w.npz"
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", SAVE_MANY, str(path), "100"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for _ in range(3)
+    ]
+    for writer in writers:
+        writer.stdin.write("go\n")
+        writer.stdin.flush()
+    for writer in writers:
+        out, err = writer.communicate(timeout=300)
+        assert (writer.returncode, out.strip()) == (0, "0"), err
+    assert load(path)["step"] == 99
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
 
 
 def test_complex_arrays_a_top_level_list_and_deep_nesting_are_refused_by_name(tmp_path):

@@ -10,7 +10,7 @@ version, the tree of keys, and every non-array value.
 
 The write is atomic: the archive is written to a temporary file beside the target, flushed to
 disk, then renamed over it, so a crash or Ctrl-C never leaves a half-written file under the
-final name.
+final name. A file saved over keeps its permissions (a 0600 checkpoint stays 0600).
 
 The read trusts nothing in the file: before anything is allocated, each entry's size in the zip
 directory must agree with its .npy header (shape x itemsize) and be one its compression can
@@ -20,10 +20,12 @@ deflated one); the data is then streamed into an array of exactly that size, and
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import json
 import math
 import os
+import stat
 import tempfile
 import zipfile
 from contextlib import contextmanager
@@ -99,28 +101,80 @@ def _umask() -> int:
     return current
 
 
+def _mode_of_new(path: Path) -> int:
+    """The permissions a save gives ``path``: those of the file it replaces, else the usual
+    ones for the umask (0644-like; mkstemp makes 0600)."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode) & 0o777
+    except FileNotFoundError:
+        return 0o666 & ~_umask()
+
+
 @contextmanager
 def atomic_write(path, mode: str = "wb"):
     """Open a temporary file beside ``path`` for writing; when the block ends normally, flush
     it to disk and rename it over ``path``; if it raises (Ctrl-C included), delete it. Readers
-    see the old file or the new one, never a half-written one."""
+    see the old file or the new one, never a half-written one. ``path`` keeps its permissions.
+
+    The temporary file is named ``.NAME.PID.XXXXXXXX.tmp`` after its writer's process id and
+    locked (``fcntl.lockf``) while it is written, so that the sweep of stray temporaries that
+    follows each save removes only those whose writer is gone."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     prefix = f".{path.name}."
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=".tmp")
+    handle, temporary = tempfile.mkstemp(
+        dir=path.parent, prefix=f"{prefix}{os.getpid()}.", suffix=".tmp"
+    )
     try:
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; a saved file is 0644-like
+        fcntl.lockf(handle, fcntl.LOCK_EX)  # a new file: no one else holds it, no wait
+        os.chmod(temporary, _mode_of_new(path))
         with os.fdopen(handle, mode) as file:
             yield file
             file.flush()
             os.fsync(file.fileno())
-        os.replace(temporary, path)
+            os.replace(temporary, path)  # still locked: closing the file releases the lock
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
-    # What a save killed outright (SIGKILL, power loss) left behind would otherwise pile up.
-    for stale in path.parent.glob(f"{glob.escape(prefix)}*.tmp"):
-        stale.unlink(missing_ok=True)
+    for stray in path.parent.glob(f"{glob.escape(prefix)}*.tmp"):
+        _remove_if_abandoned(stray, prefix)
+
+
+def _remove_if_abandoned(stray: Path, prefix: str) -> None:
+    """Remove ``stray``, a temporary file of a save, if its writer is gone (killed outright by
+    SIGKILL or a power loss; the files would otherwise pile up): the process its name records
+    is not running here, and no process holds its lock (a writer on another machine sharing the
+    folder, or in another PID namespace). Names without a process id, from older versions,
+    are judged by the lock alone."""
+    recorded = stray.name[len(prefix) :].split(".")[0]
+    if recorded.isascii() and recorded.isdigit() and process_running(int(recorded)):
+        return
+    try:
+        handle = os.open(stray, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:  # gone already, a symlink, or unreadable: not ours to judge
+        return
+    try:
+        fcntl.lockf(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)  # fails while its writer holds it
+    except OSError:
+        os.close(handle)
+        return
+    try:
+        stray.unlink(missing_ok=True)
+    finally:
+        os.close(handle)
+
+
+def process_running(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (another user's included)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)  # signal 0: only the checks
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
 
 
 def check_writable_folder(folder, option: str = "folder") -> None:
