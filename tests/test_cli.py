@@ -110,6 +110,7 @@ def test_train_uses_the_models_recipe_under_the_options_given(tmp_path, capsys):
 @needs_sklearn
 def test_ctrl_c_exits_130_and_says_how_to_resume(tmp_path, capsys, monkeypatch):
     def interrupted(self):
+        self.save()  # a completed epoch
         raise KeyboardInterrupt
 
     monkeypatch.setattr(Trainer, "fit", interrupted)
@@ -194,9 +195,9 @@ def test_an_unknown_dataset_is_named(capsys):
 
 
 def test_a_bad_setting_is_named(capsys):
-    code, _, err = run(capsys, "train", "--epochs", "0")
+    code, _, err = run(capsys, "train", "--batch-size", "0")
     assert code == EXIT_ERROR
-    assert "epochs must be a positive int; got 0" in one_line_error(err, "train")
+    assert "batch_size must be a positive int; got 0" in one_line_error(err, "train")
 
 
 def test_a_checkpoint_that_is_not_a_run_is_refused(tmp_path, capsys):

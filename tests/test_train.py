@@ -222,7 +222,7 @@ def test_a_diverging_run_stops_with_advice(tmp_path, data):
         ("model", "resnet", "model must be one of"),
         ("optimizer", "lbfgs", "optimizer must be one of"),
         ("schedule", "poly", "schedule must be one of"),
-        ("epochs", 0, "epochs must be a positive int; got 0"),
+        ("epochs", 0, r"epochs must be an int in \[1, 1,000,000\]; got 0"),
         ("batch_size", 2.5, "batch_size must be a positive int; got 2.5"),
         ("lr", -0.1, "lr must be a finite number > 0; got -0.1"),
         ("warmup_epochs", 2, r"warmup_epochs must be in \[0, epochs\); got 2"),

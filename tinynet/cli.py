@@ -58,7 +58,7 @@ _SEED = _number(int, "an int >= 0", lambda value: value >= 0)
 def _train_parser(commands):
     from tinynet.data.datasets import BUILDERS
     from tinynet.models.registry import MODELS
-    from tinynet.train import DEFAULT_LR, OPTIMIZERS, SCHEDULES, TrainConfig
+    from tinynet.train import DEFAULT_LR, MAX_EPOCHS, OPTIMIZERS, SCHEDULES, TrainConfig
 
     default = {field.name: field.default for field in dataclasses.fields(TrainConfig)}
     p = commands.add_parser(
@@ -89,7 +89,11 @@ def _train_parser(commands):
     )
     g.add_argument("--image-size", type=int, help="image side in pixels (default: the dataset's)")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, help=f"number of epochs (default {default['epochs']})")
+    g.add_argument(
+        "--epochs",
+        type=_number(int, f"an int in [1, {MAX_EPOCHS:,}]", lambda value: 1 <= value <= MAX_EPOCHS),
+        help=f"number of epochs (default {default['epochs']})",
+    )
     g.add_argument(
         "--batch-size", type=int, help=f"images per step (default {default['batch_size']})"
     )
@@ -142,11 +146,22 @@ def _train_parser(commands):
     g.add_argument(
         "--seed", type=int, help=f"seed of every random choice (default {default['seed']})"
     )
-    g.add_argument("--out", dest="out_dir", help="output folder (default runs/<dataset>)")
     g.add_argument(
+        "--out",
+        dest="out_dir",
+        help="output folder (default runs/<dataset>); one run at a time writes there",
+    )
+    again = g.add_mutually_exclusive_group()
+    again.add_argument(
         "--resume",
         action="store_true",
         help="continue the run in --out from its checkpoint (to --epochs if given)",
+    )
+    again.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start a new run in an --out that holds one, replacing its checkpoint, metrics "
+        "and curves (without it, such a folder is refused)",
     )
     g.add_argument(
         "--max-batches", type=int, help="stop each epoch after this many batches (quick smoke runs)"
@@ -168,9 +183,12 @@ def _train_parser(commands):
 
 
 def _train(args) -> None:
+    import contextlib
+
     import numpy as np
 
-    from tinynet.train import TrainConfig, Trainer
+    from tinynet import distributed, io, run_folder
+    from tinynet.train import CHECKPOINT, RUN_FILES, TrainConfig, Trainer
 
     chosen = {
         name: value
@@ -179,38 +197,67 @@ def _train(args) -> None:
     }
     if chosen.get("ema_decay") == 0.0:
         chosen["ema_decay"] = None
-    if args.resume:
-        out_dir = Path(chosen.pop("out_dir", f"runs/{chosen.get('dataset', 'digits')}"))
-        epochs = chosen.pop("epochs", None)
-        if chosen:
-            raise ValueError(
-                f"--resume continues {out_dir} with the settings it was started with; drop "
-                f"{', '.join('--' + k.replace('_', '-') for k in chosen)} (only --out and "
-                f"--epochs may be given)"
-            )
-        trainer = Trainer.resume(out_dir, epochs)
-    else:
-        chosen.setdefault("out_dir", f"runs/{chosen.get('dataset', 'digits')}")
-        trainer = Trainer(TrainConfig.for_model(**chosen))
-    try:
-        # The trainer checks every loss for NaN and inf and stops with advice: NumPy's overflow
-        # warnings on the way there would only bury that one line.
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            history = trainer.fit()
-    except KeyboardInterrupt:
-        print(
-            f"\ninterrupted: {trainer.out_dir}/checkpoint.npz holds the last completed epoch; "
-            f"continue with: tinynet train --resume --out {trainer.out_dir}",
-            file=sys.stderr,
+    out_dir = Path(chosen.pop("out_dir", f"runs/{chosen.get('dataset', 'digits')}"))
+    epochs = chosen.pop("epochs", None) if args.resume else None
+    if args.resume and chosen:
+        raise ValueError(
+            f"--resume continues {out_dir} with the settings it was started with; drop "
+            f"{', '.join('--' + k.replace('_', '-') for k in chosen)} (only --out and "
+            f"--epochs may be given)"
         )
+    writer = distributed.world().rank == 0  # the rank that writes into out_dir
+    if writer:
+        io.check_writable_folder(out_dir, "out_dir")  # as Trainer says it, before the lock makes it
+    lock = run_folder.hold(out_dir) if writer else contextlib.nullcontext()
+    checkpoint, interrupted = out_dir / CHECKPOINT, False
+    with lock:  # one run at a time in out_dir, from here to its end
+        if writer and checkpoint.exists() and not (args.resume or args.overwrite):
+            raise FileExistsError(
+                f"--out {out_dir} already holds a run ({checkpoint}); continue it with --resume "
+                f"or replace it with --overwrite"
+            )
+        try:
+            if args.resume:
+                trainer = Trainer.resume(out_dir, epochs)
+            else:
+                trainer = Trainer(TrainConfig.for_model(**chosen, out_dir=str(out_dir)))
+                if writer and args.overwrite:  # the old run's files go once the new one is ready
+                    for name in RUN_FILES:
+                        (out_dir / name).unlink(missing_ok=True)
+            # The trainer checks every loss for NaN and inf and stops with advice: NumPy's
+            # overflow warnings on the way there would only bury that one line.
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                history = trainer.fit()
+        except BaseException as error:
+            if not _interrupted(error):
+                raise
+            interrupted = True
+    if interrupted:  # the lock let go first: a rank leaves without running any `finally`
+        print("\n" + _rank_named(_resume_hint(checkpoint, writer)), file=sys.stderr)
         _leave_if_parallel(EXIT_INTERRUPTED)
-        raise SystemExit(EXIT_INTERRUPTED) from None
-    if history and trainer.group.rank == 0:
+        raise SystemExit(EXIT_INTERRUPTED)
+    if history and writer:
         last = history[-1]
         print(
             f"test top-1 {100 * last['test_top1']:.2f}% after {last['epoch']} epochs; "
             f"checkpoint, metrics and curves in {trainer.out_dir}"
         )
+
+
+def _resume_hint(checkpoint: Path, writer: bool) -> str:
+    """What a run interrupted by Ctrl-C says: where it can be continued from, if anywhere (the
+    ranks that do not write say only that they stopped)."""
+    if not writer:
+        return "interrupted"
+    if not checkpoint.exists():
+        return (
+            f"interrupted before the first epoch's checkpoint was written: nothing to resume in "
+            f"{checkpoint.parent}"
+        )
+    return (
+        f"interrupted: {checkpoint} holds the last completed epoch; continue with: "
+        f"tinynet train --resume --out {checkpoint.parent}"
+    )
 
 
 def _evaluate_parser(commands):
@@ -567,18 +614,34 @@ def _leave_if_parallel(code: int) -> None:
     leave_if_parallel(code)
 
 
+def _interrupted(error: BaseException) -> bool:
+    """Whether Ctrl-C caused ``error``: a KeyboardInterrupt, or an error with one among its
+    causes and contexts (numba's dispatcher reports one raised while a kernel ran as
+    "SystemError: CPUDispatcher(...) returned a result with an exception set")."""
+    seen, chain = set(), [error]
+    while chain:
+        error = chain.pop()
+        if error is None or id(error) in seen:
+            continue
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        seen.add(id(error))
+        chain += [error.__cause__, error.__context__]
+    return False
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
     except SystemExit:
         raise
-    except KeyboardInterrupt:
-        print("\n" + _rank_named("interrupted"), file=sys.stderr)
-        _leave_if_parallel(EXIT_INTERRUPTED)
-        return EXIT_INTERRUPTED
-    except Exception as error:  # noqa: BLE001 - every failure becomes one readable line
-        if args.debug:
+    except BaseException as error:  # noqa: BLE001 - every failure becomes one readable line
+        if _interrupted(error):
+            print("\n" + _rank_named("interrupted"), file=sys.stderr)
+            _leave_if_parallel(EXIT_INTERRUPTED)
+            return EXIT_INTERRUPTED
+        if args.debug or not isinstance(error, Exception):
             raise
         message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
         if isinstance(error, MemoryError):  # numpy's allocation errors included

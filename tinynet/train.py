@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tinynet import _threads, distributed, io, nn
+from tinynet import _threads, distributed, io, nn, run_folder
 from tinynet.data import DataLoader, DataSplits, load_dataset
 from tinynet.data import transforms as T
 from tinynet.data.datasets import check_splits
@@ -72,6 +72,7 @@ SCHEDULES = ("cosine", "step", "constant")
 DEFAULT_LR = {"sgd": 0.1, "adam": 1e-3, "adamw": 1e-3, "rmsprop": 0.045}
 CHECKPOINT, METRICS, CURVES = "checkpoint.npz", "metrics.jsonl", "curves.png"
 GRADIENTS = "gradients.png"
+RUN_FILES = (CHECKPOINT, METRICS, CURVES, GRADIENTS)  # what Trainer.save writes into out_dir
 CHECKPOINT_FORMAT = "tinynet-train-checkpoint"
 
 
@@ -189,6 +190,7 @@ class TrainConfig:
 # Bounds on what a run may ask for, so a mistyped option or a hostile checkpoint is refused
 # before a network or a batch is allocated: width 4 is 16 times the paper's 6.8 million weights.
 MAX_WIDTH, MAX_IMAGE_SIZE, MAX_CHANNELS, MAX_CLASSES = 4.0, 2048, 64, 100_000
+MAX_EPOCHS = 1_000_000  # a million passes over even 8x8 digits is months of a CPU's time
 
 
 def _int(value, low: int, high: float = math.inf) -> bool:
@@ -248,7 +250,7 @@ _RULES = [
     ("download", _flag, "True or False"),
     ("image_size", _optional(lambda v, c: _int(v, 1, MAX_IMAGE_SIZE)),
      f"an int in [1, {MAX_IMAGE_SIZE}]"),
-    ("epochs", lambda v, c: _int(v, 1), "a positive int"),
+    ("epochs", lambda v, c: _int(v, 1, MAX_EPOCHS), f"an int in [1, {MAX_EPOCHS:,}]"),
     ("batch_size", lambda v, c: _int(v, 1), "a positive int"),
     ("optimizer", lambda v, c: isinstance(v, str) and v in OPTIMIZERS,
      f"one of {sorted(OPTIMIZERS)}"),
@@ -385,7 +387,9 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def fit(self) -> list[dict]:
         """Train until ``config.epochs``; returns the per-epoch records. Ctrl-C stops at once
-        and leaves the last epoch's checkpoint as it was."""
+        and leaves the last epoch's checkpoint as it was. The process writing ``out_dir`` (rank
+        0) holds its lock meanwhile (``tinynet.run_folder``): a run that holds it already, in
+        another process, is refused with ``RunFolderBusy`` before anything is written."""
         c = self.config
         self.log(
             f"training {c.model} (width {self.model.config.width}, "
@@ -393,7 +397,8 @@ class Trainer:
             f"{len(self.data.train)} train / {len(self.data.test)} test images of "
             f"{tuple(self.data.train.arrays[0].shape[1:])}, {len(c.classes)} classes"
         )
-        with _threads.share_cores() as self.cores:
+        lock = run_folder.hold(self.out_dir) if self.group.rank == 0 else contextlib.nullcontext()
+        with lock, _threads.share_cores() as self.cores:
             try:
                 return self._fit_epochs()
             finally:
@@ -547,6 +552,7 @@ class Trainer:
         config.out_dir = str(out_dir)
         if epochs is not None:
             config.epochs = epochs
+            config.validate()
         trainer = cls(config, data=data, log=log)
         trainer.load_state_dict(checkpoint, path)
         return trainer
