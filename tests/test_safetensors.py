@@ -4,6 +4,7 @@ the files it must refuse (one line naming the file, nothing written), without to
 package is missing, with an error naming the extra."""
 
 import json
+import os
 import struct
 import subprocess
 import sys
@@ -91,6 +92,21 @@ BAD_FILES = {
     ),
     "a header that is not JSON": (struct.pack("<Q", 4) + b"{{{{", "is not a valid"),
     "no tensors": (_header_file({"__metadata__": {"format": "pt"}}), "holds no tensors"),
+    "an unknown dtype": (
+        _header_file({"w": {"dtype": "XYZ", "shape": [1], "data_offsets": [0, 4]}}, b"\0" * 4),
+        "is not a valid .safetensors file",
+    ),
+    "overlapping tensors": (
+        _header_file(
+            {
+                "a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
+                "b": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
+            },
+            b"\0" * 4,
+        ),
+        "is not a valid .safetensors file",
+    ),
+    "a header that is not UTF-8": (struct.pack("<Q", 4) + b"\xff\xfe{}", "is not a valid"),
     "bfloat16": (
         _header_file({"w": {"dtype": "BF16", "shape": [2], "data_offsets": [0, 4]}}, b"\0" * 4),
         "dtype NumPy cannot hold",
@@ -108,6 +124,26 @@ def test_bad_files_are_one_line_naming_the_file_and_nothing_is_written(tmp_path,
     assert main(["convert", str(src), str(dst)]) == 1
     line = _one_line_error(capsys)
     assert str(src) in line and phrase.split(":")[0] in line
+    assert not dst.parent.exists()
+
+
+def test_an_upper_case_suffix_is_a_safetensors_file(tmp_path, capsys):
+    weights = {"w": np.arange(4, dtype=np.float32)}
+    safetensors_numpy.save_file(weights, tmp_path / "W.SAFETENSORS")
+    assert main(["convert", str(tmp_path / "W.SAFETENSORS"), str(tmp_path / "w.npz")]) == 0
+    assert tinynet.io.load(tmp_path / "w.npz")["w"].tolist() == [0.0, 1.0, 2.0, 3.0]
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo"])
+def test_what_is_not_a_regular_file_is_named(tmp_path, capsys, kind):
+    src, dst = tmp_path / "weights.safetensors", tmp_path / "out" / "converted.npz"
+    src.mkdir() if kind == "folder" else os.mkfifo(src)
+    with pytest.raises(CheckpointError, match="it is not a regular file"):
+        read_safetensors(src)  # a FIFO is not opened: nothing waits for a writer
+    assert main(["convert", str(src), str(dst)]) == 1
+    assert _one_line_error(capsys) == (
+        f"tinynet convert: error: {src} is not a .safetensors file: it is not a regular file"
+    )
     assert not dst.parent.exists()
 
 

@@ -24,16 +24,16 @@ __all__ = [
 
 
 def convert_torch_checkpoint(src, dst, log: Callable[[str], None] | None = None) -> dict:
-    """Read the PyTorch checkpoint ``src`` (a ``.safetensors`` file if its name ends so, else a
-    ``.pth``) and write its state dict to ``dst`` with ``tinynet.io.save`` (load it back with
-    ``tinynet.io.load``); returns the state dict.
+    """Read the PyTorch checkpoint ``src`` (a ``.safetensors`` file if its name ends so, in any
+    case, else a ``.pth``) and write its state dict to ``dst`` with ``tinynet.io.save`` (load it
+    back with ``tinynet.io.load``); returns the state dict.
 
     Nothing is written when reading fails, and ``dst`` appears whole or not at all.
     """
     src, dst = Path(src), Path(dst)
     if dst.exists() and dst.resolve() == src.resolve():
         raise ValueError(f"convert_torch_checkpoint: {dst} is the source file; choose another path")
-    if src.suffix == ".safetensors":
+    if src.suffix.lower() == ".safetensors":
         state = read_safetensors(src)
     else:
         state = read_torch_checkpoint(src, log)

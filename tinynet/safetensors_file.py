@@ -24,12 +24,14 @@ def read_safetensors(path) -> dict[str, np.ndarray]:
 
     Raises FileNotFoundError for a missing file, ImportError naming the extra when the
     ``safetensors`` package is not installed, and CheckpointError (a ValueError) naming the file
-    and the problem for a malformed file, one with no tensors, or dtypes NumPy has no type for
-    (bfloat16, float8).
+    and the problem for anything but a regular file, a malformed file, one with no tensors, or
+    dtypes NumPy has no type for (bfloat16, float8); a MemoryError names the file too.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"read_safetensors: no such file: {path}")
+    if not path.is_file():  # a folder, a FIFO, a device
+        raise CheckpointError(f"{path} is not a .safetensors file: it is not a regular file")
     try:
         from safetensors import SafetensorError
         from safetensors.numpy import load_file
@@ -45,6 +47,8 @@ def read_safetensors(path) -> dict[str, np.ndarray]:
         raise _foreign_dtype_error(path, error) from None
     except OSError as error:
         raise CheckpointError(f"{path} is truncated or unreadable ({error})") from error
+    except MemoryError as error:
+        raise MemoryError(f"{path}: not enough memory for its tensors") from error
     if not tensors:
         raise CheckpointError(f"{path}: the file holds no tensors")
     foreign = sorted({str(v.dtype) for v in tensors.values() if v.dtype.isbuiltin != 1})
