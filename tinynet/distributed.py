@@ -39,7 +39,7 @@ from tinynet.function import Function
 from tinynet.kernels.batchnorm import batch_norm_backward
 from tinynet.ops import norm
 from tinynet.rng import default_generator
-from tinynet.tensor import Tensor, as_tensor
+from tinynet.tensor import Tensor, as_array, as_tensor
 
 BUCKET_BYTES = 25 * 2**20  # one Allreduce call per 25 MiB of the flat buffer (PyTorch DDP's)
 
@@ -270,8 +270,8 @@ def sync_batch_norm(
     x = as_tensor(input)
     norm.check_batch_norm_args(x, running_mean, running_var, weight, bias, training, momentum, eps)
     running = dict(
-        running_mean=norm.running_array(running_mean),
-        running_var=norm.running_array(running_var),
+        running_mean=as_array(running_mean),
+        running_var=as_array(running_var),
         momentum=float(momentum),
         eps=float(eps),
         group=group,

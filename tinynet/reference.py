@@ -30,7 +30,7 @@ from tinynet.ops.pool import sliding_window_tables
 from tinynet.ops.reduce import max, mean, sum  # noqa: A004 - PyTorch's names
 from tinynet.ops.shape import pad, reshape, stack, transpose
 from tinynet.rng import default_generator
-from tinynet.tensor import Tensor, as_tensor
+from tinynet.tensor import Tensor, as_array, as_tensor
 
 _state = threading.local()
 
@@ -202,7 +202,7 @@ def batch_norm(
             m = x.size // x.shape[1]
             unbiased = var.data * (m / (m - 1))
             for running, batch in ((running_mean, mu.data), (running_var, unbiased)):
-                running = running.data if isinstance(running, Tensor) else running
+                running = as_array(running)
                 running[...] = momentum * batch.reshape(-1) + (1 - momentum) * running
     else:
         mu, var = _per_channel(running_mean, x.ndim), _per_channel(running_var, x.ndim)
@@ -256,7 +256,7 @@ def cross_entropy(input, target, reduction="mean", label_smoothing=0.0) -> Tenso
     """ℓ_n = -Σ_c q_nc log softmax(x_n)_c with q_n = (1 - ε) onehot(t_n) + ε / C, for logits
     x (N, C) and classes t (N,); then the mean over n ('mean'), the sum ('sum') or ℓ ('none')."""
     x = as_tensor(input)
-    labels = np.asarray(target.data if isinstance(target, Tensor) else target)
+    labels = np.asarray(as_array(target))
     n, classes = x.shape
     in_range = labels.dtype.kind in "iu" and np.all((labels >= 0) & (labels < classes))
     if labels.shape != (n,) or not in_range or reduction not in ("mean", "sum", "none"):

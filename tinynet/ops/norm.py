@@ -18,7 +18,7 @@ from tinynet.kernels.batchnorm import batch_norm_apply, batch_norm_backward, bat
 from tinynet.kernels.lrn import lrn_backward, lrn_forward
 from tinynet.ops._args import check_float, check_ndim
 from tinynet.ops.layout import channel_rows, from_channel_rows
-from tinynet.tensor import Tensor, as_tensor
+from tinynet.tensor import Tensor, as_array, as_tensor
 
 
 class LocalResponseNormFunction(Function):
@@ -173,11 +173,6 @@ def batch_norm_grads(ctx, dx, sum_g, sum_g_x_hat):
     return grad_x, grad_weight, grad_bias
 
 
-def running_array(stat):
-    """A running statistic's array, which the op updates in place (a Tensor's ``.data``)."""
-    return stat.data if isinstance(stat, Tensor) else stat
-
-
 def local_response_norm(
     input, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0
 ) -> Tensor:
@@ -230,8 +225,8 @@ def batch_norm(
         x,
         weight,
         bias,
-        running_mean=running_array(running_mean),
-        running_var=running_array(running_var),
+        running_mean=as_array(running_mean),
+        running_var=as_array(running_var),
         training=bool(training),
         momentum=float(momentum),
         eps=float(eps),
