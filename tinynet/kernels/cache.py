@@ -96,10 +96,14 @@ def exposed(folder: Path) -> str | None:
     if not hasattr(os, "geteuid"):
         return None
     written = Path(os.path.abspath(folder))
-    for above in dict.fromkeys([*written.parents, *Path(os.path.realpath(written)).parents]):
+    folders, resolved = list(written.parents), False
+    for above in folders:  # the list grows while it is walked
         status = os.lstat(above)
-        if stat.S_ISLNK(status.st_mode):
-            continue  # the folder holding it is checked, and where it leads is in the list
+        if stat.S_ISLNK(status.st_mode):  # the folder holding it is checked; where it leads, too
+            if not resolved:
+                folders += Path(os.path.realpath(written)).parents
+                resolved = True
+            continue
         if status.st_uid not in (0, os.geteuid()):
             return f"another user could swap it: {above} is owned by uid {status.st_uid}"
         if status.st_mode & 0o022 and not status.st_mode & stat.S_ISVTX:
@@ -115,13 +119,14 @@ def made_unfit(folder: Path) -> str | None:
     """Why ``folder`` may not be used (:func:`unfit`, :func:`exposed`), made first (mode 0700)
     if it is missing; OSError if it cannot be made."""
     try:
-        unfit(folder)
+        why = unfit(folder)
     except FileNotFoundError:
         try:
             folder.mkdir(mode=0o700, parents=True)
         except FileExistsError:
             pass  # made meanwhile, perhaps not by us: checked below
-    return unfit(folder) or exposed(folder)
+        why = unfit(folder)
+    return why or exposed(folder)
 
 
 def refuse(folder: Path, why: str, purpose: str = KERNEL_CACHE) -> None:
