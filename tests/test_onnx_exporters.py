@@ -15,6 +15,8 @@ import warnings
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import tinynet
 from tinynet.cli import main
@@ -27,11 +29,13 @@ from test_onnx_import import (
     relative_error,
     tiny_model,
 )
+from strategies import shapes
 from upstream import upstream_torchvision
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 import tinynet.onnx  # noqa: E402 - needs the onnx package checked above
+from tinynet.onnx import fold  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 BATCHES = (1, 3, 1)  # back to 1: the run with the plan kept for that shape
@@ -264,6 +268,47 @@ def test_data_ops_around_the_exports_equal_runtime(tmp_path):
     path = model_file(tmp_path / "data.onnx", nodes, initializers, ["N", 2, 3, 4], ["N", 4, 5, 3],
                       opset=18)  # fmt: skip
     assert_equals_runtime(path, (2, 3, 4))
+
+
+BOUNDS = st.one_of(st.integers(-8, 8), st.sampled_from([-(2**63), -(2**63) + 1, 2**63 - 1,
+                                                         2**31 - 1, -(2**31)]))
+
+
+@st.composite
+def slices_of(draw):
+    """A shape and a Slice of it: each of some axes (negative ones too) with a start and an end
+    anywhere, past either end included, and a step of either sign."""
+    shape = draw(shapes(min_dims=1, max_dims=3))
+    rank = len(shape)
+    axes = draw(st.lists(st.integers(-rank, rank - 1), min_size=1, max_size=rank,
+                         unique_by=lambda a: a % rank))  # fmt: skip
+    count = len(axes)
+    starts, ends = (draw(st.lists(BOUNDS, min_size=count, max_size=count)) for _ in range(2))
+    steps = draw(st.lists(st.sampled_from([-3, -2, -1, 1, 2, 3]), min_size=count,
+                          max_size=count))  # fmt: skip
+    return shape, starts, ends, axes, steps
+
+
+@given(case=slices_of())
+def test_slice_clamps_as_runtime_does(case):
+    """ONNX's Slice clamps starts and ends to each axis, differently for negative steps, and
+    ONNX Runtime reads an end of INT_MAX as "to the end" whatever the step's sign; tinynet
+    computes the index once (fold.slices) for data and for folded values alike. (onnx's own
+    ReferenceEvaluator is no oracle here: it slices as Python does, so a start below -size with
+    a negative step gives it nothing where the operator's text and ONNX Runtime give the first
+    element.)"""
+    shape, starts, ends, axes, steps = case
+    model = helper.make_model(helper.make_graph(
+        [helper.make_node("Slice", ["x", "starts", "ends", "axes", "steps"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [const(n, v) for n, v in zip(("starts", "ends", "axes", "steps"),
+                                     (starts, ends, axes, steps))]),
+        opset_imports=[helper.make_opsetid("", 17)])  # fmt: skip
+    x = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
+    wanted = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    index = fold.slices(shape, *(np.array(v) for v in (starts, ends, axes, steps)))
+    np.testing.assert_array_equal(x[index], wanted)
 
 
 @pytest.mark.parametrize(

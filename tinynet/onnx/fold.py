@@ -223,7 +223,10 @@ def squeezed(shape: tuple, axes=None) -> tuple:
 
 
 def slices(shape: tuple, starts, ends, axes=None, steps=None) -> tuple:
-    """Slice's index: one Python slice per axis, ONNX's starts and ends clamped to the axis."""
+    """Slice's index: one Python slice per axis, ONNX's starts and ends clamped to the axis. An
+    end of INT32_MAX or INT64_MAX runs to the end in the step's direction, as ONNX Runtime reads
+    it (NumPy's None; the operator's text would clamp it to the last element when stepping
+    backward)."""
     starts, ends = _ints(starts, "starts"), _ints(ends, "ends")
     axes = list(range(len(starts))) if axes is None else _axes(axes, len(shape))
     steps = [1] * len(starts) if steps is None else _ints(steps, "steps")
@@ -234,13 +237,20 @@ def slices(shape: tuple, starts, ends, axes=None, steps=None) -> tuple:
         size = shape[axis]
         if step == 0:
             raise ValueError("a step is 0")
-        start, end = (v + size if v < 0 else v for v in (start, end))
+        start = start + size if start < 0 else start
+        if end in _UNBOUNDED:
+            end = size if step > 0 else -1
+        elif end < 0:
+            end += size
         if step > 0:
             start, end = min(max(start, 0), size), min(max(end, 0), size)
         else:  # an end of -1 means "past the first element", which a Python slice writes None
             start, end = min(max(start, 0), size - 1), min(max(end, -1), size - 1)
         index[axis] = slice(start, None if end < 0 else end, step)
     return tuple(index)
+
+
+_UNBOUNDED = (2**31 - 1, 2**63 - 1)
 
 
 def pad_widths(rank: int, pads, axes=None) -> list[list[int]]:
