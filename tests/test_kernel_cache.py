@@ -513,3 +513,26 @@ def test_a_damaged_cache_file_of_this_users_is_compiled_again_and_replaced(
     )
     again = _run(installed_copy, TINYNET_CACHE_DIR=str(root))  # replaced by the compile
     assert (again.returncode, again.stdout.strip(), again.stderr) == (0, RELU, "")
+
+
+def test_numbas_locators_are_never_used_for_tinynets_kernels(installed_copy, tmp_path):
+    """numba >= 0.62 lets NUMBA_CACHE_LOCATOR_CLASSES replace its list of cache locations, its
+    in-package ``__pycache__`` among them: tinynet then compiles its kernels without caching."""
+    from numba.core import config
+
+    if not hasattr(config, "CACHE_LOCATOR_CLASSES"):
+        pytest.skip("this numba has no NUMBA_CACHE_LOCATOR_CLASSES")
+    package = snapshot(installed_copy)
+    result = _run(
+        installed_copy,
+        NUMBA_CACHE_LOCATOR_CLASSES="InTreeCacheLocator",
+        TINYNET_CACHE_DIR=str(tmp_path / "cache"),
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == RELU
+    assert _warning(result.stderr) == (
+        "tinynet compiles its kernels without caching: NUMBA_CACHE_LOCATOR_CLASSES is set, "
+        "and tinynet caches only in its own private folder"
+    )
+    assert snapshot(installed_copy) == package
+    assert not (tmp_path / "cache").exists()
