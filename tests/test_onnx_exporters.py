@@ -443,6 +443,18 @@ def test_external_data_elsewhere_is_a_one_line_error_naming_the_file(tmp_path):
         assert expected in message and "\n" not in message, (case, message)
 
 
+def test_the_cli_refuses_external_data_elsewhere_in_one_line_writing_nothing(tmp_path, capsys):
+    path, expected = refused_cases(tmp_path)["parent"]
+    out = tmp_path / "weights.npz"
+    for command in (["convert", str(path), str(out)], ["predict", str(path), str(path)]):
+        capsys.readouterr()
+        assert main(command) == 1
+        err = capsys.readouterr().err
+        assert err == f"tinynet {command[0]}: error: {path}: initializer 'w': its external " \
+            f"data file '../outside/secret.bin' {expected}\n"
+    assert not out.exists()
+
+
 def test_external_tensors_sharing_bytes_and_models_without_a_file_are_refused(tmp_path):
     (tmp_path / "w.bin").write_bytes(WEIGHTS.tobytes())
     path = external_model(tmp_path, "w.bin")
