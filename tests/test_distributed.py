@@ -9,9 +9,11 @@ compare those files.
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import NamedTuple
 
@@ -19,10 +21,11 @@ import numpy as np
 import pytest
 
 import tinynet
-from tinynet.train import CHECKPOINT, METRICS
+from tinynet.train import CHECKPOINT, METRICS, read_checkpoint
 
 import kinks
 import training_steps
+from holders import holding
 
 pytest.importorskip("mpi4py", reason="the `mpi` extra (mpi4py, MPICH) is not installed")
 MPIEXEC = shutil.which("mpiexec", path=f"{Path(sys.executable).parent}{os.pathsep}{os.defpath}")
@@ -374,3 +377,73 @@ def test_each_rank_sizes_its_thread_pools_to_its_share_of_the_cores():
     assert result.returncode == 0, result.stderr
     share = str(max(1, os.cpu_count() // 2))
     assert result.stdout.split() == [share, share] * 2
+
+
+def test_a_rank_waiting_for_a_late_one_sleeps_instead_of_spinning():
+    """MPICH's blocking collectives poll without sleeping: a rank waiting for one that is 3 s
+    late would use 3 s of CPU. Measured on the waiting rank: its CPU time against the wait's."""
+    result = run(2, """
+        import time
+        import numpy as np
+        from tinynet import distributed
+        group = distributed.world()
+        total = np.ones(3)
+        group.allreduce(total)  # both ranks are up
+        if group.rank == 1:
+            time.sleep(3)  # late: rank 0 waits for it in the next collective
+        cpu, wall = time.process_time(), time.perf_counter()
+        group.allreduce(total)
+        if group.rank == 0:
+            print(time.process_time() - cpu, time.perf_counter() - wall, total.tolist())
+    """)
+    assert result.returncode == 0, result.stderr
+    cpu, wall, total = result.stdout.split(maxsplit=2)
+    assert total.strip() == "[4.0, 4.0, 4.0]"  # the sum still arrived
+    assert float(wall) >= 2.5, result.stdout  # rank 0 did wait
+    assert float(cpu) <= 0.1 * float(wall), result.stdout
+
+
+def train_under_mpiexec(out: Path, *options: str) -> subprocess.Popen:
+    command = [MPIEXEC, "-n", "2", sys.executable, "-m", "tinynet", "train", *options,
+               "--out", str(out)]  # fmt: skip
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+
+
+def test_ctrl_c_under_mpiexec_exits_130_with_rank_0s_resume_hint(tmp_path):
+    out = tmp_path / "run"
+    process = train_under_mpiexec(
+        out, "--epochs", "1000", "--width", "0.0625", "--batch-size", "128", "--max-batches", "1",
+        "--no-ema",
+    )  # fmt: skip
+    while not (out / CHECKPOINT).exists():
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.05)
+    time.sleep(0.5)  # into the next epoch's kernels
+    process.send_signal(signal.SIGINT)  # as Ctrl-C does: mpiexec passes it to every rank
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert (
+        f"rank 0 of 2: interrupted: {out / CHECKPOINT} holds the last completed epoch; "
+        f"continue with: tinynet train --resume --out {out}"
+    ) in err
+    assert "Traceback" not in err and "error" not in err, err
+    checkpoint, _ = read_checkpoint(out / CHECKPOINT)
+    assert len(checkpoint["history"]) >= 1
+    assert {path.name for path in out.iterdir()} <= {CHECKPOINT, METRICS, "curves.png"}
+
+
+def test_under_mpiexec_a_folder_in_use_is_refused_naming_its_holder(tmp_path):
+    out = tmp_path / "run"
+    with holding(out) as holder:
+        process = train_under_mpiexec(out, "--epochs", "1")
+        _, err = process.communicate(timeout=240)
+    assert process.returncode == 1, err
+    assert err.strip() == (
+        f"tinynet train: error: rank 0 of 2: {out} is in use by process {holder.pid} (another "
+        f"`tinynet train` writing there); wait for it to end or choose another --out"
+    )
+    assert not out.exists()  # the holder made it, and took it away with its lock file

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 import numpy as np
 
@@ -42,6 +43,8 @@ from tinynet.rng import default_generator
 from tinynet.tensor import Tensor, as_array, as_tensor
 
 BUCKET_BYTES = 25 * 2**20  # one Allreduce call per 25 MiB of the flat buffer (PyTorch DDP's)
+POLLED_BYTES = 2**16  # an allreduce this small is one non-blocking call, polled (_wait)
+SPIN_SECONDS, LONGEST_NAP = 1e-3, 0.02  # how a rank waits for late ones (_wait)
 
 
 class ProcessGroup:
@@ -75,10 +78,30 @@ class MPIGroup(ProcessGroup):
         if not array.flags.c_contiguous:  # reshape would copy, and the sum would be lost
             raise ValueError(f"allreduce: array must be C-contiguous; got strides {array.strides}")
         flat = array.reshape(-1)
+        if flat.nbytes <= POLLED_BYTES:  # BatchNorm's sums, the evaluation's totals
+            _wait(self.comm.Iallreduce(self._in_place, flat, op=self._sum))
+            return array
+        _wait(self.comm.Ibarrier())  # then every rank is there: the transfer does not wait
         step = max(1, self.bucket_bytes // flat.itemsize)
         for start in range(0, flat.size, step):
             self.comm.Allreduce(self._in_place, flat[start : start + step], op=self._sum)
         return array
+
+
+def _wait(request) -> None:
+    """Wait for an MPI request (a collective) without spinning a core for long.
+
+    MPICH's blocking calls poll without sleeping, so a rank waiting for a late or stuck one
+    (rank 0 writing a checkpoint, a rank stopped in a debugger) would burn a whole core. This
+    polls for ``SPIN_SECONDS`` (ranks in step arrive together), then naps a tenth of the time
+    waited so far, at most ``LONGEST_NAP``, between looks: a long wait grows by at most a tenth
+    and costs next to no CPU. Large transfers are not polled so (each look moves one piece of
+    them): ``allreduce`` polls a barrier, then sends them with every rank there."""
+    start = time.perf_counter()
+    while not request.Test():
+        waited = time.perf_counter() - start
+        if waited > SPIN_SECONDS:
+            time.sleep(min(LONGEST_NAP, waited / 10))
 
 
 _world: ProcessGroup | None = None
