@@ -32,6 +32,14 @@ from tinynet.ops.shape import pad, reshape, stack, transpose
 from tinynet.rng import default_generator
 from tinynet.tensor import Tensor, as_array, as_tensor
 
+# The primitives: the ops (by their Function's name less "Function") that every twin here is
+# composed of, each with a backward written once in ``tinynet.ops``; slicing is Index, transpose
+# is Permute, and Tensor's arithmetic operators are Add, Sub, Mul, Div, Neg and Pow.
+PRIMITIVES = (
+    "Pad", "Index", "Stack", "Reshape", "Permute", "MatMul", "Add", "Sub", "Mul", "Div", "Neg",
+    "Pow", "Exp", "Log", "Sum", "Mean", "Max", "Where", "Cast",
+)  # fmt: skip
+
 _state = threading.local()
 
 

@@ -138,9 +138,9 @@ class _GraphWriter:
         )
 
     def write(self, record) -> None:
-        """Write one recorded op through its entry in ``_WRITERS``, the op table."""
+        """Write one recorded op through its entry in ``WRITERS``, the op table."""
         inputs = [self.names[i] for i in record.inputs if i is not None]
-        writer = _WRITERS.get(record.op)
+        writer = WRITERS.get(record.op)
         if writer is None:
             why = NOT_EXPORTED.get(record.op, "it has no ONNX translation here")
             self.cannot(record, f"tinynet's {record.op} op is not exported: {why}")
@@ -248,7 +248,7 @@ _SAME_NAME = {"ReLU": "Relu", "Add": "Add", "Sub": "Sub", "Mul": "Mul", "Div": "
 
 # The op table: tinynet's op name (a Function's name without "Function") -> the _GraphWriter
 # method that writes it. An op missing here cannot be exported: ``NOT_EXPORTED`` says why.
-_WRITERS = {
+WRITERS = {
     "Conv2d": _GraphWriter.conv,
     "MaxPool2d": _GraphWriter.pool,
     "AvgPool2d": _GraphWriter.pool,
@@ -267,6 +267,8 @@ _WRITERS = {
 # the Inception family's forward uses them.
 NOT_EXPORTED = {
     "Dropout": "eval mode records no dropout (it is the identity there)",
+    "SyncBatchNorm": "training only: in eval mode a synchronised BatchNorm runs BatchNorm",
+    "AllReduce": "training only: it sums over MPI processes",
     "CrossEntropy": "a training loss, not part of a model's forward",
     "BackwardHookIdentity": "records a module's backward hooks; the identity in a forward",
     "Sum": "no model's forward reduces with it",
