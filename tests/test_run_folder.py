@@ -119,7 +119,9 @@ def test_the_lock_is_reentrant_in_one_process_and_leaves_no_folder_it_made(tmp_p
 
 @needs_sklearn
 def test_the_python_api_takes_the_lock_too(tmp_path):
-    config = TrainConfig(width=0.125, batch_size=16, max_batches=1, epochs=1, out_dir=str(tmp_path))
+    config = TrainConfig(
+        width=0.125, batch_size=16, max_batches=1, epochs=1, ema_decay=None, out_dir=str(tmp_path)
+    )
     trainer = Trainer(config, log=lambda line: None)
     with holding(tmp_path) as other:
         with pytest.raises(run_folder.RunFolderBusy, match=f"in use by process {other.pid}"):
