@@ -4,6 +4,8 @@ holder was killed, saves racing each other from several processes, an absurd --e
 SIGINT at any moment of a run (numba kernels included), on one process and under mpiexec. Each
 refusal is one line with exit code 1 and leaves the folder as it was."""
 
+import errno
+import fcntl
 import json
 import os
 import signal
@@ -18,7 +20,7 @@ from holders import ROOT, holding
 
 from tinynet import run_folder
 from tinynet.cli import EXIT_ERROR, EXIT_INTERRUPTED, main
-from tinynet.io import save
+from tinynet.io import load, save
 from tinynet.train import (
     CHECKPOINT,
     GRADIENTS,
@@ -103,6 +105,21 @@ def test_a_lock_file_planted_as_a_symlink_is_not_followed(tmp_path, capsys):
     (out / run_folder.LOCK).symlink_to(target)
     line = refused(capsys, tmp_path, "--epochs", "1", *TINY, "--out", out)
     assert f"{out} cannot be locked for this run: opening {out / run_folder.LOCK} fails" in line
+
+
+def test_a_file_system_without_locks_is_named(tmp_path, capsys, monkeypatch):
+    def no_locks(handle, command, *args):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "lockf", no_locks)
+    out = tmp_path / "run"
+    line = refused(capsys, tmp_path, "--epochs", "1", *TINY, "--out", out)
+    assert line.endswith(
+        f"{out} cannot be locked for this run: locking {out / run_folder.LOCK} fails (No locks "
+        f"available); choose an --out on a file system with locks"
+    ), line
+    save({"v": np.ones(2)}, tmp_path / "w.npz")  # a save needs no lock: its name says who writes
+    assert load(tmp_path / "w.npz")["v"].tolist() == [1.0, 1.0]
 
 
 def test_the_lock_is_reentrant_in_one_process_and_leaves_no_folder_it_made(tmp_path):

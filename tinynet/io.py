@@ -20,6 +20,7 @@ deflated one); the data is then streamed into an array of exactly that size, and
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import glob
 import json
@@ -126,7 +127,11 @@ def atomic_write(path, mode: str = "wb"):
         dir=path.parent, prefix=f"{prefix}{os.getpid()}.", suffix=".tmp"
     )
     try:
-        fcntl.lockf(handle, fcntl.LOCK_EX)  # a new file: no one else holds it, no wait
+        try:
+            fcntl.lockf(handle, fcntl.LOCK_EX)  # a new file: no one else holds it, no wait
+        except OSError as error:  # a file system without locks: the name still says who writes
+            if error.errno not in (errno.ENOLCK, errno.EOPNOTSUPP):
+                raise
         os.chmod(temporary, _mode_of_new(path))
         with os.fdopen(handle, mode) as file:
             yield file

@@ -91,8 +91,12 @@ def _lock(path: Path, folder: Path) -> int:
             fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:
             os.close(handle)
-            if error.errno not in (errno.EACCES, errno.EAGAIN):
-                raise
+            if error.errno not in (errno.EACCES, errno.EAGAIN):  # no one can hold it either
+                path.unlink(missing_ok=True)
+                raise OSError(
+                    f"{folder} cannot be locked for this run: locking {path} fails "
+                    f"({error.strerror}); choose an --out on a file system with locks"
+                ) from error
             raise RunFolderBusy(folder, _holder(path)) from None
         # The holder before us may have removed the file between our open and our lock: we
         # then hold a lock on a file no one else can see, so try again on the one at `path`.
