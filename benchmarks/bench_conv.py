@@ -36,6 +36,8 @@ import tinynet  # noqa: E402
 import tinynet.functional as F  # noqa: E402
 from tinynet.ops import layout  # noqa: E402
 
+tinynet.runtime.configure()  # as tinynet's commands run
+
 try:
     import torch
 except ImportError:

@@ -9,13 +9,16 @@ and in PyTorch (``tests/torch_googlenet.py``'s ``TorchGoogLeNet``) with the same
 
 Each framework runs in its own worker process, started with the same thread count (OMP, OpenBLAS,
 MKL and numba variables set before any import; ``torch.set_num_threads``; ORT's intra-op threads)
-and its own defaults otherwise: tinynet sets OPENBLAS_THREAD_TIMEOUT and OMP_WAIT_POLICY=PASSIVE
-when imported (``tinynet/_threads.py``), PyTorch is imported before tinynet in its worker so its
-OpenMP keeps its own wait policy. tinynet runs in two workers: ``tinynet`` imports NumPy first, as
-most users' code does, ``tinynet-first`` imports tinynet first; the ratio of the two is printed
-after the table (no import-order rule: <= 1.03). The workers are driven in turns, one repetition
-of each per round, so a burst of load from elsewhere on the machine hits every framework alike;
-each round in a new seeded order, so that each follows every other about equally often (ONNX
+and its own defaults otherwise. The tinynet workers apply tinynet's runtime policy as its commands
+do (``tinynet.runtime.configure()``: OPENBLAS_THREAD_TIMEOUT, OMP_WAIT_POLICY=PASSIVE, malloc's
+thresholds), except ``tinynet-library``, which imports tinynet as a library and changes nothing;
+importing tinynet changes nothing in the PyTorch worker either. Of the configured workers,
+``tinynet`` imports NumPy first, as most users' code does, ``tinynet-first`` imports tinynet
+first; the ratio of the two is printed after the table (no import-order rule: <= 1.03), and so
+is the library worker's time over the configured one's (what the policy is worth). The workers
+are driven in turns, one repetition of each per round, so a burst of load from elsewhere on the
+machine hits every framework alike; each round in a new seeded order, so that each follows every
+other about equally often (ONNX
 Runtime's and PyTorch's threads spin for a while after a run, slowing whichever worker runs
 next: in a fixed order the worker after ONNX Runtime's, tinynet with NumPy imported first, took
 1.08-1.27x the time of the tinynet worker after it; three tinynet workers alone, two of them
@@ -139,10 +142,12 @@ def _data(side, batch, classes):
 class TinynetFramework(Framework):
     name = "tinynet"
 
-    def __init__(self, weights):
+    def __init__(self, weights, configure=True):
         import tinynet
         from tinynet.models import googlenet_paper, googlenet_small
 
+        if configure:  # as tinynet's commands and Trainer run; without: a library user's process
+            tinynet.runtime.configure()
         self.tinynet = tinynet
         self.models = {}
         for net, build in (("paper", googlenet_paper), ("small", googlenet_small)):
@@ -419,17 +424,6 @@ def memory_worker(framework: str, weights: str, row: tuple) -> None:
 
 
 # ================================================================================ driver
-def worker_env(kind: str) -> dict:
-    """The environment of a worker process. The PyTorch and ONNX Runtime workers import tinynet
-    (model configs, test helpers), whose import would raise glibc's malloc thresholds
-    (tinynet/_malloc.py) for them too: measured, that made PyTorch's training step 20% faster and
-    its peak memory 30% higher than as its users run it. Those workers keep glibc's defaults."""
-    env = dict(os.environ)
-    if "tinynet" not in kind:
-        env["TINYNET_KEEP_FREED_MEMORY"] = "0"
-    return env
-
-
 class Worker:
     def __init__(self, kind, args, weights):
         command = [sys.executable, __file__, "--worker", kind, "--weights", weights]
@@ -441,7 +435,7 @@ class Worker:
             stdout=subprocess.PIPE,
             text=True,
             bufsize=1,
-            env=worker_env(kind),
+            env=dict(os.environ),
         )
         self.error = self._read().get("error")
 
@@ -544,7 +538,7 @@ def measure_memory(kind, row, weights, threads) -> dict:
     "baseline_mb" (ru_maxrss right after the imports)}, or {"error": the end of its stderr}."""
     command = [sys.executable, __file__, "--worker", f"memory-{kind}"]
     command += ["--row", ",".join(map(str, row)), "--weights", weights, "--threads", str(threads)]
-    done = subprocess.run(command, capture_output=True, text=True, env=worker_env(kind))
+    done = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ))
     if done.returncode:
         return {"error": done.stderr.strip()[-300:]}
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -563,7 +557,8 @@ def fmt_ms(times):
 
 def run_table(args, selected, weights):
     notes = []
-    kinds = ["tinynet", "tinynet-first", "torch"]  # NumPy imported before tinynet, and after
+    # NumPy imported before tinynet, and after; and tinynet as a library, without the policy
+    kinds = ["tinynet", "tinynet-first", "tinynet-library", "torch"]
     if "ort" in selected and any(r in selected for r in ORT_ROWS):
         kinds.append("onnxruntime")
     workers = start_workers(kinds, args, weights, notes)
@@ -616,6 +611,12 @@ def print_import_order(results):
     for row, (times, _, _) in results.items():
         if "tinynet" in times and "tinynet-first" in times:
             ratio = statistics.median(times["tinynet"]) / statistics.median(times["tinynet-first"])
+            print(f"  {ROW_LABELS[row]:<24} {ratio:5.2f}")
+    print("\nRuntime policy: tinynet-library (no tinynet.runtime.configure()) / tinynet (with it)")
+    for row, (times, _, _) in results.items():
+        if "tinynet" in times and "tinynet-library" in times:
+            library, configured = times["tinynet-library"], times["tinynet"]
+            ratio = statistics.median(library) / statistics.median(configured)
             print(f"  {ROW_LABELS[row]:<24} {ratio:5.2f}")
 
 
@@ -684,6 +685,10 @@ def worker_main(args):
         serve(lambda: TinynetFramework(None))
     elif kind == "tinynet-first":
         serve(lambda: TinynetFramework(None))  # tinynet imports NumPy itself
+    elif kind == "tinynet-library":
+        import numpy  # noqa: F401
+
+        serve(lambda: TinynetFramework(None, configure=False))  # no runtime policy
     elif kind == "torch":
         serve(lambda: TorchFramework(args.weights, args.threads))
     elif kind == "onnxruntime":

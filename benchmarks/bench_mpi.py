@@ -55,6 +55,7 @@ def worker(args) -> None:
     from tinynet import distributed, optim
     from tinynet.models.registry import model_entry
 
+    tinynet.runtime.configure()  # as `mpiexec -n N tinynet train` runs
     group = distributed.world()
     tinynet.manual_seed(0)
     entry = model_entry("small")

@@ -68,14 +68,14 @@ if __name__ == "__main__":
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ[var] = str(ARGS.threads)
 
-# tinynet before NumPy: it sets how OpenBLAS's threads wait (tinynet/_threads.py).
-import tinynet  # noqa: E402
-
 import numpy as np  # noqa: E402
 from numba import njit, prange  # noqa: E402
 
+import tinynet  # noqa: E402
 import tinynet.functional as F  # noqa: E402
 from tinynet.ops import layout  # noqa: E402
+
+tinynet.runtime.configure()  # as tinynet's commands run: OpenBLAS's threads sleep when idle
 
 # The paper GoogLeNet's 3x3 stride-1 convolutions: name, C_in (the 3x3 reduce), C_out, side.
 LAYERS = [

@@ -10,6 +10,8 @@ import os
 import pytest
 from hypothesis import HealthCheck, settings
 
+import tinynet
+
 settings.register_profile(
     "ci",
     max_examples=12,
@@ -21,6 +23,11 @@ settings.register_profile(
 settings.register_profile("dev", max_examples=60, deadline=None)
 settings.register_profile("thorough", max_examples=400, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+# The suite runs as a training run does, with the runtime policy (tinynet/runtime.py): idle
+# threads sleep between a GEMM and the next kernel, which matters on 2 cores. What importing
+# tinynet alone does (nothing) is tested in fresh processes (tests/test_runtime.py).
+tinynet.runtime.configure()
 
 
 @pytest.fixture(scope="session")

@@ -6,14 +6,16 @@ import tinynet.functional as F
 x = tinynet.tensor(data, requires_grad=True)
 loss = F.cross_entropy(model(x), labels)
 loss.backward()
+
+Importing tinynet changes nothing in the process; ``tinynet.runtime.configure()`` applies the
+thread and memory policy a training run wants (the commands and the Trainer call it).
 """
 
 # isort: off
-from tinynet import _threads  # sets the thread policy's environment: see tinynet/_threads.py
 from tinynet.tensor import Tensor, ones, tensor, zeros  # Tensor before the ops that use it
 
 # isort: on
-from tinynet import _malloc, functional, models, nn, optim
+from tinynet import functional, models, nn, optim, runtime
 from tinynet.capture import capture
 from tinynet.function import Function, enable_grad, is_grad_enabled, no_grad
 from tinynet.gradcheck import GradcheckError, check_gradients, gradcheck
@@ -23,9 +25,6 @@ from tinynet.reference import use_reference
 from tinynet.rng import manual_seed
 from tinynet.summary import summary  # the function; the module stays tinynet.summary in sys.modules
 from tinynet.trace import trace  # the function, as summary
-
-_threads.configure()
-_malloc.keep_freed_memory()  # see tinynet/_malloc.py
 
 __version__ = "0.1.0"
 
@@ -47,6 +46,7 @@ __all__ = [
     "no_grad",
     "ones",
     "optim",
+    "runtime",
     "save",
     "summary",
     "tensor",

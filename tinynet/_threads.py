@@ -1,16 +1,16 @@
 """Who uses the cores: one policy for OpenBLAS (NumPy's GEMM), libgomp and numba's kernels,
-whatever the import order.
+whatever the import order, applied by :func:`configure` (which ``tinynet.runtime.configure()``
+calls; importing this module changes nothing).
 
 1. Idle threads sleep at once. After each GEMM, OpenBLAS's worker threads spin for about 2^28
    cycles (~0.1 s) waiting for more work, and libgomp's workers spin between parallel regions.
    A numba kernel that runs right after a GEMM then waits for a core that a spinning BLAS thread
    holds: measured on a 2-core machine, a 7 µs im2col took 8.7 ms after a GEMM. So tinynet sets
    OPENBLAS_THREAD_TIMEOUT=1 (2^4 cycles, OpenBLAS's minimum) and OMP_WAIT_POLICY=PASSIVE.
-   OpenBLAS reads its timeout when its thread pool starts. If NumPy was imported before tinynet,
-   the pool has started already, so tinynet has each loaded OpenBLAS re-read its environment and
-   stops the pool (``openblas_read_env`` and ``blas_thread_shutdown_``, the two calls OpenBLAS's
-   own fork handler makes); the next GEMM starts it again with the short timeout. threadpoolctl
-   finds the loaded libraries.
+   OpenBLAS reads its timeout when its thread pool starts, which NumPy's import did, so tinynet
+   has each loaded OpenBLAS re-read its environment and stops the pool (``openblas_read_env``
+   and ``blas_thread_shutdown_``, the two calls OpenBLAS's own fork handler makes); the next
+   GEMM starts it again with the short timeout. threadpoolctl finds the loaded libraries.
 2. The pools are sized to the cores this process is given: ``TINYNET_NUM_THREADS`` if set, else
    the CPUs of its affinity mask (``taskset``), capped by its cgroup's CPU quota (a container's
    ``--cpus``); under an MPI launcher (``mpiexec -n N``), that divided among the ranks on this
@@ -27,16 +27,10 @@ Settings the user made in the environment are always kept.
 import math
 import os
 import stat
-import sys
 import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-
-_BLAS_SPINS = "numpy" in sys.modules and "OPENBLAS_THREAD_TIMEOUT" not in os.environ
-
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "1")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 ENVIRONMENT_VARIABLE = "TINYNET_NUM_THREADS"
 # What MPI launchers tell each process they start: the ranks in all, and on this machine
@@ -99,10 +93,7 @@ def threads_per_rank() -> int:
     return requested_threads() or max(1, machine_cores() // launched_ranks()[1])
 
 
-OWN_THREADS = threads_per_rank()  # read once: the environment, affinity and cgroup at import
-if OWN_THREADS < (os.cpu_count() or 1):
-    for _pool in THREAD_POOLS:  # libraries loaded from now on start at this size
-        os.environ.setdefault(_pool, str(OWN_THREADS))
+OWN_THREADS: int | None = None  # this process's threads, read by configure()
 
 
 class _Pools:
@@ -147,17 +138,25 @@ _pools: _Pools | None = None
 
 
 def configure() -> None:
-    """Apply rules 1 and 2 to the pools loaded by now (NumPy's BLAS, numba's); called once, by
-    ``tinynet/__init__.py`` after its imports."""
-    global _pools
+    """Apply rules 1 and 2 to this process (its environment, for libraries loaded later, and the
+    pools loaded by now: NumPy's BLAS, numba's). Settings the user made are kept: a
+    ``OPENBLAS_THREAD_TIMEOUT`` of the user's is left to OpenBLAS, and pool sizes set in the
+    environment stay."""
+    global _pools, OWN_THREADS
+    OWN_THREADS = threads_per_rank()  # read once: the environment, affinity and cgroup
+    blas_spins = "OPENBLAS_THREAD_TIMEOUT" not in os.environ
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "1")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # libgomp reads it when it first starts
+    if OWN_THREADS < (os.cpu_count() or 1):
+        for pool in THREAD_POOLS:  # libraries loaded from now on start at this size
+            os.environ.setdefault(pool, str(OWN_THREADS))
     _pools = _Pools()
-    if _BLAS_SPINS and not _pools.restart_spinning_openblas():
+    if blas_spins and not _pools.restart_spinning_openblas():
         _pools.resize(1)
         warnings.warn(
-            "tinynet was imported after NumPy and could not tell NumPy's OpenBLAS to stop "
-            "spinning after each GEMM; tinynet's kernels run on one thread so as not to wait for "
-            "it. Import tinynet before NumPy, or set OPENBLAS_THREAD_TIMEOUT=1, to use every "
-            "core.",
+            "tinynet could not tell NumPy's OpenBLAS to stop spinning after each GEMM; tinynet's "
+            "kernels run on one thread so as not to wait for it. Set OPENBLAS_THREAD_TIMEOUT=1 "
+            "before starting Python to use every core.",
             RuntimeWarning,
             stacklevel=3,
         )

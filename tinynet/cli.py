@@ -633,6 +633,9 @@ def _interrupted(error: BaseException) -> bool:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        from tinynet import runtime
+
+        runtime.configure()  # the thread and memory policy of a run: see tinynet/runtime.py
         args.run(args)
     except SystemExit:
         raise

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tinynet import _threads, distributed, io, nn, run_folder
+from tinynet import _threads, distributed, io, nn, run_folder, runtime
 from tinynet.data import DataLoader, DataSplits, load_dataset
 from tinynet.data import transforms as T
 from tinynet.data.datasets import check_splits
@@ -305,6 +305,7 @@ class Trainer:
     """
 
     def __init__(self, config: TrainConfig, data: DataSplits | None = None, log=None):
+        runtime.configure()  # the thread and memory policy of a run: see tinynet/runtime.py
         self.group = distributed.world()
         self.cores = None  # this run's share of the machine while fit() runs: _threads.share_cores
         self.log = log or (lambda message: print(message, file=sys.stderr, flush=True))

@@ -30,7 +30,7 @@ def parallel(function=None, *, cost: int = 1, **options):
     """``@njit(cache=True, parallel=True, **options)``, but small work runs on the calling thread.
 
     Each parallel region first wakes the worker threads, which sleep as soon as they are idle
-    (``tinynet/_threads.py``): about 0.1 ms on a 2-core VM, while a ReLU over 200,000 floats
+    (``tinynet/runtime.py``): about 0.1 ms on a 2-core VM, while a ReLU over 200,000 floats
     takes 0.04 ms on one core. Eval at batch 1 spent a fifth of its time there. So the function
     is compiled twice, with threads and without (``prange`` is then ``range``), and each call
     picks by the number of elements of its largest array times ``cost``, the kernel's time per
