@@ -32,7 +32,7 @@ def test_the_lessons_are_each_a_percent_format_notebook():
     assert SCRIPTS == [
         "01_scalar_graph.py", "02_conv_im2col.py", "03_inception_block.py",
         "04_train_digits.py", "05_vanishing_gradients.py", "06_multicrop.py",
-        "07_write_a_function.py",
+        "07_write_a_function.py", "08_training_loop.py",
     ]  # fmt: skip
     for script in SCRIPTS:
         text = (LESSONS / script).read_text(encoding="utf-8")
@@ -67,6 +67,15 @@ def test_lesson_7_writes_a_function_and_its_check_catches_a_planted_mistake(tmp_
     assert "SiLUFunction equals its composed twin, forward and backward" in stdout
     assert "FAILED\n    at (" in stdout  # the planted mistake, located element by element
     assert list(tmp_path.iterdir()) == []  # it writes no files
+
+
+@needs_sklearn
+def test_lesson_8_the_loop_by_hand_gives_the_trainer_s_weights(tmp_path):
+    stdout = run("08_training_loop.py", "--out", tmp_path / "out", cwd=tmp_path)
+    trainer = re.search(r"the Trainer: 6 steps, mean training loss (\d\.\d{6})", stdout)
+    assert trainer and f"by hand: 6 steps, mean training loss {trainer[1]}" in stdout
+    assert stdout.count("step ") >= 6
+    assert "weights and statistics equal the Trainer's, bit for bit" in stdout
 
 
 def test_lesson_3_inception_block(tmp_path):

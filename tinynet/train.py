@@ -60,6 +60,7 @@ from tinynet.optim import (
 )
 from tinynet.progress import ProgressBar
 from tinynet.rng import default_generator, manual_seed
+from tinynet.step import StepSeams, training_step
 
 # rmsprop: the Inception-v3 paper's setting, decay 0.9 and ε = 1.0, at its learning rate 0.045.
 OPTIMIZERS = {
@@ -296,6 +297,48 @@ def load_data(config: TrainConfig) -> DataSplits:
     )
 
 
+class _RunSeams(StepSeams):
+    """What a Trainer's run attaches to one ``training_step`` (tinynet/step.py): MPI's share of
+    the backward and the gradients' sum over the ranks, the divergence check, gradient clipping
+    and logging before the update; the schedule and the moving average after it. Leaves the
+    batch's loss and correct count, summed over the ranks, in ``batch_loss``, ``batch_correct``."""
+
+    def __init__(self, trainer: Trainer, epoch: int, step: int, labels):
+        self.trainer, self.labels = trainer, labels
+        self.epoch, self.step = epoch, step  # step: the batch's index in the epoch, from 0
+        self.global_step = (epoch - 1) * trainer.steps_per_epoch + step
+        every = trainer.config.log_gradients
+        self.logged = every is not None and self.global_step % every == 0
+        self.flow_before = None
+
+    def backward(self, loss) -> None:
+        self.trainer.parallel.backward(loss)
+
+    def before_update(self, loss, outputs) -> None:
+        trainer, labels = self.trainer, self.labels
+        value = loss.item()
+        if not math.isfinite(value):  # the weights have not moved: the last checkpoint stands
+            where = f"epoch {self.epoch}, batch {self.step + 1}"
+            raise trainer._diverged(f"the loss became {value} at {where}")
+        logits = getattr(outputs, "logits", outputs)  # training mode: the aux heads' too
+        self.batch_loss, self.batch_correct = trainer.parallel.allreduce_gradients(
+            value * len(labels), topk_correct(logits.data, labels, 1)
+        )  # summed over the ranks, with the gradients
+        if self.logged:
+            self.flow_before = trainer.gradient_flow.before_step()
+        if trainer.config.grad_clip is not None:
+            clip_grad_norm_(trainer.model.parameters(), trainer.config.grad_clip)
+
+    def after_update(self) -> None:
+        trainer = self.trainer
+        if self.logged:
+            flow = trainer.gradient_flow.after_step(self.flow_before, self.epoch, self.global_step)
+            trainer._log_gradients(flow)
+        trainer.scheduler.step()
+        if trainer.ema is not None:
+            trainer.ema.update()
+
+
 class Trainer:
     """Trains ``config``'s model on ``data`` (loaded from the config if not given).
 
@@ -444,37 +487,21 @@ class Trainer:
         stream = distributed.output_stream(self.group)  # stderr on rank 0, nowhere on the others
         bar = ProgressBar(self.steps_per_epoch, f"epoch {epoch}/{c.epochs}", stream=stream)
         total_loss = correct = seen = 0
+        entry = model_entry(c.model)
+
+        def loss_fn(outputs, labels):
+            return entry.loss(outputs, labels, c.aux_weight, c.label_smoothing)
+
         for step, batch in enumerate(self.loader):
             if step == self.steps_per_epoch:
                 break
             if self.cores is not None:
                 self.cores.rebalance()
             images, labels = self.parallel.shard(*batch)  # this rank's rows of the batch
-            outputs = self.model(images)
-            loss = model_entry(c.model).loss(outputs, labels, c.aux_weight, c.label_smoothing)
-            value = loss.item()
-            if not math.isfinite(value):
-                raise self._diverged(f"the loss became {value} at epoch {epoch}, batch {step + 1}")
-            self.optimizer.zero_grad()
-            self.parallel.backward(loss)
-            logits = getattr(outputs, "logits", outputs)  # training mode: the aux heads' too
-            batch_loss, batch_correct = self.parallel.allreduce_gradients(
-                value * len(labels), topk_correct(logits.data, labels, 1)
-            )  # summed over the ranks, with the gradients
-            global_step = (epoch - 1) * self.steps_per_epoch + step
-            logged = c.log_gradients is not None and global_step % c.log_gradients == 0
-            if logged:
-                before = self.gradient_flow.before_step()
-            if c.grad_clip is not None:
-                clip_grad_norm_(self.model.parameters(), c.grad_clip)
-            self.optimizer.step()
-            if logged:
-                self._log_gradients(self.gradient_flow.after_step(before, epoch, global_step))
-            self.scheduler.step()
-            if self.ema is not None:
-                self.ema.update()
-            total_loss += batch_loss
-            correct += batch_correct
+            seams = _RunSeams(self, epoch, step, labels)
+            training_step(self.model, images, labels, loss_fn, self.optimizer, seams)
+            total_loss += seams.batch_loss
+            correct += seams.batch_correct
             seen += len(batch[1])
             bar.update(len(batch[1]), loss=total_loss / seen, acc=correct / seen)
         bar.close(loss=total_loss / seen, acc=correct / seen)
