@@ -125,10 +125,10 @@ def _first_winner(taps: np.ndarray, inside: np.ndarray) -> np.ndarray:
 def _sliding_pool(op, x, kernel_size, stride, padding, ceil_mode, count_include_pad=True):
     """A sliding pool's (kernel, stride, padding, out_size), its arguments checked as the fused
     op checks them."""
-    rows, cols, kernel, stride = sliding_window_tables(
+    y_windows, x_windows, kernel, stride = sliding_window_tables(
         op, x, kernel_size, stride, padding, ceil_mode, count_include_pad
     )
-    return kernel, stride, pair(padding, "padding", op, 0), (len(rows[0]), len(cols[0]))
+    return kernel, stride, pair(padding, "padding", op, 0), (len(y_windows[0]), len(x_windows[0]))
 
 
 def max_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False) -> Tensor:  # noqa: A002

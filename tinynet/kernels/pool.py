@@ -5,10 +5,11 @@ kernel sees it as C·N independent planes (H, W) and runs them in parallel (``pr
 plane a backward is sequential, so where windows overlap their gradients add without racing.
 
 The windows come as tables, one per axis, computed by the op (``tinynet.ops.pool``): window
-(i, j) covers input rows ``rows[0][i] <= y < rows[1][i]`` and columns
-``cols[0][j] <= x < cols[1][j]``, already clipped to the input, so padding never appears here.
-For the means, ``rows[2][i] * cols[2][j]`` is the window's divisor. Average and adaptive average
-pooling differ only in these tables, so both use the two mean kernels. Max pooling has a general
+(i, j) covers input rows ``y_windows[0][i] <= y < y_windows[1][i]`` and columns
+``x_windows[0][j] <= x < x_windows[1][j]``, already clipped to the input, so padding never
+appears here. For the means, ``y_windows[2][i] * x_windows[2][j]`` is the window's divisor.
+Average and adaptive average pooling differ only in these tables, so both use the two mean
+kernels. Max pooling has a general
 kernel and a faster one for Inception's 3x3/1 pad-1 pool; ``max_pool2d`` picks between them.
 """
 
@@ -25,10 +26,11 @@ PLANE_GROUPS = 256  # enough runs of planes to keep many cores evenly busy
 MAX_POOL_COST = 16
 
 
-def max_pool2d(x, out, rows, cols, kernel, stride, with_argmax: bool) -> np.ndarray:
+def max_pool2d(x, out, y_windows, x_windows, kernel, stride, with_argmax: bool) -> np.ndarray:
     """out = the window maxima of x, by the kernel that fits the shape; returns argmax.
 
-    x (C, N, H, W) and out (C, N, OH, OW); rows, cols: the window tables; kernel, stride: (h, w).
+    x (C, N, H, W) and out (C, N, OH, OW); y_windows, x_windows: the window tables; kernel,
+    stride: (h, w).
     A 3x3, stride-1 pool whose output keeps the input's size (padding 1: Inception's pool branch)
     runs the separable ``max_pool2d_3x3_same`` kernels, every other the general
     ``max_pool2d_forward``; both pick the same winner. With ``with_argmax``, argmax holds each
@@ -47,7 +49,7 @@ def max_pool2d(x, out, rows, cols, kernel, stride, with_argmax: bool) -> np.ndar
     elif same_3x3:
         max_pool2d_3x3_same(x, out)
     else:
-        max_pool2d_forward(x, out, argmax, rows, cols, kernel[1], stride[1])
+        max_pool2d_forward(x, out, argmax, y_windows, x_windows, kernel[1], stride[1])
     return argmax
 
 
@@ -90,7 +92,7 @@ def _tap(row, start, stride, count):
 
 
 @parallel(cost=MAX_POOL_COST)
-def max_pool2d_forward(x, out, argmax, rows, cols, kernel_width, stride_width):
+def max_pool2d_forward(x, out, argmax, y_windows, x_windows, kernel_width, stride_width):
     """out[p, i, j] = max of x[p] over window (i, j), and if argmax has out's shape (pass an empty
     array to skip it), argmax[p, i, j] = (y - top_i)·kernel_width + (x - left_j) of that maximum,
     its offset in the window: small enough for int8 under a 3x3 kernel.
@@ -107,16 +109,16 @@ def max_pool2d_forward(x, out, argmax, rows, cols, kernel_width, stride_width):
     with_argmax = argmax.size > 0
     args = _planes(argmax)
     sw = stride_width
-    first, last = _interior(cols[0], cols[1], kernel_width)
+    first, last = _interior(x_windows[0], x_windows[1], kernel_width)
     count = last - first
     for p in prange(xs.shape[0]):
         plane = xs[p]
         for i in range(outs.shape[1]):
-            top, bottom = rows[0][i], rows[1][i]
+            top, bottom = y_windows[0][i], y_windows[1][i]
             for j in range(outs.shape[2]):
                 if j < first or j >= last:
                     best, where = _window_max(
-                        plane, top, bottom, cols[0][j], cols[1][j], kernel_width
+                        plane, top, bottom, x_windows[0][j], x_windows[1][j], kernel_width
                     )
                     outs[p, i, j] = best
                     if with_argmax:
@@ -124,7 +126,7 @@ def max_pool2d_forward(x, out, argmax, rows, cols, kernel_width, stride_width):
             if count <= 0:
                 continue
             o = outs[p, i, first:last]
-            left = cols[0][first]
+            left = x_windows[0][first]
             o[:] = _tap(plane[top], left, sw, count)
             for y in range(top, bottom):
                 for dx in range(kernel_width):
@@ -181,38 +183,38 @@ def max_pool2d_3x3_same(x, out):
     size = height * width
     groups = _plane_groups(xs.shape[0])
     for g in prange(len(groups) - 1):
-        rows = np.empty(size, dtype=xs.dtype)
+        row_max = np.empty(size, dtype=xs.dtype)
         for p in range(groups[g], groups[g + 1]):
-            _max_3x3_same_plane(xs[p].reshape(size), outs[p].reshape(size), rows, width)
+            _max_3x3_same_plane(xs[p].reshape(size), outs[p].reshape(size), row_max, width)
 
 
 @njit(cache=True, inline="always")
-def _max_3x3_same_plane(src, dst, rows, width):
-    """One flat plane of ``max_pool2d_3x3_same``, its row maxima in the scratch ``rows``."""
+def _max_3x3_same_plane(src, dst, row_max, width):
+    """One flat plane of ``max_pool2d_3x3_same``, its row maxima in the scratch ``row_max``."""
     size = len(src)
     height = size // width
     for k in range(1, size - 1):
-        rows[k] = _max3(src[k - 1], src[k], src[k + 1])
+        row_max[k] = _max3(src[k - 1], src[k], src[k + 1])
     for y in range(height):
         first, last = y * width, y * width + width - 1
         if width == 1:
-            rows[first] = src[first]
+            row_max[first] = src[first]
             continue
         b = src[first + 1]
-        rows[first] = b if (b > src[first]) | (b != b) else src[first]
+        row_max[first] = b if (b > src[first]) | (b != b) else src[first]
         b = src[last]
-        rows[last] = b if (b > src[last - 1]) | (b != b) else src[last - 1]
+        row_max[last] = b if (b > src[last - 1]) | (b != b) else src[last - 1]
     for k in range(width, size - width):
-        dst[k] = _max3(rows[k - width], rows[k], rows[k + width])
+        dst[k] = _max3(row_max[k - width], row_max[k], row_max[k + width])
     if height == 1:
-        dst[:] = rows
+        dst[:] = row_max
         return
     bottom = size - width
     for j in range(width):
-        b = rows[width + j]
-        dst[j] = b if (b > rows[j]) | (b != b) else rows[j]
-        b = rows[bottom + j]
-        a = rows[bottom - width + j]
+        b = row_max[width + j]
+        dst[j] = b if (b > row_max[j]) | (b != b) else row_max[j]
+        b = row_max[bottom + j]
+        a = row_max[bottom - width + j]
         dst[bottom + j] = b if (b > a) | (b != b) else a
 
 
@@ -237,7 +239,7 @@ def max_pool2d_3x3_same_argmax(x, out, argmax):
     winner's offset dy·3 + dx in its window, counted from the window's clipped top-left corner.
 
     The row pass keeps each row's winner and its column dx, the column pass picks among three
-    rows top to bottom and composes dy·3 + dx, both with the scan's rule. This is the scan's
+    row_max top to bottom and composes dy·3 + dx, both with the scan's rule. This is the scan's
     winner: without NaN, the first row holding the window's maximum and that row's first
     occurrence of it, which is the first in row-by-row order; with NaN, the last row holding a
     NaN and its last NaN, which is the last NaN in row-by-row order.
@@ -247,58 +249,58 @@ def max_pool2d_3x3_same_argmax(x, out, argmax):
     size = height * width
     groups = _plane_groups(xs.shape[0])
     for g in prange(len(groups) - 1):
-        rows = np.empty(size, dtype=xs.dtype)
-        cols = np.empty(size, dtype=argmax.dtype)
+        row_max = np.empty(size, dtype=xs.dtype)
+        row_argmax = np.empty(size, dtype=argmax.dtype)
         for p in range(groups[g], groups[g + 1]):
             src, dst, arg = xs[p].reshape(size), outs[p].reshape(size), args[p].reshape(size)
-            _argmax_3x3_same_plane(src, dst, arg, rows, cols, width)
+            _argmax_3x3_same_plane(src, dst, arg, row_max, row_argmax, width)
 
 
 @njit(cache=True, inline="always")
-def _argmax_3x3_same_plane(src, dst, arg, rows, cols, width):
+def _argmax_3x3_same_plane(src, dst, arg, row_max, row_argmax, width):
     """One flat plane of ``max_pool2d_3x3_same_argmax``, its row winners and their columns in
-    the scratch ``rows`` and ``cols``."""
+    the scratch ``row_max`` and ``row_argmax``."""
     size = len(src)
     height = size // width
     for k in range(1, size - 1):
-        rows[k], cols[k] = _argmax3(src[k - 1], src[k], src[k + 1])
+        row_max[k], row_argmax[k] = _argmax3(src[k - 1], src[k], src[k + 1])
     for y in range(height):
         first, last = y * width, y * width + width - 1
         if width == 1:
-            rows[first], cols[first] = src[first], 0
+            row_max[first], row_argmax[first] = src[first], 0
             continue
-        rows[first], cols[first] = _argmax2(src[first], src[first + 1])
-        rows[last], cols[last] = _argmax2(src[last - 1], src[last])
+        row_max[first], row_argmax[first] = _argmax2(src[first], src[first + 1])
+        row_max[last], row_argmax[last] = _argmax2(src[last - 1], src[last])
     if height == 1:
-        dst[:], arg[:] = rows, cols
+        dst[:], arg[:] = row_max, row_argmax
         return
     for k in range(width, size - width):
-        best, dy = _argmax3(rows[k - width], rows[k], rows[k + width])
+        best, dy = _argmax3(row_max[k - width], row_max[k], row_max[k + width])
         source = k + (dy - 1) * width
-        dst[k], arg[k] = best, dy * 3 + cols[source]
+        dst[k], arg[k] = best, dy * 3 + row_argmax[source]
     bottom = size - width
     for j in range(width):
-        best, dy = _argmax2(rows[j], rows[width + j])
-        dst[j], arg[j] = best, dy * 3 + cols[j + dy * width]
+        best, dy = _argmax2(row_max[j], row_max[width + j])
+        dst[j], arg[j] = best, dy * 3 + row_argmax[j + dy * width]
         k = bottom + j
-        best, dy = _argmax2(rows[k - width], rows[k])
-        dst[k], arg[k] = best, dy * 3 + cols[k + (dy - 1) * width]
+        best, dy = _argmax2(row_max[k - width], row_max[k])
+        dst[k], arg[k] = best, dy * 3 + row_argmax[k + (dy - 1) * width]
 
 
 @parallel
-def max_pool2d_backward(grad_out, argmax, rows, cols, kernel_width, grad_in):
+def max_pool2d_backward(grad_out, argmax, y_windows, x_windows, kernel_width, grad_in):
     """grad_in[p, y, x] = Σ of grad_out[p, i, j] over the windows whose maximum was (y, x), with
     argmax the window offsets ``max_pool2d_forward`` recorded.
 
-    Offset o of window (i, j) is the plane's element (rows[0][i] + o // kernel_width,
-    cols[0][j] + o % kernel_width); a table of each offset's distance from the window's corner
+    Offset o of window (i, j) is the plane's element (y_windows[0][i] + o // kernel_width,
+    x_windows[0][j] + o % kernel_width); a table of each offset's distance from the window's corner
     in the flat plane turns that division and remainder into one lookup per element.
     """
     gout, args, gin = _planes(grad_out), _planes(argmax), _planes(grad_in)
     width, size = gin.shape[2], gin.shape[1] * gin.shape[2]
     taps = 0
-    for i in range(len(rows[0])):
-        taps = max(taps, (rows[1][i] - rows[0][i]) * kernel_width)
+    for i in range(len(y_windows[0])):
+        taps = max(taps, (y_windows[1][i] - y_windows[0][i]) * kernel_width)
     shift = np.empty(taps, dtype=np.int64)
     for o in range(taps):
         shift[o] = (o // kernel_width) * width + o % kernel_width
@@ -306,35 +308,35 @@ def max_pool2d_backward(grad_out, argmax, rows, cols, kernel_width, grad_in):
         plane = gin[p].reshape(size)
         plane[:] = 0
         for i in range(gout.shape[1]):
-            top = rows[0][i] * width
+            top = y_windows[0][i] * width
             for j in range(gout.shape[2]):
-                plane[top + cols[0][j] + shift[args[p, i, j]]] += gout[p, i, j]
+                plane[top + x_windows[0][j] + shift[args[p, i, j]]] += gout[p, i, j]
 
 
 @parallel
-def avg_pool2d_forward(x, out, rows, cols):
-    """out[p, i, j] = (Σ of x[p] over window (i, j)) / (rows[2][i] · cols[2][j])."""
+def avg_pool2d_forward(x, out, y_windows, x_windows):
+    """out[p, i, j] = (Σ of x[p] over window (i, j)) / (y_windows[2][i] · x_windows[2][j])."""
     xs, outs = _planes(x), _planes(out)
     for p in prange(xs.shape[0]):
         for i in range(outs.shape[1]):
             for j in range(outs.shape[2]):
                 total = 0.0
-                for y in range(rows[0][i], rows[1][i]):
-                    for x_ in range(cols[0][j], cols[1][j]):
+                for y in range(y_windows[0][i], y_windows[1][i]):
+                    for x_ in range(x_windows[0][j], x_windows[1][j]):
                         total += xs[p, y, x_]
-                outs[p, i, j] = total / (rows[2][i] * cols[2][j])
+                outs[p, i, j] = total / (y_windows[2][i] * x_windows[2][j])
 
 
 @parallel
-def avg_pool2d_backward(grad_out, grad_in, rows, cols):
+def avg_pool2d_backward(grad_out, grad_in, y_windows, x_windows):
     """grad_in[p, y, x] = Σ over the windows (i, j) that hold (y, x) of
-    grad_out[p, i, j] / (rows[2][i] · cols[2][j])."""
+    grad_out[p, i, j] / (y_windows[2][i] · x_windows[2][j])."""
     gout, gin = _planes(grad_out), _planes(grad_in)
     for p in prange(gin.shape[0]):
         gin[p] = 0
         for i in range(gout.shape[1]):
             for j in range(gout.shape[2]):
-                share = gout[p, i, j] / (rows[2][i] * cols[2][j])
-                for y in range(rows[0][i], rows[1][i]):
-                    for x_ in range(cols[0][j], cols[1][j]):
+                share = gout[p, i, j] / (y_windows[2][i] * x_windows[2][j])
+                for y in range(y_windows[0][i], y_windows[1][i]):
+                    for x_ in range(x_windows[0][j], x_windows[1][j]):
                         gin[p, y, x_] += share

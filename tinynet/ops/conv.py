@@ -84,12 +84,12 @@ class ImageColumns:
             (h + sum(padding[0]) - self.kernel[0]) // stride[0] + 1,
             (w + sum(padding[1]) - self.kernel[1]) // stride[1] + 1,
         )
-        self.rows = c * self.kernel[0] * self.kernel[1]
+        self.patch_size = c * self.kernel[0] * self.kernel[1]  # C·kh·kw: the rows of cols
         self.pixels = self.out_size[0] * self.out_size[1]  # columns per image
         self.pointwise = (
             self.kernel == (1, 1) and stride == (1, 1) and padding == ((0, 0), (0, 0))
         )
-        self.chunks = _chunks(n, self.rows, self.pixels, x.itemsize)
+        self.chunks = _chunks(n, self.patch_size, self.pixels, x.itemsize)
         self._scratch = None
 
     def left_product(self, W: np.ndarray) -> np.ndarray:
@@ -147,13 +147,14 @@ class ImageColumns:
         holds the largest chunk: its contents last until the next call."""
         if self._scratch is None:
             n0, n1 = self.chunks[0]
-            self._scratch = np.empty(self.rows * (n1 - n0) * self.pixels, dtype=self.x.dtype)
-        return self._scratch[: self.rows * columns].reshape(self.rows, columns)
+            self._scratch = np.empty(self.patch_size * (n1 - n0) * self.pixels, dtype=self.x.dtype)
+        return self._scratch[: self.patch_size * columns].reshape(self.patch_size, columns)
 
 
-def _chunks(batch: int, rows: int, pixels: int, itemsize: int) -> list[tuple[int, int]]:
-    """[n0, n1) image ranges whose (rows, (n1 - n0)·pixels) column matrix fits CHUNK_BYTES."""
-    step = max(1, min(batch, CHUNK_BYTES // max(1, rows * pixels * itemsize)))
+def _chunks(batch: int, patch_size: int, pixels: int, itemsize: int) -> list[tuple[int, int]]:
+    """[n0, n1) image ranges whose (patch_size, (n1 - n0)·pixels) column matrix fits
+    CHUNK_BYTES."""
+    step = max(1, min(batch, CHUNK_BYTES // max(1, patch_size * pixels * itemsize)))
     return [(n0, min(n0 + step, batch)) for n0 in range(0, batch, step)]
 
 

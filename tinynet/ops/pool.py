@@ -59,25 +59,26 @@ class MaxPool2dFunction(Function):
     The forward records each window's winner as PyTorch's CPU kernel picks it (scanning the
     window row by row, the first of equal maxima, or the last NaN), and only when a gradient
     will be asked for, as its offset in the window; ``kernels.pool.max_pool2d`` picks the kernel.
-    rows, cols: (start, end) window tables of ``_sliding_windows``; kernel, stride: (h, w).
+    y_windows, x_windows: (start, end) window tables, down and across (``_sliding_windows``);
+    kernel, stride: (h, w).
     Reference twin: ``tinynet.reference.max_pool2d``.
     """
 
     @staticmethod
-    def forward(ctx, x, rows, cols, kernel, stride):
-        y = layout.empty_nchw(len(x), x.shape[1], len(rows[0]), len(cols[0]), x.dtype)
+    def forward(ctx, x, y_windows, x_windows, kernel, stride):
+        y = layout.empty_nchw(len(x), x.shape[1], len(y_windows[0]), len(x_windows[0]), x.dtype)
         # y = the max of each window, and where it was found
         ctx.argmax = pool.max_pool2d(
             layout.channel_major(x),
             layout.channel_major(y),
-            rows,
-            cols,
+            y_windows,
+            x_windows,
             kernel,
             stride,
             with_argmax=ctx.needs_input_grad[0],
         )
         ctx.shape, ctx.dtype = x.shape, x.dtype
-        ctx.rows, ctx.cols, ctx.kernel_width = rows, cols, kernel[1]
+        ctx.y_windows, ctx.x_windows, ctx.kernel_width = y_windows, x_windows, kernel[1]
         return y
 
     @staticmethod
@@ -87,8 +88,8 @@ class MaxPool2dFunction(Function):
         pool.max_pool2d_backward(
             layout.channel_major(grad),
             ctx.argmax,
-            ctx.rows,
-            ctx.cols,
+            ctx.y_windows,
+            ctx.x_windows,
             ctx.kernel_width,
             layout.channel_major(grad_x),
         )
@@ -101,16 +102,17 @@ class AvgPool2dFunction(Function):
 
     Zero padding adds nothing to a sum, so windows are clipped to the input; the divisor d_ij is
     the product of the per-axis divisors of ``_sliding_windows``.
-    rows, cols: (start, end, divisor) window tables.
+    y_windows, x_windows: (start, end, divisor) window tables.
     Reference twin: ``tinynet.reference.avg_pool2d``.
     """
 
     @staticmethod
-    def forward(ctx, x, rows, cols):
-        y = layout.empty_nchw(len(x), x.shape[1], len(rows[0]), len(cols[0]), x.dtype)
+    def forward(ctx, x, y_windows, x_windows):
+        y = layout.empty_nchw(len(x), x.shape[1], len(y_windows[0]), len(x_windows[0]), x.dtype)
         # y = the sum of each window over its divisor
-        pool.avg_pool2d_forward(layout.channel_major(x), layout.channel_major(y), rows, cols)
-        ctx.rows, ctx.cols, ctx.shape, ctx.dtype = rows, cols, x.shape, x.dtype
+        x_planes, y_planes = layout.channel_major(x), layout.channel_major(y)
+        pool.avg_pool2d_forward(x_planes, y_planes, y_windows, x_windows)
+        ctx.y_windows, ctx.x_windows, ctx.shape, ctx.dtype = y_windows, x_windows, x.shape, x.dtype
         return y
 
     @staticmethod
@@ -118,7 +120,7 @@ class AvgPool2dFunction(Function):
         grad_x = layout.empty_nchw(*ctx.shape, ctx.dtype)
         # dL/dx = each window's gradient over its divisor, added to every element of the window
         pool.avg_pool2d_backward(
-            layout.channel_major(grad), layout.channel_major(grad_x), ctx.rows, ctx.cols
+            layout.channel_major(grad), layout.channel_major(grad_x), ctx.y_windows, ctx.x_windows
         )
         return grad_x
 
@@ -140,7 +142,7 @@ def _check_input(x, op: str) -> Tensor:
 
 
 def sliding_window_tables(op, x, kernel_size, stride, padding, ceil_mode, count_include_pad=True):
-    """Check a sliding pool's arguments and return its (rows, cols) window tables and its
+    """Check a sliding pool's arguments and return its (y_windows, x_windows) window tables and its
     (kernel, stride) pairs."""
     kernel = pair(kernel_size, "kernel_size", op, minimum=1)
     stride = kernel if stride is None else pair(stride, "stride", op, minimum=1)
@@ -159,22 +161,22 @@ def sliding_window_tables(op, x, kernel_size, stride, padding, ceil_mode, count_
             f"{op}: input size (H, W) = {size} is too small for kernel_size={kernel} with "
             f"padding={padding} (stride={stride}): the output size would be {out}"
         )
-    rows, cols = (
+    y_windows, x_windows = (
         _sliding_windows(*axis, count_include_pad)
         for axis in zip(size, kernel, stride, padding, out)
     )
-    return rows, cols, kernel, stride
+    return y_windows, x_windows, kernel, stride
 
 
 def max_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False) -> Tensor:
     """Max over kernel_size windows every stride (default kernel_size) of input (N, C, H, W)
     padded with -inf, as ``torch.nn.functional.max_pool2d`` (no dilation, no indices)."""
     input = _check_input(input, "max_pool2d")
-    rows, cols, kernel, stride = sliding_window_tables(
+    y_windows, x_windows, kernel, stride = sliding_window_tables(
         "max_pool2d", input, kernel_size, stride, padding, ceil_mode
     )
     return MaxPool2dFunction.apply(
-        input, rows=rows[:2], cols=cols[:2], kernel=kernel, stride=stride
+        input, y_windows=y_windows[:2], x_windows=x_windows[:2], kernel=kernel, stride=stride
     )
 
 
@@ -185,10 +187,10 @@ def avg_pool2d(
     padded with zeros, as ``torch.nn.functional.avg_pool2d`` (no divisor_override): the
     divisor counts the padding if count_include_pad, else only the input elements."""
     input = _check_input(input, "avg_pool2d")
-    rows, cols, _, _ = sliding_window_tables(
+    y_windows, x_windows, _, _ = sliding_window_tables(
         "avg_pool2d", input, kernel_size, stride, padding, ceil_mode, bool(count_include_pad)
     )
-    return AvgPool2dFunction.apply(input, rows=rows, cols=cols)
+    return AvgPool2dFunction.apply(input, y_windows=y_windows, x_windows=x_windows)
 
 
 def adaptive_avg_pool2d(input, output_size) -> Tensor:
@@ -201,5 +203,5 @@ def adaptive_avg_pool2d(input, output_size) -> Tensor:
         output_size = tuple(s if o is None else o for o, s in zip(output_size, input.shape[2:]))
     oh, ow = pair(output_size, "output_size", op, minimum=0)
     h, w = input.shape[2:]
-    rows, cols = _adaptive_windows(h, oh), _adaptive_windows(w, ow)
-    return AdaptiveAvgPool2dFunction.apply(input, rows=rows, cols=cols)
+    y_windows, x_windows = _adaptive_windows(h, oh), _adaptive_windows(w, ow)
+    return AdaptiveAvgPool2dFunction.apply(input, y_windows=y_windows, x_windows=x_windows)
