@@ -230,7 +230,7 @@ def _tensor(storage, offset, size, stride, dtype: str | None = None, metadata=No
     return _Tensor(storage, offset, size, stride, dtype, metadata)
 
 
-def _array(tensor: _Tensor, contents: dict[str, np.ndarray], byteorder: str) -> np.ndarray:
+def _stored_array(tensor: _Tensor, contents: dict[str, np.ndarray], byteorder: str) -> np.ndarray:
     """The tensor as a contiguous NumPy array: its own copy of the values it views, in the
     storage's bytes (``contents``, by key) of byte order ``byteorder`` ('<' or '>')."""
     storage, offset, size, stride, dtype, metadata = tensor
@@ -641,7 +641,7 @@ def _load(path: Path):
         file.seek(0)
         try:
             obj, contents, byteorder = read(path, file)
-            return rebuild(obj, _Tensor, lambda tensor: _array(tensor, contents, byteorder))
+            return rebuild(obj, _Tensor, lambda tensor: _stored_array(tensor, contents, byteorder))
         except _Refused as refused:
             raise CheckpointError(
                 f"{path}: its pickle names {refused.name}, which is not part of a plain state "

@@ -210,7 +210,7 @@ class OnnxModule(nn.Module):
             else:
                 if node.op_type == "If":
                     attributes = self._branches(node, attributes, known, label)
-                attributes = {key: self._array(value, f"{label} attribute {key!r}")
+                attributes = {key: self._tensor_array(value, f"{label} attribute {key!r}")
                               if isinstance(value, TensorProto) else value
                               for key, value in attributes.items()}  # fmt: skip
                 parsed.append((node.op_type, list(node.input), list(node.output),
@@ -244,7 +244,7 @@ class OnnxModule(nn.Module):
                 self.fail(f"opset {opset.version} is not supported (tinynet reads opsets "
                           f"{OPSETS.start} to {OPSETS.stop - 1})")  # fmt: skip
 
-    def _array(self, tensor: TensorProto, what: str, external: bool = False) -> np.ndarray:
+    def _tensor_array(self, tensor: TensorProto, what: str, external: bool = False) -> np.ndarray:
         """The tensor's values, after checking its type, location and size against its shape;
         ``external``: it may be stored in a file beside the model (an initializer)."""
         if tensor.data_type not in _DTYPES:
@@ -277,7 +277,7 @@ class OnnxModule(nn.Module):
         return np.array(data, dtype).reshape(dims)
 
     def _add_initializer(self, tensor: TensorProto, statistic: bool) -> None:
-        array = self._array(tensor, f"initializer {tensor.name!r}", external=True)
+        array = self._tensor_array(tensor, f"initializer {tensor.name!r}", external=True)
         if array.dtype.kind == "f" and array.size and np.isnan(array.min()):  # min keeps NaN
             self.fail(f"initializer {tensor.name!r} holds NaN values")
         if array.dtype != np.float32 or array.ndim == 0:  # 0-d: a scalar the exporter lifted
@@ -306,7 +306,7 @@ class OnnxModule(nn.Module):
     def _add_constant(self, node, attributes, label) -> None:
         if set(attributes) != {"value"} or not isinstance(attributes["value"], TensorProto):
             self.fail(f"{label}: only a Constant with a tensor 'value' is supported")
-        self._constants[node.output[0]] = self._array(attributes["value"], label)
+        self._constants[node.output[0]] = self._tensor_array(attributes["value"], label)
 
     def _weight(self, name: str):
         *path, leaf = self._keys[name].split(".")
