@@ -1,5 +1,5 @@
 """Every kernel runs as plain Python with ``NUMBA_DISABLE_JIT=1``, so a reader can step through
-it in a debugger ("How to read tinynet" in the README), and it computes what the compiled kernel
+it in a debugger ("How to read tinynet" in docs/core.md), and it computes what the compiled kernel
 computes: the small GoogLeNet's forward and backward, in training mode, with the JIT off and on.
 
 numba reads the variable when it is imported, so each run is its own process. float64, so that
@@ -66,8 +66,8 @@ def test_small_googlenet_gives_the_same_numbers_with_the_jit_disabled(tmp_path):
 
 
 def test_the_readme_breakpoint_is_inside_im2col_loop():
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme = (Path(__file__).resolve().parent.parent / "docs" / "core.md").read_text()
     line = int(re.search(r"b tinynet/kernels/im2col\.py:(\d+)", readme)[1])
     source, first = inspect.getsourcelines(im2col.im2col.threaded)
     loop = next(i for i, text in enumerate(source) if "in prange(" in text)
-    assert first + loop < line < first + len(source), "README's breakpoint is not in the loop"
+    assert first + loop < line < first + len(source), "docs/core.md's breakpoint is not in the loop"

@@ -1,6 +1,6 @@
 """Every op is accounted for in each place an op must be known: adding a ``Function`` without
 deciding its reference twin, its ONNX translation and its cost in ``summary`` fails here, naming
-the op and the place (the README's "Adding an op" lists the places).
+the op and the place ("Adding an op" in docs/core.md lists the places).
 
 - The twin: a fused op's docstring names its composed twin (``Reference twin:
   ``tinynet.reference.NAME````), which exists; or the op is one of ``tinynet.reference``'s

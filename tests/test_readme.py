@@ -1,4 +1,5 @@
-"""The README's promises: its two commands lead it, and its Python snippets run as written."""
+"""The README's promises: its two commands lead it, its first screen links every page of docs/,
+and the Python snippets of the README and the docs run as written."""
 
 import importlib.util
 import re
@@ -8,9 +9,13 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
 TEXT = README.read_text()
-SNIPPETS = re.findall(r"```python\n(.*?)```", TEXT, re.S)
+# The README's first screen leads to these pages; their snippets are held to the same promise.
+DOCS = sorted((ROOT / "docs").glob("*.md"))
+PAGES = TEXT + "".join(page.read_text() for page in DOCS)
+SNIPPETS = re.findall(r"```python\n(.*?)```", PAGES, re.S)
 
 
 def command_after(marker: str) -> str:
@@ -46,4 +51,15 @@ def test_python_snippets_run_as_written(snippet):
     assert result.returncode == 0, result.stderr
     if "summary" in snippet:
         assert "parameters: 13,378,280 (6,998,552 used at inference)" in result.stdout
-        assert result.stdout.strip() in TEXT  # the table the README shows is the one printed
+        assert result.stdout.strip() in PAGES  # the table the docs show is the one printed
+
+
+def test_the_first_screen_links_every_page_and_every_link_resolves():
+    head = TEXT[: TEXT.index("## The main job")]
+    assert len(head.splitlines()) < 40  # what tinynet is, the two commands, where to go next
+    for page in DOCS:
+        if page.suffix == ".md":
+            assert f"](docs/{page.name})" in head, f"the README's first screen does not link {page}"
+    for source in [README, *DOCS]:
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", source.read_text()):
+            assert (source.parent / target).exists(), f"{source.name} links to missing {target}"
