@@ -81,8 +81,8 @@ assert bn["conv1"] > 1e-2 and bn["conv1"] > 1e12 * no_aux["conv1"]
 #
 # `save_runs` writes every record (`gradients.jsonl`) and the figure (`gradients.png`): per
 # variant, the norm of each block (down) at each recorded step (across) on one log colour scale,
-# and, on the right, the norm along the depth at the first and last step. docs/googlenet.md shows the
-# same figure for the full 300-step run.
+# and, on the right, the norm along the depth at the first and last step. docs/googlenet.md shows
+# the same figure for the full 300-step run.
 
 # %%
 for path in save_runs(runs, OUT):
