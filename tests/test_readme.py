@@ -63,3 +63,25 @@ def test_the_first_screen_links_every_page_and_every_link_resolves():
     for source in [README, *DOCS]:
         for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", source.read_text()):
             assert (source.parent / target).exists(), f"{source.name} links to missing {target}"
+
+
+def test_the_main_job_s_figures_are_the_recorded_run_s():
+    """The epochs the README shows are rows of benchmarks/digits.md, the run they come from."""
+    record = (ROOT / "benchmarks" / "digits.md").read_text()
+    rows = {
+        int(epoch): rest
+        for epoch, *rest in re.findall(
+            r"^\| (\d) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+%) \| ([\d.]+) \| (\d+) \|$", record, re.M
+        )
+    }
+    shown = re.findall(
+        r"^epoch (\d)/6: train loss ([\d.]+), test loss ([\d.]+), test top-1 ([\d.]+%), "
+        r"top-5 [\d.]+% \(([\d.]+) s, (\d+) img/s\)$",
+        TEXT,
+        re.M,
+    )
+    assert len(shown) == 2
+    for epoch, *figures in shown:
+        assert figures == rows[int(epoch)], f"epoch {epoch}: README {figures}, digits.md"
+    final = rows[6][2]
+    assert f"test top-1 {final} after 6 epochs" in TEXT and f"{final} test top-1" in TEXT
