@@ -180,7 +180,8 @@ class OnnxModule(nn.Module):
         self.output_names = [v.name for v in graph.output]
         self.output_shape = _dims(graph.output[0])
         self.metadata = {prop.key: prop.value for prop in proto.metadata_props}
-        known = {self.input_name, *self._keys, *self._constants}
+        known = _Names()
+        known.update([self.input_name, *self._keys, *self._constants])
         self._nodes = self._parse_nodes(graph.node, known)
         self._plans: dict[tuple, fold.Plan] = {}  # input shape -> its folded plan
         missing = [name for name in self.output_names if name not in known]
@@ -191,14 +192,14 @@ class OnnxModule(nn.Module):
     def fail(self, problem: str):
         raise OnnxImportError(f"{self.source}: {problem}")
 
-    def _parse_nodes(self, nodes, known: set) -> list:
+    def _parse_nodes(self, nodes, known: _Names) -> list:
         """``nodes`` as (op_type, inputs, outputs, attributes, label), each checked against the
         op tables; Constants become constants and an If's branches lists of nodes. ``known``
         holds the names made so far, and gains the nodes' outputs."""
         parsed = []
         for index, node in enumerate(nodes):
             label = checks.node_label(node, index)
-            if node.domain not in ("", "ai.onnx") or node.op_type not in {*_OPS, *fold.FOLDS}:
+            if node.domain not in ("", "ai.onnx") or node.op_type not in _SUPPORTED:
                 self.fail(f"{label}: op {node.domain + '.' if node.domain else ''}"
                           f"{node.op_type} is not supported")  # fmt: skip
             missing = [i for i in node.input if i and i not in known]
@@ -229,7 +230,7 @@ class OnnxModule(nn.Module):
             if graph.input or graph.initializer or graph.sparse_initializer:
                 self.fail(f"{label}: its {key} has inputs or initializers of its own, which "
                           "tinynet does not read")  # fmt: skip
-            inside = set(known)
+            inside = _Names(known)  # the branch's names over the graph's, without copying
             nodes = self._parse_nodes(graph.node, inside)
             results = [value.name for value in graph.output]
             if len(results) != len(node.output) or not inside.issuperset(results):
@@ -348,6 +349,24 @@ class OnnxModule(nn.Module):
             self.fail(f"{label}: {error}")
         except MemoryError as error:
             raise MemoryError(f"{self.source}: {label}: {error}") from None
+
+
+class _Names:
+    """The value names made so far in a graph: a set whose lookups fall through to the graph
+    around it (an If's branch reads what was made before the If), so entering a branch copies
+    nothing: a file of thousands of Ifs parses in time proportional to its size."""
+
+    def __init__(self, outer: _Names | None = None):
+        self.own, self.outer = set(), outer
+
+    def __contains__(self, name) -> bool:
+        return name in self.own or (self.outer is not None and name in self.outer)
+
+    def update(self, names) -> None:
+        self.own.update(names)
+
+    def issuperset(self, names) -> bool:
+        return all(name in self for name in names)
 
 
 class _Unsupported(Exception):
@@ -601,3 +620,4 @@ _OPS = {
     "Constant": None,  # read into constants when the graph is built
     "If": None,  # replaced by its branch when the graph is folded (tinynet.onnx.fold)
 }
+_SUPPORTED = frozenset({*_OPS, *fold.FOLDS})  # what a node's op_type may be
