@@ -1,8 +1,6 @@
 """conv2d: output shapes, forward against tinynet.reference, finite-difference gradients,
 PyTorch parity, hand-computed values, argument errors, and the skipped input gradient."""
 
-from typing import NamedTuple
-
 import numpy as np
 import pytest
 from hypothesis import example, given
@@ -12,91 +10,20 @@ import tinynet
 import tinynet.functional as F
 from tinynet import reference
 
+from op_cases import Conv, conv_cases, pair
 from reference import assert_close, to_torch
-from strategies import seeds, uniform
-
-
-class Conv(NamedTuple):
-    """One convolution: the input (n, c_in, h, w), the weight (c_out, c_in, kh, kw), the bias
-    (c_out,) if with_bias, and conv2d's stride and padding arguments as a user passes them."""
-
-    n: int
-    c_in: int
-    c_out: int
-    h: int
-    w: int
-    kh: int
-    kw: int
-    stride: int | tuple[int, int] = 1
-    padding: int | tuple[int, int] | str = 0
-    with_bias: bool = True
-
-    def arrays(self, seed, dtype=np.float64):
-        x = uniform(seed, (self.n, self.c_in, self.h, self.w), dtype=dtype)
-        weight = uniform(seed + 1, (self.c_out, self.c_in, self.kh, self.kw), dtype=dtype)
-        bias = uniform(seed + 2, (self.c_out,), dtype=dtype) if self.with_bias else None
-        return x, weight, bias
-
-
-def pads(padding, kh, kw):
-    """((top, bottom), (left, right)) as PyTorch reads the padding argument: 'same' pads k - 1
-    in total, the odd one of an even kernel at the bottom/right."""
-    if padding == "valid":
-        return (0, 0), (0, 0)
-    if padding == "same":
-        return tuple(((k - 1) // 2, k - 1 - (k - 1) // 2) for k in (kh, kw))
-    ph, pw = (padding, padding) if isinstance(padding, int) else padding
-    return (ph, ph), (pw, pw)
-
-
-def strides(stride):
-    return (stride, stride) if isinstance(stride, int) else stride
+from strategies import grad_layouts, is_channel_major, laid_out, layouts, seeds, uniform
 
 
 def output_size(conv):
     """OH, OW = floor((H + pad_top + pad_bottom - kh) / sh) + 1 (and alike for W)."""
-    (top, bottom), (left, right) = pads(conv.padding, conv.kh, conv.kw)
-    sh, sw = strides(conv.stride)
+    (top, bottom), (left, right) = conv.pads
+    sh, sw = pair(conv.stride)
     return (conv.h + top + bottom - conv.kh) // sh + 1, (conv.w + left + right - conv.kw) // sw + 1
 
 
-@st.composite
-def convs(draw, max_batch=3, max_channels=4, max_kernel=4, max_side=8):
-    """Random valid convolutions: rectangular kernels, int or pair strides and paddings,
-    'same' (with stride 1, as PyTorch requires) and 'valid'; padding may exceed the kernel."""
-    kh, kw = draw(st.integers(1, max_kernel)), draw(st.integers(1, max_kernel))
-    side_pad = st.integers(0, 3)
-    padding = draw(
-        st.one_of(side_pad, st.tuples(side_pad, side_pad), st.sampled_from(["same", "valid"]))
-    )
-    side_stride = st.integers(1, 3)
-    stride = (
-        1
-        if padding == "same"
-        else draw(st.one_of(side_stride, st.tuples(side_stride, side_stride)))
-    )
-    (top, bottom), (left, right) = pads(padding, kh, kw)
-    return Conv(
-        n=draw(st.integers(1, max_batch)),
-        c_in=draw(st.integers(1, max_channels)),
-        c_out=draw(st.integers(1, max_channels)),
-        h=draw(st.integers(max(1, kh - top - bottom), max_side)),
-        w=draw(st.integers(max(1, kw - left - right), max_side)),
-        kh=kh,
-        kw=kw,
-        stride=stride,
-        padding=padding,
-        with_bias=draw(st.booleans()),
-    )
-
-
-def channel_major(array):
-    """The same (N, C, H, W) values stored as tinynet's conv outputs are: a (C, N, H, W) buffer."""
-    return np.ascontiguousarray(array.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
-
-
 # ------------------------------------------------------------------ shapes and the reference
-@given(conv=convs(max_side=10), seed=seeds)
+@given(conv=conv_cases(max_side=10), seed=seeds)
 def test_output_shape_follows_the_size_formula(conv, seed):
     x, weight, bias = conv.arrays(seed, np.float32)
     out = F.conv2d(x, weight, bias, stride=conv.stride, padding=conv.padding)
@@ -105,10 +32,10 @@ def test_output_shape_follows_the_size_formula(conv, seed):
     if conv.padding == "same":
         assert out.shape[2:] == (conv.h, conv.w)
     # Channel-major memory behind the NCHW view, so the next layer's GEMM needs no transpose.
-    assert out.data.transpose(1, 0, 2, 3).flags.c_contiguous
+    assert is_channel_major(out.data)
 
 
-@given(conv=convs(), seed=seeds)
+@given(conv=conv_cases(), seed=seeds)
 def test_forward_matches_the_reference(conv, seed):
     x, weight, bias = conv.arrays(seed)
     out = F.conv2d(x, weight, bias, stride=conv.stride, padding=conv.padding)
@@ -117,7 +44,7 @@ def test_forward_matches_the_reference(conv, seed):
 
 
 # ------------------------------------------------------------------ gradients
-@given(conv=convs(max_batch=2, max_channels=3, max_side=6), seed=seeds)
+@given(conv=conv_cases(max_batch=2, max_channels=3, max_side=6), seed=seeds)
 @example(conv=Conv(2, 3, 2, 4, 5, 1, 1), seed=0)  # the 1x1 path without im2col
 @example(conv=Conv(1, 2, 2, 5, 4, 2, 4, padding="same"), seed=1)  # even kernel, uneven padding
 def test_gradients_match_finite_differences(conv, seed):
@@ -132,7 +59,7 @@ def test_gradients_match_finite_differences(conv, seed):
 
 # ------------------------------------------------------------------ large batches in chunks
 @given(
-    conv=convs(max_batch=5, max_channels=3, max_side=7),
+    conv=conv_cases(max_batch=5, max_channels=3, max_side=7),
     seed=seeds,
     per_chunk=st.sampled_from([1, 2]),
 )
@@ -166,27 +93,28 @@ def test_images_in_chunks_give_the_unchunked_results(conv, seed, per_chunk):
 # ------------------------------------------------------------------ PyTorch parity
 @pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel:UserWarning")
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@given(conv=convs(), seed=seeds, input_layout=st.booleans(), grad_layout=st.booleans())
-@example(conv=Conv(2, 4, 3, 5, 6, 1, 1), seed=0, input_layout=True, grad_layout=False)
+@given(conv=conv_cases(), seed=seeds, input_layout=layouts, grad_layout=grad_layouts)
+@example(conv=Conv(2, 4, 3, 5, 6, 1, 1), seed=0, input_layout="channel_major", grad_layout="nchw")
 @example(
-    conv=Conv(2, 2, 3, 6, 5, 4, 2, padding="same"), seed=1, input_layout=False, grad_layout=False
+    conv=Conv(2, 2, 3, 6, 5, 4, 2, padding="same"), seed=1, input_layout="nchw", grad_layout="nchw"
 )
 @example(
     conv=Conv(2, 3, 2, 9, 8, 3, 2, stride=(2, 3), padding=(1, 2)),
     seed=2,
-    input_layout=True,
-    grad_layout=True,
+    input_layout="channel_major",
+    grad_layout="channel_major",
 )
 def test_matches_torch(torch, dtype, conv, seed, input_layout, grad_layout):
-    """Forward and all three gradients; input_layout / grad_layout: whether the input and the
-    upstream gradient are channel-major (as tinynet's conv outputs) or plain C-contiguous NCHW."""
+    """Forward and all three gradients, with the input and the upstream gradient in the memory
+    layouts they reach conv in (strategies.laid_out): channel-major as tinynet's conv outputs,
+    plain C-contiguous NCHW, or for the gradient a broadcast view."""
     x_np, w_np, b_np = conv.arrays(seed, dtype)
-    x = tinynet.tensor(channel_major(x_np) if input_layout else x_np, requires_grad=True)
+    x = tinynet.tensor(laid_out(x_np, input_layout), requires_grad=True)
     weight = tinynet.tensor(w_np, requires_grad=True)
     bias = tinynet.tensor(b_np, requires_grad=True) if conv.with_bias else None
     out = F.conv2d(x, weight, bias, stride=conv.stride, padding=conv.padding)
-    g = uniform(seed + 3, out.shape, dtype=dtype)
-    out.backward(channel_major(g) if grad_layout else g)
+    g = laid_out(uniform(seed + 3, out.shape, dtype=dtype), grad_layout)
+    out.backward(g)
 
     tx, tw = to_torch(torch, x_np, True), to_torch(torch, w_np, True)
     tb = to_torch(torch, b_np, True) if conv.with_bias else None

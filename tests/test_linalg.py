@@ -3,57 +3,36 @@
 import numpy as np
 import pytest
 from hypothesis import given
-from hypothesis import strategies as st
 
 import tinynet
 import tinynet.functional as F
 
+from op_cases import linear_cases, matmul_cases
 from reference import assert_close, to_torch
 from strategies import seeds, uniform
 
 
-@st.composite
-def matmul_shapes(draw):
-    """Operand shapes covering 1-D, 2-D and broadcast batched products."""
-    m, k, n = draw(st.integers(1, 4)), draw(st.integers(1, 4)), draw(st.integers(1, 4))
-    batch = tuple(draw(st.lists(st.integers(1, 3), max_size=2)))
-    a_batch = tuple(draw(st.sampled_from([b, 1])) for b in batch)
-    b_batch = tuple(draw(st.sampled_from([b, 1])) for b in batch)
-    a_shape = draw(st.sampled_from([(k,), a_batch + (m, k), (m, k)]))
-    b_shape = draw(st.sampled_from([(k,), b_batch + (k, n), (k, n)]))
-    return a_shape, b_shape
-
-
-@given(shapes=matmul_shapes(), seed=seeds)
-def test_matmul_shapes_and_gradients(shapes, seed):
-    a_shape, b_shape = shapes
+@given(case=matmul_cases(), seed=seeds)
+def test_matmul_shapes_and_gradients(case, seed):
+    a_shape, b_shape = case
     a = tinynet.tensor(uniform(seed, a_shape), requires_grad=True)
     b = tinynet.tensor(uniform(seed + 1, b_shape), requires_grad=True)
     assert (a @ b).shape == np.matmul(a.data, b.data).shape
     assert tinynet.gradcheck(F.matmul, [a, b], atol=1e-8, rtol=1e-6)
 
 
-@st.composite
-def linear_cases(draw):
-    lead = tuple(draw(st.lists(st.integers(1, 3), min_size=1, max_size=3)))
-    return lead, draw(st.integers(1, 5)), draw(st.integers(1, 5)), draw(st.booleans())
-
-
 @given(case=linear_cases(), seed=seeds)
 def test_linear_shapes_and_gradients(case, seed):
-    lead, n_in, n_out, with_bias = case
-    x = tinynet.tensor(uniform(seed, lead + (n_in,)), requires_grad=True)
-    w = tinynet.tensor(uniform(seed + 1, (n_out, n_in)), requires_grad=True)
-    b = tinynet.tensor(uniform(seed + 2, (n_out,)), requires_grad=True) if with_bias else None
-    inputs = [x, w] + ([b] if with_bias else [])
-    assert F.linear(x, w, b).shape == lead + (n_out,)
+    inputs = [tinynet.tensor(a, requires_grad=True) for a in case.arrays(seed) if a is not None]
+    assert F.linear(*inputs).shape == case.lead + (case.n_out,)
     assert tinynet.gradcheck(lambda *t: F.linear(*t), inputs, atol=1e-8, rtol=1e-6)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@given(shapes=matmul_shapes(), case=linear_cases(), seed=seeds)
-def test_match_torch(torch, dtype, shapes, case, seed):
-    a_np, b_np = uniform(seed, shapes[0], dtype=dtype), uniform(seed + 1, shapes[1], dtype=dtype)
+@given(matmul=matmul_cases(), case=linear_cases(), seed=seeds)
+def test_match_torch(torch, dtype, matmul, case, seed):
+    a_np = uniform(seed, matmul.a_shape, dtype=dtype)
+    b_np = uniform(seed + 1, matmul.b_shape, dtype=dtype)
     a, b = tinynet.tensor(a_np, requires_grad=True), tinynet.tensor(b_np, requires_grad=True)
     ta, tb = to_torch(torch, a_np, True), to_torch(torch, b_np, True)
     out, t_out = a @ b, ta @ tb
@@ -63,24 +42,15 @@ def test_match_torch(torch, dtype, shapes, case, seed):
     for ours, theirs in [(out, t_out.detach()), (a.grad, ta.grad), (b.grad, tb.grad)]:
         assert_close(ours, theirs.numpy(), scale=4.0)
 
-    lead, n_in, n_out, _ = case
-    x_np, w_np = (
-        uniform(seed, lead + (n_in,), dtype=dtype),
-        uniform(seed + 1, (n_out, n_in), dtype=dtype),
-    )
-    bias_np = uniform(seed + 2, (n_out,), dtype=dtype)
-    x, w, bias = (tinynet.tensor(v, requires_grad=True) for v in (x_np, w_np, bias_np))
-    tx, tw, tbias = (to_torch(torch, v, True) for v in (x_np, w_np, bias_np))
-    out, t_out = F.linear(x, w, bias), torch.nn.functional.linear(tx, tw, tbias)
+    arrays = [a for a in case.arrays(seed, dtype) if a is not None]  # x, weight (, bias)
+    inputs = [tinynet.tensor(a, requires_grad=True) for a in arrays]
+    t_inputs = [to_torch(torch, a, True) for a in arrays]
+    out, t_out = F.linear(*inputs), torch.nn.functional.linear(*t_inputs)
     g = uniform(seed + 3, out.shape, dtype=dtype)
     out.backward(g)
     t_out.backward(to_torch(torch, g))
-    for ours, theirs in [
-        (out, t_out.detach()),
-        (x.grad, tx.grad),
-        (w.grad, tw.grad),
-        (bias.grad, tbias.grad),
-    ]:
+    pairs = [(out, t_out.detach())] + [(t.grad, tt.grad) for t, tt in zip(inputs, t_inputs)]
+    for ours, theirs in pairs:
         assert_close(ours, theirs.numpy(), scale=8.0)
 
 

@@ -3,49 +3,39 @@
 import numpy as np
 import pytest
 from hypothesis import given
-from hypothesis import strategies as st
 
 import tinynet
 import tinynet.functional as F
 
+from op_cases import classification_cases, softmax_cases
 from reference import assert_close, to_torch
-from strategies import seeds, shapes, uniform
-
-
-@st.composite
-def classification(draw):
-    n, classes = draw(st.integers(1, 5)), draw(st.integers(1, 6))
-    seed = draw(seeds)
-    target = np.random.default_rng(seed).integers(0, classes, n)
-    return uniform(seed, (n, classes), -3, 3), target
+from strategies import seeds, uniform
 
 
 @pytest.mark.parametrize("op", [F.softmax, F.log_softmax])
-@given(shape=shapes(max_dims=3), seed=seeds, data=st.data())
-def test_softmax_shapes_and_gradients(op, shape, seed, data):
-    dim = data.draw(st.integers(-len(shape), len(shape) - 1))
-    x = tinynet.tensor(uniform(seed, shape, -3, 3), requires_grad=True)
-    assert op(x, dim).shape == shape
-    weights = uniform(seed + 1, shape)
-    assert tinynet.gradcheck(lambda x: op(x, dim) * weights, [x], atol=1e-8, rtol=1e-6)
+@given(case=softmax_cases(large=False), seed=seeds)
+def test_softmax_shapes_and_gradients(op, case, seed):
+    x = tinynet.tensor(case.values(seed), requires_grad=True)
+    assert op(x, case.dim).shape == case.shape
+    weights = uniform(seed + 1, case.shape)
+    assert tinynet.gradcheck(lambda x: op(x, case.dim) * weights, [x], atol=1e-8, rtol=1e-6)
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-@given(case=classification(), smoothing=st.sampled_from([0.0, 0.1, 0.5]))
-def test_cross_entropy_gradients(reduction, case, smoothing):
-    logits, target = case
-    x = tinynet.tensor(logits, requires_grad=True)
+@given(case=classification_cases(large=False), seed=seeds)
+def test_cross_entropy_gradients(reduction, case, seed):
+    x = tinynet.tensor(case.logits(seed), requires_grad=True)
+    target, smoothing = case.target(seed), case.label_smoothing
     fn = lambda x: F.cross_entropy(x, target, reduction=reduction, label_smoothing=smoothing)
-    assert fn(x).shape == ((len(target),) if reduction == "none" else ())
+    assert fn(x).shape == ((case.n,) if reduction == "none" else ())
     assert tinynet.gradcheck(fn, [x], atol=1e-8, rtol=1e-6)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-@given(case=classification(), smoothing=st.sampled_from([0.0, 0.2]))
-def test_match_torch(torch, dtype, reduction, case, smoothing):
-    logits, target = case
-    logits = logits.astype(dtype)
+@given(case=classification_cases(), seed=seeds)
+def test_match_torch(torch, dtype, reduction, case, seed):
+    logits, target, smoothing = case.logits(seed, dtype), case.target(seed), case.label_smoothing
     x = tinynet.tensor(logits, requires_grad=True)
     tx = to_torch(torch, logits, True)
     out = F.cross_entropy(x, target, reduction=reduction, label_smoothing=smoothing)

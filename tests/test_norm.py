@@ -11,57 +11,12 @@ import tinynet
 import tinynet.functional as F
 from tinynet import reference
 from tinynet.kernels.lrn import PIXEL_TILE
-from tinynet.ops.layout import empty_nchw
 
+from op_cases import batch_norm_cases, lrn_cases
 from reference import assert_close, to_torch
-from strategies import distinct, seeds, uniform
+from strategies import distinct, grad_layouts, is_channel_major, laid_out, layouts, seeds, uniform
 
-# ---------------------------------------------------------------- strategies and helpers
-
-
-@st.composite
-def lrn_cases(draw):
-    """(shape, size, alpha, beta, k): windows of even and odd sizes, some wider than C."""
-    shape = (
-        draw(st.integers(1, 3)),
-        draw(st.integers(1, 8)),
-        draw(st.integers(1, 4)),
-        draw(st.integers(1, 4)),
-    )
-    size = draw(st.integers(1, shape[1] + 3))
-    alpha, beta, k = (draw(st.floats(low, high)) for low, high in [(1e-4, 2), (0.1, 1.5), (0.5, 2)])
-    if draw(st.booleans()):
-        beta = 0.75  # the kernels' own path for GoogLeNet's beta (two square roots, not pow)
-    return shape, size, alpha, beta, k
-
-
-@st.composite
-def bn_shapes(draw):
-    """(N, C) or (N, C, H, W) with at least two values per channel."""
-    channels = draw(st.integers(1, 5))
-    if draw(st.booleans()):
-        return draw(st.integers(2, 6)), channels
-    shape = (draw(st.integers(1, 3)), channels, draw(st.integers(1, 3)), draw(st.integers(1, 3)))
-    return shape if shape[0] * shape[2] * shape[3] > 1 else (2,) + shape[1:]
-
-
-layouts = st.sampled_from(["channel_major", "nchw"])
-grad_layouts = st.sampled_from(["channel_major", "nchw", "broadcast"])
-
-
-def laid_out(array, layout):
-    """``array`` with the same values in the given memory layout (2-D arrays stay as they are)."""
-    if array.ndim != 4 or layout == "nchw":
-        return np.ascontiguousarray(array)
-    if layout == "broadcast":  # one value per channel, broadcast over the batch and pixels
-        return np.broadcast_to(array[:1, :, :1, :1], array.shape)
-    out = empty_nchw(*array.shape, array.dtype)
-    out[...] = array
-    return out
-
-
-def is_channel_major(array):
-    return array.transpose(1, 0, 2, 3).flags.c_contiguous
+# ---------------------------------------------------------------- helpers
 
 
 def bn_inputs(seed, shape, dtype=np.float64):
@@ -71,6 +26,14 @@ def bn_inputs(seed, shape, dtype=np.float64):
     x = uniform(seed + 1, shape, dtype=dtype) + offset
     weight, bias = uniform(seed + 2, c, dtype=dtype), uniform(seed + 3, c, dtype=dtype)
     return x, weight, bias, uniform(seed + 4, c, dtype=dtype), uniform(seed + 5, c, 0.5, 2.0, dtype)
+
+
+def bn_arguments(case, seed, dtype=np.float64):
+    """x and (running_mean, running_var, weight, bias) from bn_inputs for a call as ``case``
+    makes it: None for the arguments it leaves out."""
+    x, weight, bias, mean, var = bn_inputs(seed, case.shape, dtype)
+    running = (mean, var) if case.running else (None, None)
+    return x, running + ((weight, bias) if case.affine else (None, None))
 
 
 # ---------------------------------------------------------------- (a) shapes and layout
@@ -84,12 +47,12 @@ def test_lrn_keeps_the_shape_and_returns_channel_major(case, layout, seed):
     assert is_channel_major(y.data)
 
 
-@given(shape=bn_shapes(), training=st.booleans(), layout=layouts, seed=seeds)
-def test_batch_norm_keeps_the_shape(shape, training, layout, seed):
-    x, weight, bias, mean, var = bn_inputs(seed, shape)
-    y = F.batch_norm(laid_out(x, layout), mean, var, weight, bias, training=training)
-    assert y.shape == shape
-    if len(shape) == 4:
+@given(case=batch_norm_cases(), layout=layouts, seed=seeds)
+def test_batch_norm_keeps_the_shape(case, layout, seed):
+    x, args = bn_arguments(case, seed)
+    y = F.batch_norm(laid_out(x, layout), *args, case.training, case.momentum, case.eps)
+    assert y.shape == case.shape
+    if len(case.shape) == 4:
         assert is_channel_major(y.data)
 
 
@@ -124,21 +87,18 @@ def test_lrn_matches_the_reference_across_pixel_tiles(size, beta):
     assert_close(grad, grad_twin)
 
 
-@given(
-    shape=bn_shapes(),
-    training=st.booleans(),
-    layout=layouts,
-    momentum=st.floats(0.0, 1.0),
-    eps=st.floats(1e-5, 0.1),
-    seed=seeds,
-)
-def test_batch_norm_matches_the_definition(shape, training, layout, momentum, eps, seed):
-    x, weight, bias, mean, var = bn_inputs(seed, shape)
-    expected_stats = mean.copy(), var.copy()
-    expected = reference.batch_norm(x, *expected_stats, weight, bias, training, momentum, eps)
-    y = F.batch_norm(laid_out(x, layout), mean, var, weight, bias, training, momentum, eps)
-    for actual, wanted in zip((y, mean, var), (expected.data, *expected_stats)):
-        assert_close(actual, wanted)
+@given(case=batch_norm_cases(), layout=layouts, seed=seeds)
+def test_batch_norm_matches_the_definition(case, layout, seed):
+    """The output, and the running statistics each path updates in place."""
+    x, (mean, var, weight, bias) = bn_arguments(case, seed)
+    settings = case.training, case.momentum, case.eps
+    twin_stats = (mean.copy(), var.copy()) if case.running else (None, None)
+    expected = reference.batch_norm(x, *twin_stats, weight, bias, *settings)
+    y = F.batch_norm(laid_out(x, layout), mean, var, weight, bias, *settings)
+    assert_close(y, expected.data)
+    if case.running:
+        assert_close(mean, twin_stats[0])
+        assert_close(var, twin_stats[1])
 
 
 # ---------------------------------------------------------------- (c) finite differences
@@ -153,23 +113,18 @@ def test_lrn_gradcheck(case, seed):
     )
 
 
-@given(
-    shape=bn_shapes(),
-    training=st.booleans(),
-    affine=st.booleans(),
-    eps=st.floats(1e-3, 0.1),
-    seed=seeds,
-)
-def test_batch_norm_gradcheck(shape, training, affine, eps, seed):
-    _, weight, bias, mean, var = bn_inputs(seed, shape)
+@given(case=batch_norm_cases(min_eps=1e-3), seed=seeds)
+def test_batch_norm_gradcheck(case, seed):
+    _, (mean, var, weight, bias) = bn_arguments(case, seed)
     # Distinct values: no channel's variance is near 0, where x̂ bends too sharply to difference.
-    x = tinynet.tensor(distinct(seed, shape, gap=0.25), requires_grad=True)
-    params = [tinynet.tensor(weight, requires_grad=True), tinynet.tensor(bias, requires_grad=True)]
-    inputs = [x] + (params if affine else [])
+    x = tinynet.tensor(distinct(seed, case.shape, gap=0.25), requires_grad=True)
+    params = [tinynet.tensor(p, requires_grad=True) for p in (weight, bias) if p is not None]
+    inputs = [x] + params
 
     def fn(x, weight=None, bias=None):
         # Fresh running statistics each call: training updates them, and fn must be deterministic.
-        return F.batch_norm(x, mean.copy(), var.copy(), weight, bias, training, 0.1, eps)
+        stats = (mean.copy(), var.copy()) if case.running else (None, None)
+        return F.batch_norm(x, *stats, weight, bias, case.training, case.momentum, case.eps)
 
     assert tinynet.gradcheck(fn, inputs, atol=1e-8, rtol=1e-6)
 
@@ -212,17 +167,16 @@ def test_googlenet_lrn_matches_torch(torch, dtype):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @given(
-    shape=bn_shapes(),
-    affine=st.booleans(),
-    momentum=st.floats(0.0, 1.0),
+    case=batch_norm_cases(training=True, running=True),
     layout=layouts,
     grad_layout=grad_layouts,
     seed=seeds,
 )
 def test_batch_norm_matches_torch_over_training_steps(
-    torch, dtype, shape, affine, momentum, layout, grad_layout, seed
+    torch, dtype, case, layout, grad_layout, seed
 ):
     """Three training steps on fresh batches, then evaluation with the running statistics."""
+    shape, affine, momentum, eps = case.shape, case.affine, case.momentum, case.eps
     _, weight_np, bias_np, mean, var = bn_inputs(seed, shape, dtype)
     t_mean, t_var = to_torch(torch, mean), to_torch(torch, var)
     for step, training in enumerate([True, True, True, False]):
@@ -234,9 +188,9 @@ def test_batch_norm_matches_torch_over_training_steps(
         bias = tinynet.tensor(bias_np, requires_grad=True) if affine else None
         t_weight = to_torch(torch, weight_np, True) if affine else None
         t_bias = to_torch(torch, bias_np, True) if affine else None
-        y = F.batch_norm(x, mean, var, weight, bias, training, momentum, 1e-3)
+        y = F.batch_norm(x, mean, var, weight, bias, training, momentum, eps)
         t_y = torch.nn.functional.batch_norm(
-            tx, t_mean, t_var, t_weight, t_bias, training, momentum, 1e-3
+            tx, t_mean, t_var, t_weight, t_bias, training, momentum, eps
         )
         y.backward(laid_out(g, grad_layout))
         t_y.backward(to_torch(torch, laid_out(g, grad_layout)))

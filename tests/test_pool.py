@@ -5,48 +5,14 @@ errors."""
 import numpy as np
 import pytest
 from hypothesis import given
-from hypothesis import strategies as st
 
 import tinynet
 import tinynet.functional as F
 from tinynet import reference
 
+from op_cases import POOLS, adaptive_pool_cases, pair, pool_cases
 from reference import assert_close, to_torch
-from strategies import distinct, seeds, uniform
-
-SLIDING = {"max_pool2d": F.max_pool2d, "avg_pool2d": F.avg_pool2d}
-
-
-# ----------------------------------------------------------------- strategies
-@st.composite
-def sliding_cases(draw, op=None):
-    """(op name, input shape, keyword arguments) of a sliding pool whose output is not empty:
-    rectangular kernels, strides (or None), paddings up to half the kernel, ceil_mode, and for
-    avg_pool2d count_include_pad."""
-    name = op or draw(st.sampled_from(sorted(SLIDING)))
-    kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
-    stride = draw(st.none() | st.tuples(st.integers(1, 3), st.integers(1, 3)))
-    padding = tuple(draw(st.integers(0, k // 2)) for k in kernel)
-    # The padded input must hold at least one whole window.
-    size = tuple(draw(st.integers(max(1, k - 2 * p), 9)) for k, p in zip(kernel, padding))
-    shape = (draw(st.integers(1, 2)), draw(st.integers(1, 3))) + size
-    kwargs = dict(kernel_size=kernel, stride=stride, padding=padding, ceil_mode=draw(st.booleans()))
-    if name == "avg_pool2d":
-        kwargs["count_include_pad"] = draw(st.booleans())
-    return name, shape, kwargs
-
-
-@st.composite
-def adaptive_cases(draw):
-    """(input shape, output_size): an int, or a pair whose entries may be None."""
-    shape = (
-        draw(st.integers(1, 2)),
-        draw(st.integers(1, 3)),
-        draw(st.integers(1, 9)),
-        draw(st.integers(1, 9)),
-    )
-    side = st.integers(1, 6)
-    return shape, draw(side | st.tuples(st.none() | side, st.none() | side))
+from strategies import GRAD_LAYOUTS, distinct, is_channel_major, laid_out, seeds, uniform
 
 
 # ----------------------------------------------------------------- window counts
@@ -61,52 +27,36 @@ def _window_starts(size, kernel, stride, padding, ceil_mode):
     return starts
 
 
-def _in_layout(a, layout):
-    """The values of a (N, C, H, W) in one of the memory layouts an array can reach an op in."""
-    if layout == "channel-major":
-        return np.ascontiguousarray(a.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
-    if layout == "broadcast":
-        return np.broadcast_to(a[:1], a.shape)
-    return np.ascontiguousarray(a)
-
-
-def _assert_matches_torch(torch, name, x_np, seed, layout="plain NCHW", **kwargs):
+def _assert_matches_torch(torch, name, x_np, seed, layout="nchw", **kwargs):
     """F.<name> and torch.nn.functional.<name> agree on the output and on dL/dx for a random
-    upstream gradient; x and the gradient reach tinynet in the given memory layout."""
-    x = tinynet.tensor(_in_layout(x_np, layout), requires_grad=True)
+    upstream gradient; x and the gradient reach tinynet in the given memory layout
+    (strategies.laid_out)."""
+    x = tinynet.tensor(laid_out(x_np, layout), requires_grad=True)
     out = getattr(F, name)(x, **kwargs)
     g = uniform(seed, out.shape, dtype=x_np.dtype)
-    out.backward(_in_layout(g, layout))
-    tx = to_torch(torch, _in_layout(x_np, layout), requires_grad=True)
+    out.backward(laid_out(g, layout))
+    tx = to_torch(torch, laid_out(x_np, layout), requires_grad=True)
     t_out = getattr(torch.nn.functional, name)(tx, **kwargs)
-    t_out.backward(to_torch(torch, _in_layout(g, layout)))
+    t_out.backward(to_torch(torch, laid_out(g, layout)))
     assert out.dtype == x.grad.dtype == x_np.dtype
     assert_close(out, t_out.detach().numpy())
     assert_close(x.grad, tx.grad.numpy())
 
 
 # ----------------------------------------------------------------- (a) shapes
-@given(case=sliding_cases())
-def test_output_shape_counts_the_windows(case):
-    name, shape, kwargs = case
-    out = SLIDING[name](tinynet.zeros(*shape), **kwargs)
-    stride = kwargs["stride"] or kwargs["kernel_size"]
+@given(pool=pool_cases())
+def test_output_shape_counts_the_windows(pool):
+    out = getattr(F, pool.op)(tinynet.zeros(*pool.shape), **pool.kwargs)
+    kernel, padding = pair(pool.kernel_size), pair(pool.padding)
+    stride = pair(pool.stride or pool.kernel_size)
     expected = tuple(
-        len(
-            _window_starts(
-                shape[2 + a],
-                kwargs["kernel_size"][a],
-                stride[a],
-                kwargs["padding"][a],
-                kwargs["ceil_mode"],
-            )
-        )
+        len(_window_starts(pool.shape[2 + a], kernel[a], stride[a], padding[a], pool.ceil_mode))
         for a in (0, 1)
     )
-    assert out.shape == shape[:2] + expected
+    assert out.shape == pool.shape[:2] + expected
 
 
-@given(case=adaptive_cases())
+@given(case=adaptive_pool_cases())
 def test_adaptive_output_shape(case):
     shape, output_size = case
     out = F.adaptive_avg_pool2d(tinynet.zeros(*shape), output_size)
@@ -115,15 +65,14 @@ def test_adaptive_output_shape(case):
 
 
 # ------------------------------------------------------------ (b) forward against the reference
-@given(case=sliding_cases(), seed=seeds)
-def test_sliding_forward_matches_the_reference(case, seed):
-    name, shape, kwargs = case
-    x = uniform(seed, shape)
-    expected = getattr(reference, name)(x, **kwargs)
-    assert_close(SLIDING[name](tinynet.tensor(x), **kwargs), expected.data)
+@given(pool=pool_cases(), seed=seeds)
+def test_sliding_forward_matches_the_reference(pool, seed):
+    x = uniform(seed, pool.shape)
+    expected = getattr(reference, pool.op)(x, **pool.kwargs)
+    assert_close(getattr(F, pool.op)(tinynet.tensor(x), **pool.kwargs), expected.data)
 
 
-@given(case=adaptive_cases(), seed=seeds)
+@given(case=adaptive_pool_cases(), seed=seeds)
 def test_adaptive_forward_matches_the_reference(case, seed):
     shape, output_size = case
     x = uniform(seed, shape)
@@ -134,17 +83,16 @@ def test_adaptive_forward_matches_the_reference(case, seed):
 
 
 # ----------------------------------------------------------------- (c) gradcheck
-@given(case=sliding_cases(), seed=seeds)
-def test_sliding_gradcheck(case, seed):
-    name, shape, kwargs = case
+@given(pool=pool_cases(), seed=seeds)
+def test_sliding_gradcheck(pool, seed):
     # max pooling gets distinct values: each window's unique winner survives the eps step
-    values = distinct(seed, shape) if name == "max_pool2d" else uniform(seed, shape)
+    values = distinct(seed, pool.shape) if pool.op == "max_pool2d" else uniform(seed, pool.shape)
     x = tinynet.tensor(values, requires_grad=True)
-    op = SLIDING[name]
-    assert tinynet.gradcheck(lambda x: op(x, **kwargs), [x], atol=1e-8, rtol=1e-6)
+    op = getattr(F, pool.op)
+    assert tinynet.gradcheck(lambda x: op(x, **pool.kwargs), [x], atol=1e-8, rtol=1e-6)
 
 
-@given(case=adaptive_cases(), seed=seeds)
+@given(case=adaptive_pool_cases(), seed=seeds)
 def test_adaptive_gradcheck(case, seed):
     shape, output_size = case
     x = tinynet.tensor(uniform(seed, shape), requires_grad=True)
@@ -155,14 +103,14 @@ def test_adaptive_gradcheck(case, seed):
 
 # ----------------------------------------------------------------- (d) PyTorch parity
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@given(case=sliding_cases(), seed=seeds)
-def test_sliding_matches_torch(torch, dtype, case, seed):
-    name, shape, kwargs = case
-    _assert_matches_torch(torch, name, uniform(seed, shape, dtype=dtype), seed + 1, **kwargs)
+@given(pool=pool_cases(), seed=seeds)
+def test_sliding_matches_torch(torch, dtype, pool, seed):
+    x = uniform(seed, pool.shape, dtype=dtype)
+    _assert_matches_torch(torch, pool.op, x, seed + 1, **pool.kwargs)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@given(case=adaptive_cases(), seed=seeds)
+@given(case=adaptive_pool_cases(), seed=seeds)
 def test_adaptive_matches_torch(torch, dtype, case, seed):
     shape, output_size = case
     x = uniform(seed, shape, dtype=dtype)
@@ -170,11 +118,10 @@ def test_adaptive_matches_torch(torch, dtype, case, seed):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@given(case=sliding_cases(op="max_pool2d"), seed=seeds)
-def test_max_pool_ties_go_where_torch_sends_them(torch, dtype, case, seed):
-    _, shape, kwargs = case
-    x = np.random.default_rng(seed).integers(0, 3, shape).astype(dtype)  # windows full of ties
-    _assert_matches_torch(torch, "max_pool2d", x, seed + 1, **kwargs)
+@given(pool=pool_cases(op="max_pool2d"), seed=seeds)
+def test_max_pool_ties_go_where_torch_sends_them(torch, dtype, pool, seed):
+    x = np.random.default_rng(seed).integers(0, 3, pool.shape).astype(dtype)  # windows of ties
+    _assert_matches_torch(torch, "max_pool2d", x, seed + 1, **pool.kwargs)
 
 
 def test_max_pool_nan_and_infinity_as_torch(torch):
@@ -300,7 +247,7 @@ def test_googlenet_pools_match_torch(torch, pool, dtype):
     _assert_matches_torch(torch, name, uniform(0, shape, dtype=dtype), 1, **kwargs)
 
 
-@pytest.mark.parametrize("layout", ["plain NCHW", "channel-major", "broadcast"])
+@pytest.mark.parametrize("layout", GRAD_LAYOUTS)
 @pytest.mark.parametrize(
     "name, kwargs",
     [
@@ -316,7 +263,7 @@ def test_any_input_and_gradient_layout(torch, name, kwargs, layout):
 @pytest.mark.parametrize("name", ["max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"])
 def test_output_is_channel_major(name):
     out = getattr(F, name)(tinynet.tensor(uniform(0, (2, 3, 6, 6))), 2)
-    assert out.data.transpose(1, 0, 2, 3).flags.c_contiguous
+    assert is_channel_major(out.data)
 
 
 # ----------------------------------------------------------------- (e) hand-computed values
@@ -398,7 +345,7 @@ def test_global_average_pool():
 
 
 # ----------------------------------------------------------------- (f) errors
-@pytest.mark.parametrize("name", sorted(SLIDING))
+@pytest.mark.parametrize("name", POOLS)
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
@@ -413,7 +360,7 @@ def test_global_average_pool():
 )
 def test_sliding_argument_errors(name, kwargs, error, match):
     with pytest.raises(error, match=f"{name}: {match}"):
-        SLIDING[name](tinynet.zeros(1, 1, 3, 4), **kwargs)
+        getattr(F, name)(tinynet.zeros(1, 1, 3, 4), **kwargs)
 
 
 @pytest.mark.parametrize(

@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 from hypothesis import given
-from hypothesis import strategies as st
 
 import tinynet
 import tinynet.functional as F
 
+from op_cases import reduction_cases
 from reference import assert_close, to_torch
-from strategies import distinct, seeds, shapes, uniform
+from strategies import distinct, seeds, uniform
 
 OPS = {
     "sum": (F.sum, lambda t, x, dim, keep: t.sum(x, dim=dim, keepdim=keep)),
@@ -21,30 +21,13 @@ OPS = {
 }
 
 
-@st.composite
-def reductions(draw):
-    """A shape and a dim argument: None, one axis (maybe negative) or a tuple of axes."""
-    shape = draw(shapes(min_dims=1, max_dims=4, max_side=4))
-    ndim = len(shape)
-    kind = draw(st.sampled_from(["none", "int", "tuple"]))
-    if kind == "none":
-        dim = None
-    elif kind == "int":
-        dim = draw(st.integers(-ndim, ndim - 1))
-    else:
-        dim = tuple(
-            draw(st.lists(st.integers(0, ndim - 1), min_size=1, max_size=ndim, unique=True))
-        )
-    return shape, dim, draw(st.booleans())
-
-
 def _expected_shape(shape, dim, keepdim):
     axes = range(len(shape)) if dim is None else [d % len(shape) for d in np.atleast_1d(dim)]
     return tuple(1 if i in axes else s for i, s in enumerate(shape) if keepdim or i not in axes)
 
 
 @pytest.mark.parametrize("name", OPS)
-@given(case=reductions(), seed=seeds)
+@given(case=reduction_cases(), seed=seeds)
 def test_shapes_and_gradients(name, case, seed):
     op, _ = OPS[name]
     shape, dim, keepdim = case
@@ -57,7 +40,7 @@ def test_shapes_and_gradients(name, case, seed):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("name", OPS)
-@given(case=reductions(), seed=seeds)
+@given(case=reduction_cases(), seed=seeds)
 def test_match_torch(torch, name, dtype, case, seed):
     op, torch_op = OPS[name]
     shape, dim, keepdim = case

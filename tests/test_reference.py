@@ -17,6 +17,16 @@ from tinynet.function import Function
 from tinynet.models import GoogLeNet, GoogLeNetConfig, googlenet_loss
 from tinynet.models.googlenet import PAPER, SMALL
 
+from op_cases import (
+    adaptive_pool_cases,
+    batch_norm_cases,
+    classification_cases,
+    conv_cases,
+    linear_cases,
+    lrn_cases,
+    pool_cases,
+    softmax_cases,
+)
 from reference import assert_close
 from strategies import seeds, uniform
 
@@ -73,43 +83,17 @@ def ties(seed, shape):
 
 
 # ------------------------------------------------------------------ convolution
-@st.composite
-def conv_cases(draw):
-    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
-    stride = draw(st.sampled_from([1, 2, 3, (1, 2), (3, 1)]))
-    padding = draw(st.sampled_from([0, 1, 2, (0, 1), (2, 1), "valid", "same"]))
-    if padding == "same":
-        stride = 1
-    h, w = draw(st.integers(kh, kh + 4)), draw(st.integers(kw, kw + 4))
-    n, c, o = draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    return (n, c, h, w), (o, c, kh, kw), stride, padding, draw(st.booleans())
-
-
-@given(case=conv_cases(), seed=seeds)
-def test_conv2d(case, seed):
-    x_shape, w_shape, stride, padding, with_bias = case
-    arrays = [uniform(seed, x_shape), uniform(seed + 1, w_shape)]
-    if with_bias:
-        arrays.append(uniform(seed + 2, w_shape[:1]))
-    assert_twins(lambda *a: F.conv2d(*a, stride=stride, padding=padding), arrays, seed)
+@given(conv=conv_cases(max_batch=2, max_channels=3), seed=seeds)
+def test_conv2d(conv, seed):
+    arrays = [a for a in conv.arrays(seed) if a is not None]
+    op = lambda *a: F.conv2d(*a, stride=conv.stride, padding=conv.padding)  # noqa: E731
+    assert_twins(op, arrays, seed)
 
 
 # ------------------------------------------------------------------ pooling
-@st.composite
-def pool_cases(draw):
-    kernel = draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    stride = draw(st.sampled_from([None, 1, 2, 3, (2, 1)]))
-    padding = draw(st.integers(0, kernel[0] // 2)), draw(st.integers(0, kernel[1] // 2))
-    size = draw(st.integers(kernel[0], 7)), draw(st.integers(kernel[1], 7))
-    shape = (draw(st.integers(1, 2)), draw(st.integers(1, 3))) + size
-    return shape, dict(kernel_size=kernel, stride=stride, padding=padding,
-                       ceil_mode=draw(st.booleans()))  # fmt: skip
-
-
-@given(case=pool_cases(), seed=seeds)
-def test_max_pool2d_with_ties(case, seed):
-    shape, kwargs = case
-    assert_twins(lambda x: F.max_pool2d(x, **kwargs), [ties(seed, shape)], seed)
+@given(pool=pool_cases(op="max_pool2d"), seed=seeds)
+def test_max_pool2d_with_ties(pool, seed):
+    assert_twins(lambda x: F.max_pool2d(x, **pool.kwargs), [ties(seed, pool.shape)], seed)
 
 
 def test_relu_passes_nan_and_gives_it_no_gradient():
@@ -130,89 +114,48 @@ def test_max_pool2d_ties_nan_and_infinity_go_to_the_same_tap():
         assert_close(slow_grad, fast_grad)  # each a sum over the windows it won, in any order
 
 
-@given(case=pool_cases(), count_include_pad=st.booleans(), seed=seeds)
-def test_avg_pool2d(case, count_include_pad, seed):
-    shape, kwargs = case
-    op = lambda x: F.avg_pool2d(x, **kwargs, count_include_pad=count_include_pad)  # noqa: E731
-    assert_twins(op, [uniform(seed, shape)], seed)
+@given(pool=pool_cases(op="avg_pool2d"), seed=seeds)
+def test_avg_pool2d(pool, seed):
+    assert_twins(lambda x: F.avg_pool2d(x, **pool.kwargs), [uniform(seed, pool.shape)], seed)
 
 
-@given(
-    size=st.tuples(st.integers(1, 7), st.integers(1, 7)),
-    output_size=st.one_of(
-        st.integers(1, 4), st.tuples(st.integers(1, 4), st.one_of(st.none(), st.integers(1, 4)))
-    ),
-    seed=seeds,
-)
-def test_adaptive_avg_pool2d(size, output_size, seed):
-    op = lambda x: F.adaptive_avg_pool2d(x, output_size)  # noqa: E731
-    assert_twins(op, [uniform(seed, (2, 3) + size)], seed)
+@given(case=adaptive_pool_cases(), seed=seeds)
+def test_adaptive_avg_pool2d(case, seed):
+    op = lambda x: F.adaptive_avg_pool2d(x, case.output_size)  # noqa: E731
+    assert_twins(op, [uniform(seed, case.shape)], seed)
 
 
 # ------------------------------------------------------------------ normalisation
-@st.composite
-def batch_norm_cases(draw):
-    spatial = draw(st.sampled_from([(), (1, 1), (2, 3), (3, 1)]))
-    n = draw(st.integers(2 if spatial in [(), (1, 1)] else 1, 3))
-    training = draw(st.booleans())
-    return dict(
-        shape=(n, draw(st.integers(1, 3))) + spatial,
-        training=training,
-        running=not training or draw(st.booleans()),
-        affine=draw(st.booleans()),
-        momentum=draw(st.sampled_from([0.0, 0.1, 0.5, 1.0])),
-        eps=draw(st.sampled_from([1e-5, 1e-3, 0.5])),
-    )
-
-
-@given(case=batch_norm_cases(), seed=seeds)
+@given(case=batch_norm_cases(max_channels=3), seed=seeds)
 def test_batch_norm_and_its_running_statistics(case, seed):
-    channels = case["shape"][1]
+    channels = case.shape[1]
     stats = {}
 
     def op(x, *affine):
         running = [uniform(seed + 3, (channels,)), uniform(seed + 4, (channels,), 0.5, 2.0)]
         stats[reference.is_reference_enabled()] = running
-        running = running if case["running"] else [None, None]
+        running = running if case.running else [None, None]
         weight, bias = affine or (None, None)
-        return F.batch_norm(
-            x, *running, weight, bias, case["training"], case["momentum"], case["eps"]
-        )
+        return F.batch_norm(x, *running, weight, bias, case.training, case.momentum, case.eps)
 
-    arrays = [uniform(seed, case["shape"])]
-    if case["affine"]:
+    arrays = [uniform(seed, case.shape)]
+    if case.affine:
         arrays += [uniform(seed + 1, (channels,)), uniform(seed + 2, (channels,))]
     assert_twins(op, arrays, seed)
     for slow, fast in zip(stats[True], stats[False]):
         assert_close(slow, fast)
 
 
-@given(
-    shape=st.tuples(st.integers(1, 2), st.integers(1, 6), st.integers(1, 3), st.integers(1, 3)),
-    size=st.integers(1, 6),
-    alpha=st.sampled_from([1e-4, 0.5, 2.0]),
-    beta=st.sampled_from([0.75, 0.5, 1.5]),
-    k=st.sampled_from([1.0, 2.0]),
-    seed=seeds,
-)
-def test_local_response_norm(shape, size, alpha, beta, k, seed):
-    op = lambda x: F.local_response_norm(x, size, alpha, beta, k)  # noqa: E731
-    assert_twins(op, [uniform(seed, shape)], seed)
+@given(case=lrn_cases(max_batch=2, max_channels=6, max_side=3), seed=seeds)
+def test_local_response_norm(case, seed):
+    op = lambda x: F.local_response_norm(x, case.size, case.alpha, case.beta, case.k)  # noqa: E731
+    assert_twins(op, [uniform(seed, case.shape)], seed)
 
 
 # ------------------------------------------------------------------ dense layers and losses
-@given(
-    batch=st.sampled_from([(), (3,), (2, 3)]),
-    features=st.tuples(st.integers(1, 4), st.integers(1, 4)),
-    with_bias=st.booleans(),
-    seed=seeds,
-)
-def test_linear(batch, features, with_bias, seed):
-    n_in, n_out = features
-    arrays = [uniform(seed, batch + (n_in,)), uniform(seed + 1, (n_out, n_in))]
-    if with_bias:
-        arrays.append(uniform(seed + 2, (n_out,)))
-    assert_twins(F.linear, arrays, seed)
+@given(case=linear_cases(max_lead=2), seed=seeds)
+def test_linear(case, seed):
+    assert_twins(F.linear, [a for a in case.arrays(seed) if a is not None], seed)
 
 
 @given(shape=st.lists(st.integers(1, 4), min_size=1, max_size=4).map(tuple), seed=seeds)
@@ -220,31 +163,22 @@ def test_relu_with_zeros(shape, seed):
     assert_twins(F.relu, [ties(seed, shape)], seed)
 
 
-@given(
-    op=st.sampled_from([F.softmax, F.log_softmax]),
-    shape=st.lists(st.integers(1, 4), min_size=1, max_size=3).map(tuple),
-    scale=st.sampled_from([1.0, 100.0]),
-    seed=seeds,
-    data=st.data(),
-)
-def test_softmax_and_log_softmax(op, shape, scale, seed, data):
-    dim = data.draw(st.integers(-len(shape), len(shape) - 1))
-    assert_twins(lambda x: op(x, dim), [scale * uniform(seed, shape)], seed)
+@given(op=st.sampled_from([F.softmax, F.log_softmax]), case=softmax_cases(), seed=seeds)
+def test_softmax_and_log_softmax(op, case, seed):
+    assert_twins(lambda x: op(x, case.dim), [case.values(seed)], seed)
 
 
 @given(
-    n=st.integers(1, 4),
-    classes=st.integers(1, 5),
+    case=classification_cases(),
     reduction=st.sampled_from(["mean", "sum", "none"]),
-    label_smoothing=st.sampled_from([0.0, 0.1, 1.0]),
     as_tensor=st.booleans(),
     seed=seeds,
 )
-def test_cross_entropy(n, classes, reduction, label_smoothing, as_tensor, seed):
-    target = np.random.default_rng(seed).integers(0, classes, n)
+def test_cross_entropy(case, reduction, as_tensor, seed):
+    target = case.target(seed)
     target = tinynet.tensor(target) if as_tensor else target
-    op = lambda x: F.cross_entropy(x, target, reduction, label_smoothing)  # noqa: E731
-    assert_twins(op, [uniform(seed, (n, classes))], seed)
+    op = lambda x: F.cross_entropy(x, target, reduction, case.label_smoothing)  # noqa: E731
+    assert_twins(op, [case.logits(seed)], seed)
 
 
 @given(
