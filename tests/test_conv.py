@@ -10,8 +10,8 @@ import tinynet
 import tinynet.functional as F
 from tinynet import reference
 
+from compare import assert_close, to_torch
 from op_cases import Conv, conv_cases, pair
-from reference import assert_close, to_torch
 from strategies import grad_layouts, is_channel_major, laid_out, layouts, seeds, uniform
 
 

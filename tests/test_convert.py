@@ -20,7 +20,7 @@ from tinynet.convert import CheckpointError, convert_torch_checkpoint, read_torc
 from tinynet.models import googlenet_torchvision
 from tinynet.models.googlenet import TORCHVISION
 
-from reference import assert_close
+from compare import assert_close
 from strategies import uniform
 
 

@@ -9,7 +9,7 @@ from hypothesis.extra.numpy import mutually_broadcastable_shapes
 import tinynet
 import tinynet.functional as F
 
-from reference import assert_close, to_torch
+from compare import assert_close, to_torch
 from strategies import away_from_zero, seeds, uniform
 
 

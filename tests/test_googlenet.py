@@ -23,7 +23,7 @@ from tinynet.models import (
 from tinynet.models.googlenet import INCEPTION_TABLE, PAPER, TORCHVISION
 
 import kinks
-from reference import assert_close, module_gradcheck
+from compare import assert_close, module_gradcheck
 from strategies import seeds, uniform
 
 

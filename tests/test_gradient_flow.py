@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from test_cli import one_line_error, run
 
 import tinynet
 from tinynet import nn
@@ -17,7 +18,6 @@ from tinynet.optim import SGD
 from tinynet.train import CHECKPOINT, GRADIENTS, METRICS, TrainConfig, Trainer, read_checkpoint
 
 from datafiles import installed, needs_sklearn
-from test_cli import one_line_error, run
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

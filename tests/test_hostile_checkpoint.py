@@ -18,8 +18,8 @@ from tinynet.cli import EXIT_ERROR, main
 from tinynet.data import DataSplits, TensorDataset, load_dataset
 from tinynet.train import (
     CHECKPOINT,
-    METRICS,
     MAX_CLASSES,
+    METRICS,
     TrainConfig,
     Trainer,
     TrainingError,

@@ -29,7 +29,7 @@ from tinynet.models import (
     inception_v4_small,
 )
 
-from reference import assert_close, module_gradcheck
+from compare import assert_close, module_gradcheck
 from strategies import seeds, uniform
 from timm_twins import assert_eval_logits_match, assert_training_gradients_match, timm_network
 

@@ -30,7 +30,7 @@ from tinynet.models.inception_v3 import (
 )
 from tinynet.models.registry import model_entry
 
-from reference import assert_close, module_gradcheck
+from compare import assert_close, module_gradcheck
 from strategies import seeds, uniform
 from upstream import upstream_torchvision
 
@@ -296,6 +296,7 @@ def test_the_registry_has_the_paper_network_and_the_cpu_sized_one():
 def test_a_resumed_rmsprop_run_repeats_the_uninterrupted_one_exactly(tmp_path):
     pytest.importorskip("sklearn")
     from test_train import interrupt_at_step, quiet, tiny
+
     from tinynet.data import DataSplits, TensorDataset, load_dataset
     from tinynet.train import Trainer
 

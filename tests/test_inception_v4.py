@@ -19,7 +19,7 @@ from tinynet.models import (
 )
 from tinynet.models.inception_v4 import InceptionA, InceptionB, InceptionC
 
-from reference import module_gradcheck
+from compare import module_gradcheck
 from strategies import uniform
 from timm_twins import (
     SMALLEST,

@@ -7,8 +7,8 @@ from hypothesis import given
 import tinynet
 import tinynet.functional as F
 
+from compare import assert_close, to_torch
 from op_cases import classification_cases, softmax_cases
-from reference import assert_close, to_torch
 from strategies import seeds, uniform
 
 

@@ -17,11 +17,6 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-import tinynet
-from tinynet.cli import main
-from tinynet.models.googlenet import PAPER
-
 from test_onnx_import import (
     TOLERANCE,
     assert_differentiates_as_torch,
@@ -29,14 +24,20 @@ from test_onnx_import import (
     relative_error,
     tiny_model,
 )
+
+import tinynet
+from tinynet.cli import main
+from tinynet.models.googlenet import PAPER
+
 from strategies import shapes
 from upstream import upstream_torchvision
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
 import tinynet.onnx  # noqa: E402 - needs the onnx package checked above
 from tinynet.onnx import fold  # noqa: E402
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 BATCHES = (1, 3, 1)  # back to 1: the run with the plan kept for that shape
 

@@ -21,8 +21,9 @@ from bounded import run_bounded
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
-import tinynet.onnx  # noqa: E402 - needs the onnx package checked above
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+import tinynet.onnx  # noqa: E402 - needs the onnx package checked above
 
 TOLERANCE = 1e-5
 GRADIENT_TOLERANCE = 1e-9  # float64

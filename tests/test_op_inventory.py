@@ -92,7 +92,8 @@ def test_the_twins_are_built_from_the_primitives_alone():
     """Run the networks' forward and loss with every fused op replaced by its twin: the ops
     recorded are all primitives (a twin calling a fused op would prove nothing)."""
     recorded = set()
-    for model, size in ((googlenet_paper(num_classes=4, width=1 / 16), 224), (googlenet_small(), 32)):
+    networks = ((googlenet_paper(num_classes=4, width=1 / 16), 224), (googlenet_small(), 32))
+    for model, size in networks:
         tinynet.manual_seed(0)
         x = tinynet.tensor(np.random.default_rng(0).normal(size=(2, 3, size, size)))
         with tinynet.use_reference():  # training mode: aux heads, dropout, batch statistics

@@ -10,8 +10,8 @@ import tinynet
 import tinynet.functional as F
 from tinynet import reference
 
+from compare import assert_close, to_torch
 from op_cases import POOLS, adaptive_pool_cases, pair, pool_cases
-from reference import assert_close, to_torch
 from strategies import GRAD_LAYOUTS, distinct, is_channel_major, laid_out, seeds, uniform
 
 

@@ -10,7 +10,7 @@ from hypothesis.extra.numpy import mutually_broadcastable_shapes
 import tinynet
 import tinynet.functional as F
 
-from reference import assert_close, to_torch
+from compare import assert_close, to_torch
 from strategies import seeds, shapes, uniform
 
 

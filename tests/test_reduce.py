@@ -7,8 +7,8 @@ from hypothesis import given
 import tinynet
 import tinynet.functional as F
 
+from compare import assert_close, to_torch
 from op_cases import reduction_cases
-from reference import assert_close, to_torch
 from strategies import distinct, seeds, uniform
 
 OPS = {

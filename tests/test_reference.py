@@ -17,6 +17,7 @@ from tinynet.function import Function
 from tinynet.models import GoogLeNet, GoogLeNetConfig, googlenet_loss
 from tinynet.models.googlenet import PAPER, SMALL
 
+from compare import assert_close
 from op_cases import (
     adaptive_pool_cases,
     batch_norm_cases,
@@ -27,7 +28,6 @@ from op_cases import (
     pool_cases,
     softmax_cases,
 )
-from reference import assert_close
 from strategies import seeds, uniform
 
 

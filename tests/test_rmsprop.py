@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from test_optim import assert_matches_torch, assert_resume_is_exact
 
 from tinynet.nn import Parameter
 from tinynet.optim import RMSprop
 
 from strategies import seeds, shapes
-from test_optim import assert_matches_torch, assert_resume_is_exact
 
 
 @st.composite

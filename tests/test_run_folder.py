@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from holders import ROOT, holding
 
 from tinynet import run_folder
 from tinynet.cli import EXIT_ERROR, EXIT_INTERRUPTED, main
@@ -32,6 +31,7 @@ from tinynet.train import (
 )
 
 from datafiles import needs_sklearn
+from holders import ROOT, holding
 
 TINY = ["--width", "0.125", "--batch-size", "16", "--max-batches", "2"]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -9,7 +9,7 @@ import tinynet
 import tinynet.functional as F
 from tinynet.ops.layout import empty_nchw
 
-from reference import assert_close, to_torch
+from compare import assert_close, to_torch
 from strategies import seeds, shapes, uniform
 
 

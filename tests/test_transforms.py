@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from tinynet.data import transforms as T
 from tinynet.data.multicrop import average_softmax, five_crop, paper_crops, ten_crop
 
-from reference import assert_close, to_torch
+from compare import assert_close, to_torch
 from strategies import seeds, uniform
 
 batch_shapes = st.tuples(st.integers(1, 4), st.integers(1, 3), st.integers(1, 9), st.integers(1, 9))

@@ -418,7 +418,8 @@ class DataParallel:
             return totals
         count = len(self.parameters)
         arrays = [p.grad for p in self.parameters] + self.buffers
-        offsets = np.cumsum([0] + [p.size for p in self.parameters] + [b.size for b in self.buffers])
+        sizes = [p.size for p in self.parameters] + [b.size for b in self.buffers]
+        offsets = np.cumsum([0] + sizes)
         dtype = np.result_type(*(p.dtype for p in self.parameters))
         flat = np.zeros(offsets[-1] + count + len(totals), dtype=dtype)
         for array, start, stop in zip(arrays, offsets[:-1], offsets[1:]):

@@ -26,7 +26,8 @@
 #
 # On paper: $\sigma'(x) = \sigma(x)(1 - \sigma(x))$, so by the product rule
 #
-# $$\frac{dy}{dx} = \sigma(x) + x\,\sigma(x)(1 - \sigma(x)) = \sigma(x)\,\bigl(1 + x(1 - \sigma(x))\bigr),
+# $$\frac{dy}{dx} = \sigma(x) + x\,\sigma(x)(1 - \sigma(x))
+#   = \sigma(x)\,\bigl(1 + x(1 - \sigma(x))\bigr),
 # \qquad \frac{\partial L}{\partial x} = g \cdot \sigma(x)\,\bigl(1 + x(1 - \sigma(x))\bigr).$$
 
 # %%

@@ -34,7 +34,6 @@ from numba import njit, prange
 
 from tinynet.kernels import parallel
 
-
 # Pixels per tile: the five rows of a window (5 x 2 KB in float32) stay in the L1 cache.
 PIXEL_TILE = 512
 

@@ -29,8 +29,8 @@ from dataclasses import dataclass, replace
 from tinynet import functional as F
 from tinynet import nn
 from tinynet.models.inception_v4 import (
-    InceptionA,
     SMALL_OPTIONS,
+    InceptionA,
     InceptionV4Config,
     ReductionA,
     SmallStem,
