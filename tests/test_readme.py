@@ -85,3 +85,48 @@ def test_the_main_job_s_figures_are_the_recorded_run_s():
         assert figures == rows[int(epoch)], f"epoch {epoch}: README {figures}, digits.md"
     final = rows[6][2]
     assert f"test top-1 {final} after 6 epochs" in TEXT and f"{final} test top-1" in TEXT
+
+
+def test_the_benchmark_table_in_the_docs_is_the_recorded_run_s():
+    """docs/development.md's table of times is the bench_googlenet run recorded in
+    benchmarks/history (its medians rounded, its ratios as printed), not figures typed by hand."""
+    history = (ROOT / "benchmarks" / "history" / "2026-11-28_issue15_four_passes.md").read_text()
+    run = history[history.index("`python benchmarks/bench_googlenet.py`, 00:20") :]
+    printed = {
+        (row.strip(), framework): (float(median), ratio)
+        for row, framework, median, ratio in re.findall(
+            r"^    (\w[\w ]+?\d+ b\d+) +([\w-]+) +([\d.]+) +[\d.]+ +[\d.]+ +[\d.]+ +([\d.]+)",
+            run,
+            re.M,
+        )[:17]
+    }
+    memory = dict(re.findall(r"^    train step 224 b32 +(\w+) +\d+ +\d+ +(\d+)$", run, re.M)[:2])
+    doc = (ROOT / "docs" / "development.md").read_text()
+
+    def ms(row, framework):
+        return int(printed[(row, framework)][0] + 0.5)
+
+    def ratio(row):
+        return printed[(row, "tinynet")][1]
+
+    b8, b1, train = "eval fwd 224 b8", "eval fwd 224 b1", "train step 224 b32"
+    small_eval, small_train = "small eval fwd 32 b64", "small train step 32 b64"
+    seconds = {k: f"{printed[(train, k)][0] / 1000:.2f} s" for k in ("tinynet", "torch")}
+    expected = [
+        f"| eval forward, batch 8 | {ms(b8, 'tinynet')} ms | {ms(b8, 'torch')} ms | "
+        f"{ratio(b8)} | {ms(b8, 'onnxruntime')} ms |",
+        f"| eval forward, batch 1 | {ms(b1, 'tinynet')} ms | {ms(b1, 'torch')} ms | "
+        f"{ratio(b1)} | {ms(b1, 'onnxruntime')} ms |",
+        f"| training step (aux heads, SGD), batch 32 | {seconds['tinynet']} | {seconds['torch']} "
+        f"| {ratio(train)} | |",
+        f"| peak memory of that step above the imports | {memory['tinynet']} MB | "
+        f"{memory['torch']} MB | ",
+        f"| small 32x32 net, eval / training step, batch 64 | {ms(small_eval, 'tinynet')} / "
+        f"{ms(small_train, 'tinynet')} ms | {ms(small_eval, 'torch')} / "
+        f"{ms(small_train, 'torch')} ms | {ratio(small_eval)} / {ratio(small_train)} | |",
+    ]
+    for line in expected:
+        assert line in doc, line
+    # the memory ratio of the unrounded peaks, which the printed MB bound to +-0.001
+    shown = float(re.search(r"above the imports \| \d+ MB \| \d+ MB \| ([\d.]+) \|", doc)[1])
+    assert abs(shown - int(memory["tinynet"]) / int(memory["torch"])) <= 0.005 + 0.001
