@@ -371,6 +371,7 @@ def test_each_rank_sizes_its_thread_pools_to_its_share_of_the_cores():
         import os
         import tinynet
         import numba
+        tinynet.runtime.configure()  # as `mpiexec -n 2 tinynet train` does
         # one write each, so the two ranks' lines cannot interleave (print's pieces did: "11 1 1")
         os.write(1, f"{os.environ['OPENBLAS_NUM_THREADS']} {numba.get_num_threads()}\\n".encode())
     """)
