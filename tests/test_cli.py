@@ -200,6 +200,16 @@ def test_a_bad_setting_is_named(capsys):
     assert "batch_size must be a positive int; got 0" in one_line_error(err, "train")
 
 
+def test_a_bad_setting_is_named_before_the_run_folder_is_looked_at(tmp_path, capsys):
+    """A folder holding a finished run (as runs/digits does after the main job) does not hide a
+    bad option behind its own refusal."""
+    (tmp_path / "checkpoint.npz").write_bytes(b"a finished run")
+    code, _, err = run(capsys, "train", "--batch-size", "0", "--out", tmp_path)
+    assert code == EXIT_ERROR
+    assert "batch_size must be a positive int; got 0" in one_line_error(err, "train")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.npz"]
+
+
 def test_a_checkpoint_that_is_not_a_run_is_refused(tmp_path, capsys):
     model = tinynet.models.googlenet_small(width=0.125)
     tinynet.save(model.state_dict(), tmp_path / "weights.npz")

@@ -205,6 +205,9 @@ def _train(args) -> None:
             f"{', '.join('--' + k.replace('_', '-') for k in chosen)} (only --out and "
             f"--epochs may be given)"
         )
+    # The settings are checked before the folder is looked at: a bad option is named as such,
+    # whatever out_dir holds.
+    config = None if args.resume else TrainConfig.for_model(**chosen, out_dir=str(out_dir))
     writer = distributed.world().rank == 0  # the rank that writes into out_dir
     if writer:
         io.check_writable_folder(out_dir, "out_dir")  # as Trainer says it, before the lock makes it
@@ -220,7 +223,7 @@ def _train(args) -> None:
             if args.resume:
                 trainer = Trainer.resume(out_dir, epochs)
             else:
-                trainer = Trainer(TrainConfig.for_model(**chosen, out_dir=str(out_dir)))
+                trainer = Trainer(config)
                 if writer and args.overwrite:  # the old run's files go once the new one is ready
                     for name in RUN_FILES:
                         (out_dir / name).unlink(missing_ok=True)
