@@ -32,6 +32,8 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
+from tinynet.io import process_running
+
 ENVIRONMENT_VARIABLE = "TINYNET_NUM_THREADS"
 # What MPI launchers tell each process they start: the ranks in all, and on this machine
 # (MPICH's and Intel MPI's Hydra; Open MPI's mpirun).
@@ -178,16 +180,6 @@ def _runs_folder():
     return folder if cache.private(folder, "to list its runs") else None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: alive
-        pass
-    return True
-
-
 def _listed_pid(entry) -> int | None:
     """The process ``entry`` lists if it is a run's entry: a regular file of this user's named by
     a process id (ASCII digits, no leading zero); None for anything else, which is left alone."""
@@ -216,7 +208,7 @@ def count_runs(folder) -> int:
         pid = _listed_pid(entry)
         if pid is None:
             continue
-        if _alive(pid):
+        if process_running(pid):
             alive += 1
         else:
             entry.unlink(missing_ok=True)
