@@ -1,0 +1,56 @@
+"""``render_html``: the explorer's data as one self-contained HTML document.
+
+Everything the page needs is inside the file: the style (``assets/explorer.css``), the script
+(``assets/explorer.js``, which reads ``window.TINYNET_DATA``) and the data as JSON. It opens
+from disk, with no server and no network. Further scripts (the live panel's) are appended
+after the explorer's, so they can call what it exposes on ``window.tinynetExplorer``.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from importlib import resources
+
+
+def asset(name: str) -> str:
+    """The text of ``tinynet/explore/assets/<name>`` (package data, also in a wheel)."""
+    return resources.files("tinynet.explore").joinpath("assets", name).read_text("utf-8")
+
+
+def _script(source: str) -> str:
+    # "</" would end the <script> element early wherever it appears in a string.
+    return "<script>\n" + source.replace("</", "<\\/") + "\n</script>"
+
+
+def render_html(data: dict, *, scripts: tuple[str, ...] = ()) -> str:
+    """One HTML document showing ``data`` (``tinynet.explore.page.page_data``'s dict), with
+    ``scripts`` (JavaScript sources) run after the explorer's own."""
+    title = html.escape(str(data.get("title", "tinynet explorer")))
+    payload = json.dumps(data, separators=(",", ":"), allow_nan=False)
+    return "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en">',
+            "<head>",
+            '<meta charset="utf-8">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            f"<title>{title}</title>",
+            "<style>\n" + asset("explorer.css") + "\n</style>",
+            "</head>",
+            "<body>",
+            '<header id="header"></header>',
+            '<main id="explorer">',
+            '<nav id="tree" aria-label="modules"></nav>',
+            '<section id="graph" aria-label="graph"></section>',
+            '<aside id="details" aria-label="node details"></aside>',
+            "</main>",
+            '<section id="live"></section>',
+            _script("window.TINYNET_DATA = " + payload + ";"),
+            _script(asset("explorer.js")),
+            *(_script(source) for source in scripts),
+            "</body>",
+            "</html>",
+            "",
+        ]
+    )
