@@ -18,7 +18,7 @@ import numpy as np
 from tinynet import functional as F
 from tinynet.explore.html import render_html
 from tinynet.explore.page import page_data
-from tinynet.io import atomic_write
+from tinynet.io import atomic_write, check_writable_folder
 from tinynet.nn.module import Module
 from tinynet.tensor import Tensor
 
@@ -100,6 +100,44 @@ def network_page(
     }
     data = page_data(loss, model, title=title, names={"image": x}, info=info, **options)
     return data
+
+
+def write_network_page(
+    checkpoint=None,
+    model: str | None = None,
+    image=None,
+    label: int | None = None,
+    out=None,
+    input_size: int | None = None,
+) -> Path:
+    """What ``tinynet explore (CHECKPOINT | --model NAME) [--image IMAGE] [--label K]
+    [--input-size S] --out page.html`` does: the page of the network for the image file
+    ``image`` (default: ``fixed_sample``), written to ``out``; returns its path. A checkpoint's
+    image is read and normalised as ``tinynet predict`` reads it; with --model, its pixels are
+    taken in [0, 1]."""
+    if out is None:
+        raise ValueError("--out is needed: the .html file to write")
+    out = Path(out)
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise ValueError(f"--out must end in .html; got {str(out)!r}")
+    check_writable_folder(out.parent, "--out")  # before the forward and backward passes
+    if image is not None and not Path(image).is_file():
+        raise FileNotFoundError(f"--image {image}: no such file")
+    network, settings = network_from(checkpoint, model)
+    size = input_size or settings["input_size"]
+    if image is None:
+        pixels, image_name = fixed_sample(settings["channels"], size), "a fixed sample (seeded noise)"
+    else:
+        from tinynet.data import read_image
+        from tinynet.data import transforms as T
+
+        mode = "L" if settings["channels"] == 1 else "RGB"
+        pixels, image_name = read_image(image, size, mode), Path(image).name
+        if settings["mean"] is not None:
+            pixels = T.Normalize(settings["mean"], settings["std"])(pixels[None])[0]
+    data = network_page(network, pixels, label, classes=settings["classes"],
+                        title=f"tinynet explore: {settings['name']}", image_name=image_name)  # fmt: skip
+    return write_page(data, out)
 
 
 def write_page(data: dict, path, *, scripts: tuple[str, ...] = ()) -> Path:
