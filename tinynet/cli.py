@@ -587,6 +587,42 @@ def _export(args) -> None:
     print(f"wrote {path} (input (N, {channels}, {size}, {size}), opset {args.opset})")
 
 
+def _explore_parser(commands):
+    from tinynet.models.registry import MODELS
+
+    p = commands.add_parser(
+        "explore",
+        help="one HTML page to look inside a network: modules, graph, values, gradients, "
+        "the backward step by step",
+        description="Run one image through a network and its backward from the cross-entropy "
+        "of --label, and write one self-contained page (it opens from disk, no server): "
+        "`tinynet explore RUN/checkpoint.npz --out page.html` or `tinynet explore --model "
+        "NAME --out page.html` (random weights, seeded).",
+    )
+    p.add_argument("checkpoint", nargs="?", help="a training checkpoint (RUN/checkpoint.npz)")
+    p.add_argument("--model", choices=sorted(MODELS), help="this network instead, seeded")
+    p.add_argument("--image", help="an image file (default: a fixed sample, seeded noise)")
+    p.add_argument(
+        "--label",
+        type=_number(int, "a class index (an int >= 0)", lambda value: value >= 0),
+        help="the class whose loss the backward starts from (default: the predicted one)",
+    )
+    p.add_argument(
+        "--input-size", type=_POSITIVE_INT, help="image side (default: the network's own)"
+    )
+    p.add_argument("--out", help="the .html file to write")
+    p.set_defaults(run=_explore)
+
+
+def _explore(args) -> None:
+    from tinynet.explore.network import write_network_page
+
+    path = write_network_page(
+        args.checkpoint, args.model, args.image, args.label, args.out, args.input_size
+    )
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="tinynet",
@@ -597,7 +633,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in (_train_parser, _evaluate_parser, _predict_parser, _summary_parser,
                 _gradcheck_parser, _inspect_parser, _convert_parser, _graph_parser,
-                _export_parser):  # fmt: skip
+                _export_parser, _explore_parser):  # fmt: skip
         add(commands)
     return parser
 
