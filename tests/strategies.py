@@ -1,6 +1,7 @@
 """Hypothesis strategies and array makers shared by the test modules: seeds, shapes, the values
-drawn from a seed, and the memory layouts an array reaches an op in. The op cases (shapes and
-arguments per op family) are in op_cases.py.
+drawn from a seed, and the memory layouts an array reaches an op in. The seeds, shapes, uniform
+values and op cases (shapes and arguments per op family) are tinynet's public ones, in
+tinynet/testing/strategies.py; they are imported here for the tests that import them from here.
 
 Values are generated from a drawn seed with NumPy (fast for whole tensors, and still shrinkable
 through the seed); shapes and op configurations are drawn by hypothesis directly.
@@ -9,18 +10,7 @@ through the seed); shapes and op configurations are drawn by hypothesis directly
 import numpy as np
 from hypothesis import strategies as st
 
-seeds = st.integers(min_value=0, max_value=2**32 - 1)
-
-
-def shapes(min_dims=1, max_dims=4, min_side=1, max_side=5):
-    return st.lists(st.integers(min_side, max_side), min_size=min_dims, max_size=max_dims).map(
-        tuple
-    )
-
-
-def uniform(seed, shape, low=-2.0, high=2.0, dtype=np.float64):
-    """Values uniform in [low, high)."""
-    return np.random.default_rng(seed).uniform(low, high, shape).astype(dtype)
+from tinynet.testing.strategies import seeds, shapes, uniform  # noqa: F401 - for the tests
 
 
 def away_from_zero(seed, shape, low=0.1, high=2.0, dtype=np.float64):

@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 import tinynet
 import tinynet.functional as F
 from tinynet import reference
+from tinynet.testing.strategies import Conv, conv_cases, pair
 
 from compare import assert_close, to_torch
-from op_cases import Conv, conv_cases, pair
 from strategies import grad_layouts, is_channel_major, laid_out, layouts, seeds, uniform
 
 

@@ -6,9 +6,9 @@ from hypothesis import given
 
 import tinynet
 import tinynet.functional as F
+from tinynet.testing.strategies import linear_cases, matmul_cases
 
 from compare import assert_close, to_torch
-from op_cases import linear_cases, matmul_cases
 from strategies import seeds, uniform
 
 

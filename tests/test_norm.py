@@ -11,9 +11,9 @@ import tinynet
 import tinynet.functional as F
 from tinynet import reference
 from tinynet.kernels.lrn import PIXEL_TILE
+from tinynet.testing.strategies import batch_norm_cases, lrn_cases
 
 from compare import assert_close, to_torch
-from op_cases import batch_norm_cases, lrn_cases
 from strategies import distinct, grad_layouts, is_channel_major, laid_out, layouts, seeds, uniform
 
 # ---------------------------------------------------------------- helpers

@@ -9,9 +9,9 @@ from hypothesis import given
 import tinynet
 import tinynet.functional as F
 from tinynet import reference
+from tinynet.testing.strategies import POOLS, adaptive_pool_cases, pair, pool_cases
 
 from compare import assert_close, to_torch
-from op_cases import POOLS, adaptive_pool_cases, pair, pool_cases
 from strategies import GRAD_LAYOUTS, distinct, is_channel_major, laid_out, seeds, uniform
 
 

@@ -16,9 +16,7 @@ from tinynet import reference
 from tinynet.function import Function
 from tinynet.models import GoogLeNet, GoogLeNetConfig, googlenet_loss
 from tinynet.models.googlenet import PAPER, SMALL
-
-from compare import assert_close
-from op_cases import (
+from tinynet.testing.strategies import (
     adaptive_pool_cases,
     batch_norm_cases,
     classification_cases,
@@ -28,6 +26,8 @@ from op_cases import (
     pool_cases,
     softmax_cases,
 )
+
+from compare import assert_close
 from strategies import seeds, uniform
 
 

@@ -1,10 +1,18 @@
 """Hypothesis strategies for op cases: the shapes and arguments an op is called with, drawn over
-everything it accepts, edge cases included.
+everything it accepts, edge cases included. Public, for anyone's own hypothesis tests:
 
-One strategy per op family, shared by the op's own tests (test_conv.py, test_pool.py, ...), the
-twin tests (test_reference.py) and any other test that calls the op: an edge case added here
+    from hypothesis import given
+    from tinynet.testing.strategies import conv_cases, seeds
+
+    @given(conv_cases(), seeds)
+    def test_my_conv(case, seed):
+        x, weight, bias = case.arrays(seed)
+        ...
+
+One strategy per op family, shared by tinynet's own op tests, the twin tests, ``check_op``
+(tinynet/testing/check.py) and any other test that calls the op: an edge case added here
 reaches every test of that op. A strategy draws shapes and arguments only; the values come from
-a seed (strategies.py), so a failing case shrinks to small shapes. The bounds are parameters:
+a seed (``uniform``), so a failing case shrinks to small shapes. The bounds are parameters:
 a test that runs an expensive check (finite differences, a composed twin) asks for smaller cases.
 """
 
@@ -13,7 +21,18 @@ from typing import NamedTuple
 import numpy as np
 from hypothesis import strategies as st
 
-from strategies import shapes, uniform
+seeds = st.integers(min_value=0, max_value=2**32 - 1)
+
+
+def shapes(min_dims=1, max_dims=4, min_side=1, max_side=5):
+    return st.lists(st.integers(min_side, max_side), min_size=min_dims, max_size=max_dims).map(
+        tuple
+    )
+
+
+def uniform(seed, shape, low=-2.0, high=2.0, dtype=np.float64):
+    """Values uniform in [low, high)."""
+    return np.random.default_rng(seed).uniform(low, high, shape).astype(dtype)
 
 
 def pair(value):
@@ -321,12 +340,13 @@ SCALES = {False: [3.0], True: [3.0, 300.0]}
 
 
 @st.composite
-def softmax_cases(draw, max_dims=3, max_side=5, large=True):
+def softmax_cases(draw, max_dims=3, max_side=5, large=True, scales=None):
     """Any axis of a 1- to ``max_dims``-D input, counted from either end, including axes of size
-    1 (softmax 1); values of magnitude up to 3, or (``large``) up to 300."""
+    1 (softmax 1); values of magnitude up to 3, or (``large``) up to 300; ``scales``, if given,
+    the magnitudes to draw from instead."""
     shape = draw(shapes(min_dims=1, max_dims=max_dims, max_side=max_side))
     dim = draw(st.integers(-len(shape), len(shape) - 1))
-    return Softmax(shape, dim, draw(st.sampled_from(SCALES[large])))
+    return Softmax(shape, dim, draw(st.sampled_from(scales or SCALES[large])))
 
 
 class Classification(NamedTuple):
@@ -347,14 +367,15 @@ class Classification(NamedTuple):
 
 
 @st.composite
-def classification_cases(draw, max_batch=5, max_classes=6, large=True):
+def classification_cases(draw, max_batch=5, max_classes=6, large=True, scales=None):
     """Batches from one sample, from one class (the loss is 0) up to ``max_classes``; logits of
     magnitude up to 3, or (``large``) up to 300: a softmax saturated to one-hot, where
-    log-sum-exp must not overflow; label smoothing 0, 1 (the uniform target) or between."""
+    log-sum-exp must not overflow (``scales``, if given, the magnitudes to draw from instead);
+    label smoothing 0, 1 (the uniform target) or between."""
     return Classification(
         n=draw(st.integers(1, max_batch)),
         classes=draw(st.integers(1, max_classes)),
-        scale=draw(st.sampled_from(SCALES[large])),
+        scale=draw(st.sampled_from(scales or SCALES[large])),
         label_smoothing=draw(st.sampled_from([0.0, 1.0]) | st.floats(0.0, 1.0)),
     )
 
@@ -385,3 +406,37 @@ def reduction_cases(draw, max_dims=4, max_side=4):
             draw(st.lists(st.integers(0, ndim - 1), min_size=1, max_size=ndim, unique=True))
         )
     return Reduction(shape, dim, draw(st.booleans()))
+
+
+# ------------------------------------------------------------------ dropout and concatenation
+class Dropout(NamedTuple):
+    """Dropout of an input of ``shape`` with probability ``p``, its mask given."""
+
+    shape: tuple[int, ...]
+    p: float
+
+
+@st.composite
+def dropout_cases(draw, max_dims=4, max_side=4):
+    """Inputs of 1 to ``max_dims`` axes; p = 0 (every unit kept, scale 1), 0.5, or between 0 and
+    0.9 (p = 1 drops everything and has no finite scale)."""
+    shape = draw(shapes(min_dims=1, max_dims=max_dims, max_side=max_side))
+    return Dropout(shape, draw(st.sampled_from([0.0, 0.5]) | st.floats(0.0, 0.9)))
+
+
+class Cat(NamedTuple):
+    """``cat(tensors, dim)`` of tensors of ``shapes``, equal but along ``dim``."""
+
+    shapes: tuple[tuple[int, ...], ...]
+    dim: int
+
+
+@st.composite
+def cat_cases(draw, max_tensors=4, max_dims=4, max_side=4):
+    """One to ``max_tensors`` tensors of 1 to ``max_dims`` axes, joined along any axis counted
+    from either end; each with its own length along it, from 1."""
+    shape = draw(shapes(min_dims=1, max_dims=max_dims, max_side=max_side))
+    dim = draw(st.integers(-len(shape), len(shape) - 1))
+    lengths = draw(st.lists(st.integers(1, max_side), min_size=1, max_size=max_tensors))
+    axis = dim % len(shape)
+    return Cat(tuple(shape[:axis] + (n,) + shape[axis + 1 :] for n in lengths), dim)
