@@ -23,6 +23,7 @@ from tinynet.nn.module import Module
 from tinynet.tensor import Tensor
 
 SAMPLE_SEED = 0
+SAMPLE_NAME = "a fixed sample (seeded noise)"
 
 
 def fixed_sample(channels: int, size: int) -> np.ndarray:
@@ -67,7 +68,7 @@ def network_page(
     *,
     classes=None,
     title: str = "tinynet explorer",
-    image_name: str = "a fixed sample (seeded noise)",
+    image_name: str = SAMPLE_NAME,
     **options,
 ) -> dict:
     """``page_data`` for ``model`` (run in eval mode) on ``image`` (C, H, W, normalised),
@@ -126,7 +127,7 @@ def write_network_page(
     network, settings = network_from(checkpoint, model)
     size = input_size or settings["input_size"]
     if image is None:
-        pixels, image_name = fixed_sample(settings["channels"], size), "a fixed sample (seeded noise)"
+        pixels, image_name = fixed_sample(settings["channels"], size), SAMPLE_NAME
     else:
         from tinynet.data import read_image
         from tinynet.data import transforms as T
@@ -135,8 +136,10 @@ def write_network_page(
         pixels, image_name = read_image(image, size, mode), Path(image).name
         if settings["mean"] is not None:
             pixels = T.Normalize(settings["mean"], settings["std"])(pixels[None])[0]
-    data = network_page(network, pixels, label, classes=settings["classes"],
-                        title=f"tinynet explore: {settings['name']}", image_name=image_name)  # fmt: skip
+    title = f"tinynet explore: {settings['name']}"
+    data = network_page(
+        network, pixels, label, classes=settings["classes"], title=title, image_name=image_name
+    )
     return write_page(data, out)
 
 

@@ -44,7 +44,7 @@ def page_data(
     names: dict | None = None,
     info: dict | None = None,
     channels: int = 8,
-    map_size: int = 28,
+    map_size: int = 32,
 ) -> dict:
     """The explorer's data for the graph behind the one-element Tensor ``output`` (a loss),
     before its backward: this runs the backward itself, from dL/d(output) = 1.

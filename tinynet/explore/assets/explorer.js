@@ -104,7 +104,7 @@
     });
     container.append(el("p", { class: "note", text:
       "scale " + fmt(maps.lo) + " … " + fmt(maps.hi) +
-      (maps.step > 1 ? ", every " + maps.step + "th pixel" : "") }));
+      (maps.step > 1 ? ", one pixel in " + maps.step + " across and down" : "") }));
     return container;
   }
 
@@ -219,7 +219,7 @@
     const title = el("span", { class: "module-name", text: name ? name.split(".").pop() : "model" });
     const kind = el("span", { class: "module-type", text: module.type });
     const item = el("li", { class: "module", "data-module": name }, title, " ", kind);
-    const hasChildren = children.length > 0 || (ownOps.length > 0 && children.length > 0);
+    const hasChildren = children.length > 0;
     if (children.length) {
       const list = el("ul", {});
       children.forEach(function (child) { list.append(treeItem(child)); });
@@ -233,9 +233,10 @@
     }
     title.addEventListener("click", function (event) {
       event.stopPropagation();
-      if (hasChildren && name) {
-        item.classList.toggle("collapsed");
-        item.classList.toggle("expanded");
+      if (hasChildren && name) { // opening expands; a second click on the open one folds it
+        const fold = state.module === name && item.classList.contains("expanded");
+        item.classList.toggle("collapsed", fold);
+        item.classList.toggle("expanded", !fold);
       }
       openModule(name);
     });
@@ -342,8 +343,9 @@
       if (g && !groups.includes(g)) groups.push(g);
     });
     const columns = widest > 1 && groups.length >= widest ? groups.length : widest;
+    boxes.groups = columns > 1 && groups.length >= widest ? groups : [];
     rows.forEach(function (row, r) {
-      const byGroup = widest > 1 && groups.length >= widest && row.every(function (k) { return boxes.get(k).group; });
+      const byGroup = boxes.groups.length && row.every(function (k) { return boxes.get(k).group; });
       row.forEach(function (key, i) {
         const box = boxes.get(key);
         const col = byGroup ? groups.indexOf(box.group) : (columns - row.length) / 2 + i;
@@ -362,11 +364,26 @@
     root.append(svg("defs", {}));
     root.firstChild.innerHTML = '<marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" ' +
       'markerWidth="7" markerHeight="7" orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="#777"/></marker>';
+    boxes.groups.forEach(function (group) { // a box around each branch, named
+      const members = [...boxes.values()].filter(function (b) { return b.group === group; });
+      const x = Math.min(...members.map(function (b) { return b.x; })) - 6;
+      const y = Math.min(...members.map(function (b) { return b.y; })) - 16;
+      const bottom = Math.max(...members.map(function (b) { return b.y; })) + NODE_H + 6;
+      const box = svg("g", { class: "cluster", "data-group": group });
+      box.append(svg("rect", { x, y, width: NODE_W + 12, height: bottom - y, rx: 8 }));
+      const name = svg("text", { x: x + 6, y: y + 11 });
+      name.textContent = group.split(".").pop() + " · " + modules.get(group).type;
+      box.append(name);
+      root.append(box);
+    });
     edges.forEach(function (e) {
       const a = boxes.get(e[0]), b = boxes.get(e[1]);
-      const x1 = a.x + NODE_W / 2, y1 = a.y + NODE_H, x2 = b.x + NODE_W / 2, y2 = b.y;
+      const x1 = a.x + NODE_W / 2, x2 = b.x + NODE_W / 2, y2 = b.y;
+      const y1 = Math.max(a.y + NODE_H, y2 - GAP_Y); // down its own column, then across
+      const down = y1 > a.y + NODE_H ? "M" + x1 + "," + (a.y + NODE_H) + " L" : "M";
       root.append(svg("path", { class: "edge", "marker-end": "url(#arrow)",
-        d: "M" + x1 + "," + y1 + " C" + x1 + "," + (y1 + GAP_Y / 2) + " " + x2 + "," + (y2 - GAP_Y / 2) + " " + x2 + "," + y2 }));
+        d: down + x1 + "," + y1 + " C" + x1 + "," + (y1 + GAP_Y / 2) + " " + x2 + "," +
+          (y2 - GAP_Y / 2) + " " + x2 + "," + y2 }));
     });
     boxes.forEach(function (box) {
       const group = svg("g", { class: "node " + box.kind, "data-key": box.key,
@@ -459,11 +476,10 @@
     el("button", { id: "bw-reset", text: "⟲ reset", onclick: function () { goTo(-1); } }),
     el("button", { id: "bw-prev", text: "◀ back", onclick: function () { goTo(state.step - 1); } }),
     el("button", { id: "bw-step", text: "step ▶", onclick: function () { goTo(state.step + 1); } }),
-    el("button", { id: "bw-end", text: "to the input ⏭", onclick: function () { goTo(data.backward.length - 1); } }),
+    el("button", { id: "bw-end", text: "to the input", onclick: function () { goTo(data.backward.length - 1); } }),
     el("span", { id: "bw-status", text: "not started: the forward values are shown" }));
   const arrivals = el("div", { id: "bw-arrivals" });
-  graphPanel.prepend(controls);
-  graphPanel.append(arrivals);
+  graphPanel.prepend(controls, arrivals);
 
   function goTo(step) {
     state.step = Math.max(-1, Math.min(step, data.backward.length - 1));
