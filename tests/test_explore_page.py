@@ -1,0 +1,200 @@
+"""``tinynet explore``'s data and its command: the values and gradients are the real ones, each
+op's backward rule written out with one element's numbers equals what its Function.backward
+gave, the contributions to a value that feeds several ops sum to its gradient, the HTML holds
+everything it needs, and every bad argument is one line naming it."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+
+import numpy as np
+import pytest
+
+import tinynet
+from tinynet import functional as F
+from tinynet import nn
+from tinynet.cli import main
+from tinynet.explore import network_page, page_data, render_html
+from tinynet.explore.network import fixed_sample, network_from
+from tinynet.explore.rules import RULES
+
+# Each network at a small image size, so that the three pages build in seconds.
+NETWORKS = {"small": 32, "paper": 64, "inception_v3_small": 32}
+
+
+@pytest.fixture(scope="module", params=sorted(NETWORKS))
+def network_data(request):
+    model, settings = network_from(model=request.param)
+    image = fixed_sample(settings["channels"], NETWORKS[request.param])
+    return model, network_page(model, image, title=request.param)
+
+
+def embedded_data(text: str) -> dict:
+    """The JSON a page holds in window.TINYNET_DATA."""
+    start = text.index("window.TINYNET_DATA = ") + len("window.TINYNET_DATA = ")
+    return json.loads(text[start : text.index(";\n</script>", start)].replace("<\\/", "</"))
+
+
+def scalar_graph():
+    """Lesson 1: L = relu(a·b + c)² · d at a, b, c, d = 2, -1.5, 4, 0.5."""
+    a, b, c, d = (tinynet.tensor(v, dtype=np.float64, requires_grad=True)
+                  for v in (2.0, -1.5, 4.0, 0.5))  # fmt: skip
+    return F.relu(a * b + c) ** 2 * d, {"a": a, "b": b, "c": c, "d": d}
+
+
+def test_the_scalar_graph_has_every_value_and_gradient_of_lesson_1():
+    loss, names = scalar_graph()
+    data = page_data(loss, names=names)
+    values = [op["value"]["scalar"] for op in data["ops"]]
+    grads = [op["grad"]["scalar"] for op in data["ops"]]
+    assert [op["op"] for op in data["ops"]] == ["Mul", "Add", "ReLU", "Pow", "Mul"]
+    assert values == [-3.0, 1.0, 1.0, 1.0, 0.5]  # e, f, g, h, L of the lesson
+    assert grads == [1.0, 1.0, 1.0, 0.5, 1.0]
+    leaves = {leaf["name"]: leaf["grad"]["scalar"] for leaf in data["leaves"] if "grad" in leaf}
+    assert leaves == {"a": -1.5, "b": 2.0, "c": 1.0, "d": 1.0}
+    # backward order: the loss first, each op once, then the four inputs
+    order = [step["node"] for step in data["backward"]]
+    assert order[:5] == [op["id"] for op in reversed(data["ops"])]
+    assert sorted(data["leaves"][int(key[4:])]["name"] for key in order[5:]) == list("abcd")
+    relu = next(step for step in data["backward"] if step["node"] == data["ops"][2]["id"])
+    assert relu["rule"]["lines"][:2] == ["grad_in[] = grad_out[] · [x[] > 0]", "= 1 · [1 > 0]"]
+
+
+def test_each_op_s_rule_gives_what_its_backward_gave(network_data):
+    model, data = network_data
+    ops = {op["id"]: op for op in data["ops"]}
+    kinds = set()
+    for step in data["backward"]:
+        if step["node"] not in ops:
+            continue
+        rule = step["rule"]
+        kinds.add(ops[step["node"]]["op"])
+        assert "value" in rule, f"{ops[step['node']]['op']} has no rule written out"
+        assert rule["value"] == pytest.approx(rule["backward"], rel=1e-4, abs=1e-7), rule["lines"]
+        assert rule["lines"][-1].startswith("= ")
+    assert kinds <= set(RULES)
+    assert {"Conv2d", "ReLU", "MaxPool2d", "Concat", "Linear", "CrossEntropy"} <= kinds
+
+
+def test_a_value_feeding_several_ops_receives_the_sum_of_their_contributions(network_data):
+    model, data = network_data
+    grads = {node["id"]: node["grad"] for node in (*data["ops"], *data["leaves"])
+             if node.get("grad")}  # fmt: skip
+    sums = [send for step in data["backward"] for send in step["sends"] if send["of"] > 1]
+    assert any(send["of"] == 4 for send in sums)  # an Inception block's input: four branches
+    for send in sums:
+        if send["arrived"] == send["of"]:
+            assert send["sum_norm"] == pytest.approx(grads[send["to"]]["norm"], rel=1e-4)
+    assert data["backward"][-1]["node"] == next(
+        leaf["id"] for leaf in data["leaves"] if leaf["name"] == "image"
+    )
+
+
+def test_the_page_holds_the_network_s_tree_and_every_op(network_data):
+    model, data = network_data
+    blocks = [name for name, kind in ((m["name"], m["type"]) for m in data["modules"])
+              if "." not in name and kind.startswith("Inception")]  # fmt: skip
+    assert blocks, "no Inception block in the module tree"
+    conv = next(op for op in data["ops"] if op["op"] == "Conv2d")
+    assert len(conv["value"]["histogram"]["counts"]) == 24
+    maps = conv["value"]["maps"]
+    assert len(maps["channels"]) == min(8, conv["shape"][1])
+    assert maps["height"] <= 32 and maps["width"] <= 32
+    assert conv["grad"]["maps"]["signed"] and not maps["signed"]
+
+
+def test_batchnorm_in_training_mode_is_explained_and_its_statistics_left_alone():
+    tinynet.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU())
+    x = tinynet.tensor(np.random.default_rng(0).standard_normal((2, 2, 5, 5)), dtype=np.float32)
+    loss = (model(x) * tinynet.tensor(np.linspace(-1, 1, 150).reshape(2, 3, 5, 5))).sum()
+    running = model[1].running_mean.copy()
+    data = page_data(loss, model)
+    assert np.array_equal(model[1].running_mean, running)  # the replay updated copies only
+    step = next(s for s in data["backward"] if s.get("rule", {}).get("lines", [""])[0].startswith(
+        "grad_x = (γ/σ)"))  # fmt: skip
+    assert step["rule"]["value"] == pytest.approx(step["rule"]["backward"], rel=1e-4, abs=1e-7)
+
+
+def test_a_forward_that_does_not_replay_is_refused():
+    tinynet.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5))  # training mode: a mask per call
+    loss = model(tinynet.tensor(np.ones((8, 4), np.float32), requires_grad=True)).sum()
+    with pytest.raises(ValueError, match="eval mode"):
+        page_data(loss, model)
+
+
+def test_page_data_refuses_what_it_cannot_show():
+    with pytest.raises(ValueError, match="one-element Tensor"):
+        page_data(tinynet.tensor(np.ones(3), requires_grad=True) * 2)
+    loss, _ = scalar_graph()
+    with pytest.raises(ValueError, match="channels must be a positive int; got 0"):
+        page_data(loss, channels=0)
+
+
+def test_the_html_is_self_contained_and_keeps_its_scripts_closed():
+    loss, names = scalar_graph()
+    data = page_data(loss, names=names, title="a </script><b>title</b>")
+    text = render_html(data, scripts=("window.LIVE = 1;",))
+    assert not re.search(r"""(src|href)\s*=|https?://|@import""", text.replace(
+        "http://www.w3.org/2000/svg", ""))  # the SVG namespace is a name, not a fetch
+    assert text.count("</script>") == 3  # data, explorer, the extra script: no early close
+    assert '<section id="live"></section>' in text
+    assert text.index("window.TINYNET_DATA") < text.index("tinynetExplorer") < text.index("LIVE")
+    assert embedded_data(text)["title"] == data["title"]
+    assert "<title>a &lt;/script&gt;&lt;b&gt;title&lt;/b&gt;</title>" in text
+
+
+def test_the_command_writes_the_page_of_a_registered_network(tmp_path, capsys):
+    out = tmp_path / "small.html"
+    assert main(["explore", "--model", "small", "--label", "3", "--out", str(out)]) == 0
+    assert re.fullmatch(rf"wrote {re.escape(str(out))} \(\d\.\d MB\)\n", capsys.readouterr().out)
+    text = out.read_text("utf-8")
+    data = embedded_data(text)
+    assert data["info"]["label (backward from)"] == "3"
+    assert data["info"]["image"] == "a fixed sample (seeded noise), 3 x 32 x 32"
+
+
+def test_the_command_explores_a_checkpoint_on_an_image(tmp_path, capsys):
+    pytest.importorskip("sklearn", reason="the digits run needs scikit-learn (the train extra)")
+    image_module = pytest.importorskip("PIL.Image", reason="reading --image needs Pillow")
+    run = tmp_path / "run"
+    assert main(["train", "--width", "0.125", "--epochs", "1", "--max-batches", "1",
+                 "--no-ema", "--out", str(run)]) == 0  # fmt: skip
+    image = tmp_path / "seven.png"
+    image_module.fromarray(np.eye(8, dtype=np.uint8)[::-1] * 255).save(image)
+    out = tmp_path / "page.html"
+    capsys.readouterr()
+    assert main(["explore", str(run / "checkpoint.npz"), "--image", str(image), "--label", "7",
+                 "--out", str(out)]) == 0  # fmt: skip
+    text = out.read_text("utf-8")
+    data = embedded_data(text)
+    assert data["info"]["label (backward from)"] == "7 (7)"
+    assert data["info"]["image"].startswith("seven.png, 1 x ")
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--model", "small", "--label", "10"], "label must be a class index in [0, 10); got 10"),
+        (["--model", "small", "--label", "-1"], "--label: must be a class index"),
+        (["--model", "small", "--out", "{tmp}/page.png"], "--out must end in .html"),
+        (["--model", "small", "--image", "{tmp}/none.png"], "--image {tmp}/none.png: no such"),
+        ([], "explore takes a CHECKPOINT or --model NAME"),
+        (["{tmp}/checkpoint.npz", "--model", "small"], "explore takes a CHECKPOINT or --model"),
+        (["{tmp}/checkpoint.npz"], "checkpoint.npz"),
+        (["--model", "small", "--out", "{tmp}/file.txt/page.html"], "--out"),
+    ],
+)
+def test_a_bad_argument_is_one_line_naming_it(tmp_path, capsys, arguments, message):
+    (tmp_path / "file.txt").write_text("a file, not a folder")
+    arguments = [a.format(tmp=tmp_path) for a in arguments]
+    if "--out" not in arguments:
+        arguments += ["--out", str(tmp_path / "page.html")]
+    with pytest.raises(SystemExit) if "-1" in arguments else contextlib.nullcontext():
+        assert main(["explore", *arguments]) == 1  # argparse's own errors exit, also with 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and message.format(tmp=tmp_path) in error, error
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]  # no page, no temporary
