@@ -5,11 +5,14 @@ NaN gets a clear error; the printed case reruns; forward=None checks a backward 
 
 import re
 import sys
+import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from tinynet.testing import OPS, check_op
+from tinynet.testing import OPS, Case, case_arguments, case_grad_output, check_op
+from tinynet.testing.strategies import Conv, Pool
 
 sys.path.insert(0, str(Path(__file__).parent / "user_ops"))  # a user's folder of own ops
 import numpy_ops  # noqa: E402
@@ -93,3 +96,153 @@ def test_bias_gradient_summed_over_the_wrong_axes():
 def test_conv_right_only_for_stride_one():
     message = failure("conv2d", wrong_ops.conv2d_stride_one_only, numpy_ops.conv2d_backward)
     assert "passes with stride (1, 1) and fails with stride" in message
+
+
+# ------------------------------------------------------------------ what the message holds
+def test_the_printed_case_reruns_and_rebuilds_the_arrays():
+    message = failure("conv2d", numpy_ops.conv2d, wrong_ops.conv2d_backward_col2im_overwrites)
+    snippet = message.split("rerun this case:\n", 1)[1]
+    namespace = {
+        "conv2d": numpy_ops.conv2d,
+        "conv2d_backward_col2im_overwrites": wrong_ops.conv2d_backward_col2im_overwrites,
+    }
+    with pytest.raises(AssertionError) as rerun:
+        exec(textwrap.dedent(snippet), namespace)  # noqa: S102 - the snippet a user pastes
+    assert str(rerun.value) == message
+    arguments, case = namespace["arguments"], namespace["case"]
+    assert arguments["input"].shape == (
+        case.params.n,
+        case.params.c_in,
+        case.params.h,
+        case.params.w,
+    )
+    assert namespace["grad_output"].ndim == 4
+    assert re.search(r"worst at index \(\d+, \d+, \d+, \d+\): yours -?\d", message)
+
+
+def test_the_same_seed_finds_the_same_case():
+    def run():
+        return failure("conv2d", wrong_ops.conv2d_stride_one_only, None, seed=5, max_examples=15)
+
+    assert run() == run()
+
+
+def test_a_passing_case_given_explicitly_passes():
+    case = Case(Conv(n=1, c_in=2, c_out=3, h=5, w=4, kh=2, kw=3, stride=(2, 1), padding=(1, 0)), 7)
+    check_op("conv2d", numpy_ops.conv2d, numpy_ops.conv2d_backward, case=case)
+    arguments = case_arguments("conv2d", case)
+    assert [arguments[k].shape for k in ("input", "weight", "bias")] == [
+        (1, 2, 5, 4),
+        (2, 3, 2, 3)[:0] + (3, 2, 2, 3),
+        (3,),
+    ]
+    assert case_grad_output("conv2d", case).shape == (1, 3, 3, 2)
+
+
+# ------------------------------------------------------------------ what the user's code returns
+def test_a_forward_that_raises_is_named_with_its_error():
+    def forward(input, weight, bias, stride, padding):  # noqa: A002
+        raise IndexError("index 3 is out of bounds")
+
+    with pytest.raises(AssertionError) as raised:
+        check_op("conv2d", forward, max_examples=5)
+    assert str(raised.value).startswith(
+        "check_op('conv2d'): forward raised IndexError: index 3 is out of bounds"
+    )
+    assert isinstance(raised.value.__cause__, IndexError)  # its traceback stays reachable
+
+
+def test_a_wrong_output_shape_names_both_shapes():
+    message = failure("relu", lambda input: input[..., None])
+    assert re.match(
+        r"check_op\('relu'\): output: expected shape \(.*\); got shape \(.*, 1\)", message
+    )
+
+
+def test_an_output_that_is_not_an_array_is_named():
+    message = failure("relu", lambda input: "relu")
+    assert "output: expected a float array of shape" in message and "got str 'relu'" in message
+
+
+def test_nan_in_the_output_is_named():
+    message = failure("relu", lambda input: np.where(input > 1, np.nan, np.maximum(input, 0)))
+    assert "NaN or infinite" in message and "yours nan, expected" in message
+
+
+def test_a_backward_with_too_few_gradients_is_named():
+    def backward(grad_output, input, weight, bias, stride, padding):  # noqa: A002
+        return numpy_ops.conv2d_backward(grad_output, input, weight, bias, stride, padding)[:2]
+
+    message = failure("conv2d", None, backward)
+    assert (
+        "backward: expected a tuple of 3 (grad_input, grad_weight, grad_bias); got a tuple of 2"
+        in (message)
+    )
+
+
+def test_a_gradient_for_a_missing_bias_must_be_none():
+    def backward(grad_output, input, weight, bias, stride, padding):  # noqa: A002
+        grad_input, grad_weight, _ = numpy_ops.conv2d_backward(
+            grad_output, input, weight, bias, stride, padding
+        )
+        return grad_input, grad_weight, grad_output.sum(axis=(0, 2, 3))
+
+    message = failure("conv2d", None, backward)
+    assert "grad_bias: bias is None, so its gradient must be None; got an array of shape" in message
+
+
+def test_a_bare_array_is_accepted_for_one_input_and_a_list_for_cat():
+    check_op("relu", None, lambda grad_output, input: grad_output * (input > 0), max_examples=5)
+    check_op("cat", None, lambda g, tensors, dim: list(numpy_ops.cat_backward(g, tensors, dim)))
+    message = failure(
+        "cat", None, lambda g, tensors, dim: numpy_ops.cat_backward(g, tensors, dim)[:1]
+    )
+    expected = "expected a tuple of 2 gradients, one per tensor of tensors; got a tuple of 1"
+    assert f"check_op('cat'): backward: {expected}" in message
+
+
+def test_a_forward_that_writes_into_its_input_is_named():
+    def relu(input):  # noqa: A002
+        np.maximum(input, 0, out=input)
+        return input
+
+    assert "forward changed its argument input in place; it must not" in failure("relu", relu)
+
+
+def test_batch_norm_checks_the_running_statistics_updated_in_place():
+    def forgets_the_update(input, running_mean, running_var, weight, bias, training, momentum, eps):  # noqa: A002
+        return numpy_ops.batch_norm(
+            input, None if training else running_mean, None if training else running_var,
+            weight, bias, training, momentum, eps,
+        )  # fmt: skip
+
+    message = failure("batch_norm", forgets_the_update)
+    assert "running_mean (updated in place by the forward):" in message
+    assert "training=True" in message
+
+
+def test_name_and_functions_are_checked_first():
+    with pytest.raises(
+        ValueError, match=r"check_op: name must be one of \[.*'conv2d'.*\]; got 'conv'"
+    ):
+        check_op("conv", numpy_ops.conv2d)
+    with pytest.raises(ValueError, match="needs forward, backward or both; got neither"):
+        check_op("conv2d", None)
+    with pytest.raises(TypeError, match="backward must be a function or None; got tuple"):
+        check_op("conv2d", numpy_ops.conv2d, (1, 2))
+
+
+# ------------------------------------------------------------------ the tie rule is PyTorch's
+def test_the_max_pool_tie_rule_is_pytorchs(torch):
+    """The first maximum in scan order gets the gradient, in PyTorch as in check_op's reference
+    (and so in numpy_ops' argmax); over tied windows that overlap, with padding and ceil_mode."""
+    case = Case(Pool("max_pool2d", (2, 2, 5, 6), (3, 2), (2, 1), (1, 1), True), 3, "ties")
+    arguments = case_arguments("max_pool2d", case)
+    grad_output = case_grad_output("max_pool2d", case)
+    x = torch.tensor(arguments["input"], requires_grad=True)
+    kwargs = {k: v for k, v in arguments.items() if k != "input"}
+    torch.nn.functional.max_pool2d(x, **kwargs).backward(torch.tensor(grad_output))
+    ours = numpy_ops.max_pool2d_backward(grad_output, **arguments)
+    assert len(np.unique(arguments["input"])) < arguments["input"].size / 4  # many ties
+    np.testing.assert_array_equal(ours, x.grad.numpy())
+    check_op("max_pool2d", numpy_ops.max_pool2d, numpy_ops.max_pool2d_backward, case=case)

@@ -284,4 +284,4 @@ def cat(tensors, dim):
 
 def cat_backward(grad_output, tensors, dim):
     ends = np.cumsum([t.shape[dim] for t in tensors])[:-1]
-    return (np.split(grad_output, ends, axis=dim),)
+    return tuple(np.split(grad_output, ends, axis=dim))

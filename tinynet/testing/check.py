@@ -152,14 +152,14 @@ def check_case(name: str, forward, backward, case: Case) -> Failure | None:
             grads = backward(grad_output.copy(), **given_arguments)
         except Exception as error:  # noqa: BLE001
             return _raised("backward", error)
-        labels = _grad_labels(spec.differentiable, arguments)
+        if name == "cat":  # one gradient per tensor of tensors (a bare array for one tensor)
+            grads = (grads if isinstance(grads, (tuple, list)) else (grads,),)
+        labels = [f"grad_{key}" for key in spec.differentiable]
         failure = _grads_shape(grads, spec.differentiable, labels)
         if failure:
             return failure
         if not isinstance(grads, (tuple, list)):
             grads = (grads,)
-        elif name == "cat" and all(isinstance(g, np.ndarray) for g in grads):
-            grads = (grads,)  # one gradient per tensor, not wrapped in a tuple of one
         for key, label, got, want_one in zip(spec.differentiable, labels, grads, want):
             if isinstance(want_one, list):
                 failure = _tensor_list_grads(label, got, want_one)
@@ -169,7 +169,8 @@ def check_case(name: str, forward, backward, case: Case) -> Failure | None:
                     if got is None
                     else Failure(
                         label,
-                        f"{key} is None, so its gradient must be None; got {_describe(got)}",
+                        f"{label}: {key} is None, so its gradient must be None; got "
+                        f"{_describe(got)}",
                     )
                 )
             else:
@@ -239,10 +240,6 @@ def close(got: np.ndarray, want: np.ndarray) -> np.ndarray:
         return (np.abs(got - want) <= tolerance(want)) | (got == want)
 
 
-def _grad_labels(differentiable, arguments):
-    return [f"grad_{key}" for key in differentiable]
-
-
 def _grads_shape(grads, differentiable, labels) -> Failure | None:
     """Whether the backward returned one gradient per differentiable input."""
     count = len(differentiable)
@@ -265,8 +262,8 @@ def _tensor_list_grads(label, got, want) -> Failure | None:
     """cat's gradient: one array per tensor of ``tensors``."""
     if not isinstance(got, (tuple, list)) or len(got) != len(want):
         return Failure(
-            label,
-            f"{label}: expected a list of {len(want)} gradients, one per tensor of tensors; "
+            "backward",
+            f"backward: expected a tuple of {len(want)} gradients, one per tensor of tensors; "
             f"got {_describe(got)}",
         )
     for i, (one, want_one) in enumerate(zip(got, want)):
@@ -331,6 +328,14 @@ def _summary(value) -> str:
     return repr(value)
 
 
+def _name_of(function, role: str) -> str:
+    """How the rerun snippet calls the user's function: its name, or its role for a lambda."""
+    if function is None:
+        return "None"
+    name = getattr(function, "__name__", "")
+    return name if name.isidentifier() else role
+
+
 def failure_message(name, forward, backward, case: Case, failure: Failure) -> str:
     """The AssertionError's text: what is wrong, on which case, why (if a hint knows), and how
     to rerun it."""
@@ -354,8 +359,10 @@ def failure_message(name, forward, backward, case: Case, failure: Failure) -> st
             passes=lambda other: check_case(name, forward, backward, other) is None,
         )
         lines += [f"hint: {hint}" for hint in hints.diagnose(finding)]
-    forward_name = getattr(forward, "__name__", "forward") if forward else "None"
-    backward_name = getattr(backward, "__name__", "backward") if backward else "None"
+    forward_name, backward_name = (
+        _name_of(function, role)
+        for function, role in ((forward, "forward"), (backward, "backward"))
+    )
     params_class = type(case.params).__name__
     imports = "from tinynet.testing import Case, case_arguments, case_grad_output, check_op"
     if isinstance(case.params, tuple) and params_class != "tuple":
@@ -363,9 +370,9 @@ def failure_message(name, forward, backward, case: Case, failure: Failure) -> st
     snippet = textwrap.indent(
         f"{imports}\n"
         f"case = {case!r}\n"
-        f"check_op({name!r}, {forward_name}, {backward_name}, case=case)\n"
         f"arguments = case_arguments({name!r}, case)  # the arrays, as the forward gets them\n"
-        f"grad_output = case_grad_output({name!r}, case)  # the backward's first argument",
+        f"grad_output = case_grad_output({name!r}, case)  # the backward's first argument\n"
+        f"check_op({name!r}, {forward_name}, {backward_name}, case=case)",
         "    ",
     )
     lines.append("rerun this case:\n" + snippet)
