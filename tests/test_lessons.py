@@ -50,12 +50,16 @@ def test_lesson_1_scalar_graph(tmp_path):
     stdout = run("01_scalar_graph.py", "--out", out, cwd=tmp_path)
     assert "L = 0.5, gradients {'a': -1.5, 'b': 2.0, 'c': 1.0, 'd': 1.0}" in stdout
     assert (out / "scalar_graph.dot").read_text().startswith("digraph")
+    assert "window.TINYNET_DATA" in (out / "explorer.html").read_text("utf-8")  # tinynet explore
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # nothing outside --out
 
 
 def test_lesson_2_conv_im2col(tmp_path):
-    stdout = run("02_conv_im2col.py", cwd=tmp_path)
+    out = tmp_path / "out"
+    stdout = run("02_conv_im2col.py", "--out", out, cwd=tmp_path)
     assert "the loops and tinynet's kernel build the same cols" in stdout
+    assert re.search(r"= (-?[\d.e+-]+)   \(Conv2dFunction.backward gave \1\)", stdout)
+    assert "window.TINYNET_DATA" in (out / "explorer.html").read_text("utf-8")  # tinynet explore
     assert re.search(r"dx: max \|by hand - tinynet backward\| = \d\.\de[-+]\d\d", stdout)
     assert stdout.count("ok\n") == 6  # gradcheck: x, w, b at strides 1 and 2
 

@@ -121,7 +121,37 @@ if tinynet.graph.renderer_available():
 graph
 
 # %% [markdown]
+# ## Step through it in the browser
+#
+# `tinynet.explore` writes one HTML page (it opens from disk, no server) that draws the graph with
+# every node's value, and a **Backward** button that walks the reverse order of the table one
+# node at a time: each gradient arriving, and the rule of each node written out with its numbers
+# (click a node). The backward above freed this graph, so we build it once more and hand it to
+# `page_data` before its backward: the page runs the backward itself.
+
+# %%
+from tinynet.explore import page_data, write_page  # noqa: E402
+
+ta, tb, tc, td = (tinynet.tensor(v, dtype=np.float64, requires_grad=True) for v in (a, b, c, d))
+tL = tinynet.functional.relu(ta * tb + tc) ** 2 * td
+page = page_data(tL, names={"a": ta, "b": tb, "c": tc, "d": td},
+                 title="Lesson 1: L = relu(a·b + c)² · d")  # fmt: skip
+grads = {leaf["name"]: leaf["grad"]["scalar"] for leaf in page["leaves"] if "grad" in leaf}
+assert grads == by_hand
+path = write_page(page, OUT / "explorer.html")
+print(f"wrote {path}: open {path.resolve().as_uri()} in a browser and press Backward: step")
+
+# %% [markdown]
 # **What to take away.** A backward pass is local rules chained in reverse order; a sum copies
 # its gradient, a product swaps its inputs, a ReLU passes or blocks. tinynet records the same
 # graph you drew by hand and gets the same numbers. Lesson 2 does this for a convolution, where
 # the values are arrays.
+
+# %% [markdown]
+# **Practise it.** The exercises below practise this lesson: `tinynet exercises start DIR` writes
+# them (one file each, with the math and a hint), `tinynet exercises check DIR` grades them,
+# `tinynet exercises solution NAME` shows tinynet's answer.
+#
+# - `scalar_backward`: a micrograd-style scalar Value: add, mul, pow, tanh and a topological
+#   backward
+# - `linear_backward`: the backward of y = x Wᵀ + b: grad_input, grad_weight, grad_bias

@@ -24,11 +24,14 @@
 
 # %%
 import numpy as np
+from lesson_setup import output_folder
 
 import tinynet
 from tinynet import functional as F
 from tinynet import reference
 from tinynet.kernels.im2col import col2im, im2col
+
+OUT = output_folder("lesson2")
 
 rng = np.random.default_rng(0)
 N, C, H, W_ = 2, 3, 5, 5
@@ -135,6 +138,36 @@ for stride in (1, 2):
     tinynet.gradcheck(conv, [tx, tw, tb])
 
 # %% [markdown]
+# ## The convolution in the explorer
+#
+# `tinynet.explore` draws the graph of $L = \sum y \cdot g$ in one HTML page: click the conv for
+# its output's statistics, histogram and feature maps, and, after stepping the **Backward**, its
+# gradient and the rule $\bar x[n,c,i,j] = \sum_{o,k_i,k_j} W[o,c,k_i,k_j]\,\bar y[n,o,p,q]$
+# written out with the numbers of one pixel: the sum col2im computes above, one term per window
+# that covers the pixel.
+
+# %%
+from tinynet.explore import page_data, write_page  # noqa: E402
+
+tx, tw, tb = (tinynet.tensor(v, requires_grad=True) for v in (x, w, b))
+loss = (F.conv2d(tx, tw, tb, stride=STRIDE, padding=PAD) * tinynet.tensor(g)).sum()
+page = page_data(loss, names={"x": tx, "W": tw, "b": tb}, title="Lesson 2: conv2d as im2col + GEMM")
+conv = next(step["rule"] for step in page["backward"] if "Conv2d" in step["rule"]["lines"][-1])
+print("\n".join(conv["lines"]))
+assert np.isclose(conv["value"], dx[tuple(conv["element"])])  # the pixel's gradient, by hand
+path = write_page(page, OUT / "explorer.html")
+print(f"wrote {path}: open {path.resolve().as_uri()} in a browser")
+
+# %% [markdown]
 # **What to take away.** im2col turns convolution into the one operation CPUs are best at, a
 # matrix product; its backward is two more products and col2im, which sums the copies im2col
 # made. `examples/backward_walkthrough.py` walks the same gradients inside a small network.
+
+# %% [markdown]
+# **Practise it.** The exercises below practise this lesson: `tinynet exercises start DIR` writes
+# them (one file each, with the math and a hint), `tinynet exercises check DIR` grades them,
+# `tinynet exercises solution NAME` shows tinynet's answer.
+#
+# - `im2col`: every window of an image as a column, in tinynet's (C·kh·kw, N·OH·OW) layout
+# - `conv2d_forward`: a 2-D convolution with stride and padding (PyTorch's cross-correlation)
+# - `conv2d_backward`: the backward of conv2d: grad_input (col2im adds), grad_weight, grad_bias

@@ -58,7 +58,7 @@ def _at(element) -> str:
     return "[" + ", ".join(str(int(i)) for i in element) + "]"
 
 
-def _sum(terms: list[tuple[str, float]], name: str) -> tuple[list[str], float]:
+def _terms(terms: list[tuple[str, float]], name: str) -> tuple[list[str], float]:
     """'name = Σ ...' written as its first terms, then how many there are and their total."""
     total = float(sum(value for _, value in terms))
     shown = " + ".join(text for text, _ in terms[:TERMS_SHOWN])
@@ -83,13 +83,20 @@ def _add(op, x, y, g, e, index):
 def _mul(op, x, y, g, e, index):
     other = np.broadcast_to(x[1 - index], g.shape)
     total = unbroadcast(g * other, x[index].shape)[e]
-    name = "a" if index == 0 else "b"
-    other_name = "b" if index == 0 else "a"
-    if g.size == 1:
-        return [f"grad_{name} = grad_out · {other_name}  (a product swaps its inputs)",
-                f"= {_f(g.item())} · {_f(other.item())}"], total  # fmt: skip
-    return [f"grad_{name}{_at(e)} = grad_out · {other_name}  (a product swaps its inputs), "
-            "summed over broadcast axes"], total  # fmt: skip
+    name, other_name = ("a", "b") if index == 0 else ("b", "a")
+    rule = f"grad_{name}{_at(e)} = grad_out{_at(e)} · {other_name}{_at(e)}  (a product swaps them)"
+    if np.shape(x[index]) != g.shape:
+        return [rule + ", summed over the axes broadcasting added"], total
+    return [rule, f"= {_f(g[e])} · {_f(other[e])}"], total
+
+
+def _reduce(op, x, y, g, e, index):
+    kept = g if op.params["keepdim"] else np.expand_dims(g, op.params["axes"])
+    count = 1 if op.op == "Sum" else x[0].size // max(g.size, 1)
+    value = np.broadcast_to(kept, x[0].shape)[e] / count
+    over = "" if count == 1 else f" / {count}"
+    return [f"grad_x{_at(e)} = grad_out{over}  (each element of x counts once in the "
+            f"{op.op.lower()}: the gradient is copied back over the reduced axes)"], value
 
 
 def _pow(op, x, y, g, e, index):
@@ -120,7 +127,7 @@ def _conv2d(op, x, y, g, e, index):
                         weight, grad = w[o, c, ki, kj], g[n, o, p, q]
                         text = f"W[{o},{c},{ki},{kj}]·g[{n},{o},{p},{q}] ({_f(weight)}·{_f(grad)})"
                         terms.append((text, weight * grad))
-        lines, total = _sum(terms, f"grad_x{_at(e)}")
+        lines, total = _terms(terms, f"grad_x{_at(e)}")
         rule = ("grad_x[n,c,i,j] = Σ_{o,ki,kj} W[o,c,ki,kj] · grad_out[n,o,p,q] over the outputs "
                 "(p,q) whose window holds (i,j): p·s + ki - pad = i")
         return [rule] + lines, total
@@ -132,7 +139,7 @@ def _conv2d(op, x, y, g, e, index):
         terms = [(f"g[{n},{o},{p},{q}]·x[{n},{c},{p * sh + ki - pt},{q * sw + kj - pl}] "
                   f"({_f(g[n, o, p, q])}·{_f(window[n, p, q])})", products[n, p, q])
                  for n, p, q in np.ndindex(products.shape)]  # fmt: skip
-        lines, total = _sum(terms, f"grad_W{_at(e)}")
+        lines, total = _terms(terms, f"grad_W{_at(e)}")
         return ["grad_W[o,c,ki,kj] = Σ_{n,p,q} grad_out[n,o,p,q] · x_pad[n,c,p·s+ki,q·s+kj]"] + (
             lines
         ), total
@@ -151,7 +158,7 @@ def _max_pool(op, x, y, g, e, index):
                 first = np.unravel_index(int(np.argmax(window)), window.shape)
                 if (ys[p] + first[0], xs[q] + first[1]) == (i, j):
                     terms.append((f"g[{n},{c},{p},{q}] ({_f(g[n, c, p, q])})", g[n, c, p, q]))
-    lines, total = _sum(terms, f"grad_x{_at(e)}")
+    lines, total = _terms(terms, f"grad_x{_at(e)}")
     return [f"x{_at(e)} = {_f(x[0][e])} is the maximum of {len(terms)} window(s); "
             "grad_x = Σ grad_out of the windows it won"] + lines, total  # fmt: skip
 
@@ -166,7 +173,7 @@ def _avg_pool(op, x, y, g, e, index):
                 d = float(yd[p] * xd[q])
                 terms.append((f"g[{n},{c},{p},{q}]/{d:g} ({_f(g[n, c, p, q])}/{d:g})",
                               g[n, c, p, q] / d))  # fmt: skip
-    lines, total = _sum(terms, f"grad_x{_at(e)}")
+    lines, total = _terms(terms, f"grad_x{_at(e)}")
     return ["grad_x = Σ grad_out[window] / window size, over the windows that hold x"] + (
         lines
     ), total
@@ -233,13 +240,13 @@ def _linear(op, x, y, g, e, index):
         m, j = np.ravel_multi_index(e[:-1], inp.shape[:-1]) if inp.ndim > 1 else 0, e[-1]
         terms = [(f"g[{m},{i}]·W[{i},{j}] ({_f(grad_rows[m, i])}·{_f(w[i, j])})",
                   grad_rows[m, i] * w[i, j]) for i in range(w.shape[0])]  # fmt: skip
-        lines, total = _sum(terms, f"grad_x{_at(e)}")
+        lines, total = _terms(terms, f"grad_x{_at(e)}")
         return ["grad_x = grad_out · W:  grad_x[m,j] = Σ_i grad_out[m,i] · W[i,j]"] + lines, total
     if index == 1:
         i, j = e
         terms = [(f"g[{m},{i}]·x[{m},{j}] ({_f(grad_rows[m, i])}·{_f(rows[m, j])})",
                   grad_rows[m, i] * rows[m, j]) for m in range(len(rows))]  # fmt: skip
-        lines, total = _sum(terms, f"grad_W{_at(e)}")
+        lines, total = _terms(terms, f"grad_W{_at(e)}")
         return ["grad_W = grad_outᵀ · x:  grad_W[i,j] = Σ_m grad_out[m,i] · x[m,j]"] + lines, total
     return [f"grad_b[{e[0]}] = Σ_m grad_out[m,{e[0]}]"], grad_rows[:, e[0]].sum()
 
@@ -285,4 +292,6 @@ RULES = {
     "Linear": _linear,
     "CrossEntropy": _cross_entropy,
     "Reshape": _reshape,
+    "Sum": _reduce,
+    "Mean": _reduce,
 }
