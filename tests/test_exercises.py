@@ -3,8 +3,10 @@ that takes its answer from tinynet is not the learner's work, a wrong answer get
 `tinynet exercises` works end to end (list, start, check, solution, exit codes)."""
 
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -265,3 +267,36 @@ def test_the_command_in_its_own_process(tmp_path):
     missing = tinynet("check", "nowhere")
     assert missing.returncode == 1 and missing.stderr.count("\n") == 1
     assert "no folder nowhere" in missing.stderr
+
+
+ROOT = Path(__file__).resolve().parent.parent
+LESSONS = sorted((ROOT / "examples" / "lessons").glob("[0-9][0-9]_*.py"))
+
+
+def practised_by(lesson: str) -> list[str]:
+    return [name for name, e in exercises.EXERCISES.items() if lesson in e.lessons]
+
+
+def test_each_lesson_ends_by_naming_the_exercises_that_practise_it():
+    assert {lesson for e in exercises.EXERCISES.values() for lesson in e.lessons} == {
+        path.name for path in LESSONS
+    }
+    for path in LESSONS:
+        last = re.split(r"^# %%", path.read_text(encoding="utf-8"), flags=re.M)[-1]
+        assert last.startswith(" [markdown]\n# **Practise it.**"), path.name
+        assert re.findall(r"^# - `(\w+)`", last, re.M) == practised_by(path.name), path.name
+
+
+def test_the_readme_and_the_lessons_page_list_lessons_and_exercises_side_by_side():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    path = readme[readme.index("## The learning path") :]
+    rows = re.findall(r"^\| (\d)\. [^|]+ \| (.+) \|$", path, re.M)
+    assert [int(number) for number, _ in rows] == list(range(1, len(LESSONS) + 1))
+    for (_, names), lesson in zip(rows, LESSONS):
+        assert re.findall(r"`(\w+)`", names) == practised_by(lesson.name), lesson.name
+    page = (ROOT / "docs" / "lessons.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `(\w+)` \| [^|]+ \| ([\d, ]+) \|$", page, re.M)
+    assert [name for name, _ in rows] == NAMES
+    for name, lessons in rows:
+        numbers = [int(lesson[:2]) for lesson in exercises.EXERCISES[name].lessons]
+        assert [int(n) for n in lessons.split(", ")] == numbers, name

@@ -116,3 +116,13 @@ graph
 # **What to take away.** A block is four convolutions of different reach on the same input,
 # concatenated. The cheap 1x1 convolutions in front of the 3x3 and 5x5 ones are what make it
 # affordable: 2.8 times fewer multiply-adds here, and they keep the channel count from growing.
+
+# %% [markdown]
+# **Practise it.** The exercises below practise this lesson: `tinynet exercises start DIR` writes
+# them (one file each, with the math and a hint), `tinynet exercises check DIR` grades them,
+# `tinynet exercises solution NAME` shows tinynet's answer.
+#
+# - `max_pool2d_backward`: the backward of max pooling: ties to the first maximum, ceil_mode,
+#   padding
+# - `inception_block`: assemble an Inception block from tinynet.nn layers, equal to tinynet's
+#   Inception

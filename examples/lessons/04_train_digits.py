@@ -74,3 +74,13 @@ for name in (CHECKPOINT, METRICS, CURVES):
 # **What to take away.** Training is the backward pass of lesson 1, repeated: a few hundred
 # images already move the loss. With BatchNorm in every layer (this `small` preset) the signal
 # reaches the first layers from the first step; lesson 5 shows what happens without it.
+
+# %% [markdown]
+# **Practise it.** The exercises below practise this lesson: `tinynet exercises start DIR` writes
+# them (one file each, with the math and a hint), `tinynet exercises check DIR` grades them,
+# `tinynet exercises solution NAME` shows tinynet's answer.
+#
+# - `softmax_cross_entropy_backward`: the gradient of mean cross-entropy over softmax, stable at 1e4
+#   logits
+# - `training_loop`: SGD with momentum and weight decay by hand: five steps equal
+#   tinynet.optim.SGD's

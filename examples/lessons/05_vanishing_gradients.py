@@ -94,3 +94,10 @@ assert (OUT / "gradients.png").stat().st_size > 0
 # networks without normalisation let it vanish. Auxiliary losses shorten the path for the middle
 # layers; BatchNorm keeps every factor near 1. `tinynet train --log-gradients 10` records the
 # same per-layer numbers during any training run.
+
+# %% [markdown]
+# **Practise it.** The exercises below practise this lesson: `tinynet exercises start DIR` writes
+# them (one file each, with the math and a hint), `tinynet exercises check DIR` grades them,
+# `tinynet exercises solution NAME` shows tinynet's answer.
+#
+# - `batch_norm_backward`: the backward of BatchNorm in training (through μ and σ²) and evaluation

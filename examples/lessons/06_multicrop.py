@@ -123,3 +123,11 @@ if accuracy["1 crop"] >= 0.9:  # a trained network: the claims above, measured
 # views carry different information (large photographs, objects off-centre, symmetric classes);
 # for tiny, centred, asymmetric digits they are the same few pixels, a third of them duplicates
 # and half of them mirror images the network was never taught.
+
+# %% [markdown]
+# **Practise it.** The exercises below practise this lesson: `tinynet exercises start DIR` writes
+# them (one file each, with the math and a hint), `tinynet exercises check DIR` grades them,
+# `tinynet exercises solution NAME` shows tinynet's answer.
+#
+# - `softmax_cross_entropy_backward`: the gradient of mean cross-entropy over softmax, stable at 1e4
+#   logits

@@ -146,3 +146,13 @@ assert "input 0" in report
 # composed twin proves the forward against something obviously right. The same three pieces
 # stand behind every op in `tinynet/ops/`: open `ops/elementwise.py` and compare `ReLUFunction`
 # with this lesson's `SiLUFunction`.
+
+# %% [markdown]
+# **Practise it.** The exercises below practise this lesson: `tinynet exercises start DIR` writes
+# them (one file each, with the math and a hint), `tinynet exercises check DIR` grades them,
+# `tinynet exercises solution NAME` shows tinynet's answer.
+#
+# - `linear_backward`: the backward of y = x Wᵀ + b: grad_input, grad_weight, grad_bias
+# - `softmax_cross_entropy_backward`: the gradient of mean cross-entropy over softmax, stable at 1e4
+#   logits
+# - `conv2d_backward`: the backward of conv2d: grad_input (col2im adds), grad_weight, grad_bias

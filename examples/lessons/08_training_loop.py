@@ -102,3 +102,11 @@ print(f"all {len(ours)} weights and statistics equal the Trainer's, bit for bit"
 # does happens around them. To change what a step computes (a new loss, a second optimiser, a
 # gradient penalty), change these lines; to add something around a step (logging, clipping,
 # another process's gradients), use a seam: `tinynet/train.py`'s `_RunSeams` is the Trainer's.
+
+# %% [markdown]
+# **Practise it.** The exercises below practise this lesson: `tinynet exercises start DIR` writes
+# them (one file each, with the math and a hint), `tinynet exercises check DIR` grades them,
+# `tinynet exercises solution NAME` shows tinynet's answer.
+#
+# - `training_loop`: SGD with momentum and weight decay by hand: five steps equal
+#   tinynet.optim.SGD's

@@ -31,6 +31,6 @@ def softmax_cross_entropy_backward(grad_output, input, target, label_smoothing):
 EXERCISE = Exercise.of_function(
     softmax_cross_entropy_backward,
     "The gradient of mean cross-entropy over softmax, stable at 1e4 logits.",
-    ("04_train_digits.py", "07_write_a_function.py"),
+    ("04_train_digits.py", "06_multicrop.py", "07_write_a_function.py"),
     op_check("cross_entropy", "backward"),
 )
