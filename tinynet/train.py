@@ -60,7 +60,7 @@ from tinynet.optim import (
 )
 from tinynet.progress import ProgressBar
 from tinynet.rng import default_generator, manual_seed
-from tinynet.step import StepSeams, training_step
+from tinynet.step import StepSeams, accumulated_step
 
 # rmsprop: the Inception-v3 paper's setting, decay 0.9 and ε = 1.0, at its learning rate 0.045.
 OPTIMIZERS = {
@@ -106,7 +106,12 @@ class TrainConfig:
                   constant; after warmup_epochs of linear warm-up
     ema_decay:    Polyak averaging of the weights for evaluation (None: off)
     augment:      random crops (4-pixel padding for 32px) and, for natural images, mirroring
-    max_batches:  stop each epoch's training and evaluation after this many batches (smoke runs)
+    max_batches:  stop each epoch's training after this many optimizer steps and its evaluation
+                  after this many batches (smoke runs)
+    accumulate:   sum the gradients of this many batches before each optimizer step: the step
+                  of one batch of accumulate x batch_size images in the memory of one batch
+                  (tinynet.step.accumulated_step; BatchNorm still normalises each batch on its
+                  own). The schedule, step counts, logs and checkpoints count optimizer steps.
     log_gradients: record per-layer gradient norms and update ratios every this many steps
                   (None: off)
     sync_batchnorm: under mpiexec, BatchNorm normalises with the whole batch's statistics
@@ -121,6 +126,7 @@ class TrainConfig:
     image_size: int | None = None
     epochs: int = 6
     batch_size: int = 64
+    accumulate: int = 1
     optimizer: str = "sgd"
     lr: float | None = None
     momentum: float = 0.9
@@ -253,6 +259,7 @@ _RULES = [
      f"an int in [1, {MAX_IMAGE_SIZE}]"),
     ("epochs", lambda v, c: _int(v, 1, MAX_EPOCHS), f"an int in [1, {MAX_EPOCHS:,}]"),
     ("batch_size", lambda v, c: _int(v, 1), "a positive int"),
+    ("accumulate", lambda v, c: _int(v, 1), "a positive int (batches per optimizer step)"),
     ("optimizer", lambda v, c: isinstance(v, str) and v in OPTIMIZERS,
      f"one of {sorted(OPTIMIZERS)}"),
     ("lr", _optional(lambda v, c: _real(v) and v > 0), "a finite number > 0"),
@@ -298,31 +305,42 @@ def load_data(config: TrainConfig) -> DataSplits:
 
 
 class _RunSeams(StepSeams):
-    """What a Trainer's run attaches to one ``training_step`` (tinynet/step.py): MPI's share of
-    the backward and the gradients' sum over the ranks, the divergence check, gradient clipping
-    and logging before the update; the schedule and the moving average after it. Leaves the
-    batch's loss and correct count, summed over the ranks, in ``batch_loss``, ``batch_correct``."""
+    """What a Trainer's run attaches to one ``accumulated_step`` (tinynet/step.py): MPI's rows
+    of each batch, its share of the backward and the gradients' sum over the ranks, the
+    divergence check, gradient clipping and logging before the update; the schedule and the
+    moving average after it. Leaves the step's loss and correct count, summed over its batches
+    and the ranks, in ``batch_loss``, ``batch_correct``."""
 
-    def __init__(self, trainer: Trainer, epoch: int, step: int, labels):
-        self.trainer, self.labels = trainer, labels
-        self.epoch, self.step = epoch, step  # step: the batch's index in the epoch, from 0
+    def __init__(self, trainer: Trainer, epoch: int, step: int, first_batch: int):
+        self.trainer = trainer
+        self.epoch, self.step = epoch, step  # step: the optimizer step's index in the epoch
+        self.batch = first_batch  # the loader's index of the batch being computed, from 0
         self.global_step = (epoch - 1) * trainer.steps_per_epoch + step
         every = trainer.config.log_gradients
         self.logged = every is not None and self.global_step % every == 0
         self.flow_before = None
+        self.loss_sum = self.correct = 0
+
+    def local_rows(self, images, labels):
+        return self.trainer.parallel.shard(images, labels)  # this rank's rows of the batch
 
     def backward(self, loss) -> None:
         self.trainer.parallel.backward(loss)
 
-    def before_update(self, loss, outputs) -> None:
-        trainer, labels = self.trainer, self.labels
+    def after_backward(self, loss, outputs, labels) -> None:
         value = loss.item()
         if not math.isfinite(value):  # the weights have not moved: the last checkpoint stands
-            where = f"epoch {self.epoch}, batch {self.step + 1}"
-            raise trainer._diverged(f"the loss became {value} at {where}")
+            where = f"epoch {self.epoch}, batch {self.batch + 1}"
+            raise self.trainer._diverged(f"the loss became {value} at {where}")
         logits = getattr(outputs, "logits", outputs)  # training mode: the aux heads' too
+        self.loss_sum += value * len(labels)
+        self.correct += topk_correct(logits.data, labels, 1)
+        self.batch += 1
+
+    def before_update(self) -> None:
+        trainer = self.trainer
         self.batch_loss, self.batch_correct = trainer.parallel.allreduce_gradients(
-            value * len(labels), topk_correct(logits.data, labels, 1)
+            self.loss_sum, self.correct
         )  # summed over the ranks, with the gradients
         if self.logged:
             self.flow_before = trainer.gradient_flow.before_step()
@@ -383,7 +401,8 @@ class Trainer:
             self.data.train, config.batch_size, shuffle=True, drop_last=False,
             seed=config.seed, transform=self._train_transform(),
         )  # fmt: skip
-        self.steps_per_epoch = min(len(self.loader), config.max_batches or len(self.loader))
+        steps = -(-len(self.loader) // config.accumulate)  # optimizer steps in an epoch
+        self.steps_per_epoch = min(steps, config.max_batches or steps)
         self.optimizer = self._optimizer()
         self.scheduler = self._scheduler()
         self.ema = (
@@ -492,18 +511,24 @@ class Trainer:
         def loss_fn(outputs, labels):
             return entry.loss(outputs, labels, c.aux_weight, c.label_smoothing)
 
-        for step, batch in enumerate(self.loader):
-            if step == self.steps_per_epoch:
+        # Each optimizer step takes c.accumulate batches; the epoch's last step what is left.
+        batches, group = min(len(self.loader), self.steps_per_epoch * c.accumulate), []
+        for index, batch in enumerate(self.loader):
+            if index == batches:
                 break
+            group.append(batch)
+            if len(group) < c.accumulate and index + 1 < batches:
+                continue
             if self.cores is not None:
                 self.cores.rebalance()
-            images, labels = self.parallel.shard(*batch)  # this rank's rows of the batch
-            seams = _RunSeams(self, epoch, step, labels)
-            training_step(self.model, images, labels, loss_fn, self.optimizer, seams)
+            step = index // c.accumulate
+            seams = _RunSeams(self, epoch, step, first_batch=index + 1 - len(group))
+            accumulated_step(self.model, group, loss_fn, self.optimizer, seams)
             total_loss += seams.batch_loss
             correct += seams.batch_correct
-            seen += len(batch[1])
-            bar.update(len(batch[1]), loss=total_loss / seen, acc=correct / seen)
+            images = sum(len(labels) for _, labels in group)
+            seen, group = seen + images, []
+            bar.update(images, loss=total_loss / seen, acc=correct / seen)
         bar.close(loss=total_loss / seen, acc=correct / seen)
         return {"loss": total_loss / seen, "top1": correct / seen, "images": seen}
 
@@ -602,6 +627,14 @@ class Trainer:
                     f"{source} does not fit this run: its {part} state fails to load "
                     f"({type(error).__name__}: {error})"
                 ) from error
+        batch = self.loader.state_dict()["batch"]
+        if batch % self.config.accumulate:
+            raise ValueError(
+                f"{source} stands at batch {batch} of an epoch, in the middle of an optimizer "
+                f"step of {self.config.accumulate} accumulated batches: the gradients summed "
+                f"so far are not checkpointed, so it cannot be resumed exactly (Trainer.save "
+                f"writes at the end of an epoch, where every step is whole)"
+            )
         self.history = list(checkpoint["history"])
         self.gradient_log = list(checkpoint.get("gradients", []))  # older checkpoints have none
 
