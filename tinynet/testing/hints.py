@@ -104,7 +104,13 @@ def col2im_overwrites(finding: Finding) -> str | None:
         return None
     coverage = np.broadcast_to(_coverage(finding), finding.want.shape)
     wrong = ~np.isclose(finding.got, finding.want, rtol=1e-6, atol=1e-9)
-    if wrong.any() and (coverage > 1).any() and not (wrong & (coverage <= 1)).any():
+    overlapping = coverage > 1
+    if (
+        wrong.any()
+        and overlapping.any()
+        and not overlapping.all()
+        and not (wrong & ~overlapping).any()
+    ):
         return (
             "grad_input is right where windows do not overlap and wrong only where they do: "
             "col2im must add each window's gradient (+=), not overwrite it (=)"
