@@ -9,6 +9,7 @@
     tinynet inspect activations RUN/checkpoint.npz image.png   each Inception branch's maps
     tinynet convert googlenet.pth googlenet.npz
     tinynet export RUN/checkpoint.npz model.onnx     (or --model NAME; the onnx extra)
+    tinynet exercises start DIR      graded exercises; then tinynet exercises check DIR
 
 Errors (a bad option, a bad file, running out of memory) are one line on stderr and exit code
 1; ``--debug`` shows the traceback. The training options are checked by ``TrainConfig`` (the
@@ -595,6 +596,77 @@ def _export(args) -> None:
     print(f"wrote {path} (input (N, {channels}, {size}, {size}), opset {args.opset})")
 
 
+def _explore_parser(commands):
+    from tinynet.models.registry import MODELS
+
+    p = commands.add_parser(
+        "explore",
+        help="one HTML page to look inside a network: modules, graph, values, gradients, "
+        "the backward step by step",
+        description="Run one image through a network and its backward from the cross-entropy "
+        "of --label, and write one self-contained page (it opens from disk, no server): "
+        "`tinynet explore RUN/checkpoint.npz --out page.html` or `tinynet explore --model "
+        "NAME --out page.html` (random weights, seeded).",
+    )
+    p.add_argument("checkpoint", nargs="?", help="a training checkpoint (RUN/checkpoint.npz)")
+    p.add_argument("--model", choices=sorted(MODELS), help="this network instead, seeded")
+    p.add_argument("--image", help="an image file (default: a fixed sample, seeded noise)")
+    p.add_argument(
+        "--label",
+        type=_number(int, "a class index (an int >= 0)", lambda value: value >= 0),
+        help="the class whose loss the backward starts from (default: the predicted one)",
+    )
+    p.add_argument(
+        "--input-size", type=_POSITIVE_INT, help="image side (default: the network's own)"
+    )
+    p.add_argument("--out", help="the .html file to write")
+    p.set_defaults(run=_explore)
+
+
+def _explore(args) -> None:
+    from tinynet.explore.network import write_network_page
+
+    path = write_network_page(
+        args.checkpoint, args.model, args.image, args.label, args.out, args.input_size
+    )
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
+def _exercises_parser(commands):
+    p = commands.add_parser(
+        "exercises",
+        help="graded exercises: write a backward, a convolution, an Inception block or a "
+        "training loop in NumPy, and let tinynet check it",
+        description="Practise: `start DIR` writes one file per exercise (a stub with the math "
+        "and a hint), `check DIR` grades them against tinynet (exit 0 only when every one "
+        "named passes), `solution NAME` prints tinynet's own answer.",
+    )
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    actions.add_parser("list", help="the exercises in order, and the lessons they practise")
+    start = actions.add_parser(
+        "start", help="write DIR/<name>.py for every exercise (a file that exists is kept)"
+    )
+    start.add_argument("directory", metavar="DIR")
+    check = actions.add_parser(
+        "check", help="grade DIR's exercises (all, or the NAMEs): passed / failing / not started"
+    )
+    check.add_argument("directory", metavar="DIR")
+    check.add_argument("names", nargs="*", metavar="NAME", help="default: every exercise")
+    check.add_argument(
+        "--max-examples", type=_POSITIVE_INT, default=100, help="cases per op exercise (100)"
+    )
+    check.add_argument("--seed", type=_SEED, default=0, help="which cases are drawn (0)")
+    solution = actions.add_parser("solution", help="print tinynet's solution of NAME")
+    solution.add_argument("name", metavar="NAME")
+    p.set_defaults(run=_exercises)
+
+
+def _exercises(args) -> int:
+    from tinynet.exercises.command import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="tinynet",
@@ -605,7 +677,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in (_train_parser, _evaluate_parser, _predict_parser, _summary_parser,
                 _gradcheck_parser, _inspect_parser, _convert_parser, _graph_parser,
-                _export_parser):  # fmt: skip
+                _export_parser, _explore_parser, _exercises_parser):  # fmt: skip
         add(commands)
     return parser
 
@@ -647,7 +719,7 @@ def main(argv=None) -> int:
         from tinynet import runtime
 
         runtime.configure()  # the thread and memory policy of a run: see tinynet/runtime.py
-        args.run(args)
+        code = args.run(args)  # None, or an exit code (exercises check)
     except SystemExit:
         raise
     except BaseException as error:  # noqa: BLE001 - every failure becomes one readable line
@@ -664,4 +736,4 @@ def main(argv=None) -> int:
         print(f"tinynet {args.command}: error: {message}", file=sys.stderr)
         _leave_if_parallel(EXIT_ERROR)
         return EXIT_ERROR
-    return 0
+    return code or 0
