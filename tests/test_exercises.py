@@ -131,6 +131,8 @@ def test_what_each_exercise_allows_from_tinynet():
     ]
     # the op exercises: nothing of tinynet, not even autograd
     assert borrowed("from tinynet import Tensor\n") and borrowed("import sys\nsys.modules\n")
+    for dynamic in ("globals()['__builtins__']", "import runpy", "import builtins", "exec('')"):
+        assert borrowed(dynamic), dynamic
     assert borrowed("import numpy as np\nfrom math import tanh\nnp.pad\n") == []
 
 

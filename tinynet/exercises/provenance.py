@@ -5,8 +5,8 @@ twins, functional API, kernels, checker or solutions (or another framework's aut
 with tinynet's answer, so the grader reads every import, every dotted name that starts at an
 imported module (``F.conv2d``, ``tinynet.functional.conv2d``) and every string naming a tinynet
 module, and reports what the exercise does not allow. Imports it cannot read statically
-(``__import__``, ``importlib``, ``exec``, ``eval``, ``sys.modules``) are reported too: a learner
-imports what they use with plain ``import`` statements.
+(``__import__``, ``importlib``, ``exec``, ``eval``, ``globals()``, ``runpy``, ``sys.modules``)
+are reported too: a learner imports what they use with plain ``import`` statements.
 """
 
 from __future__ import annotations
@@ -16,7 +16,10 @@ import re
 
 # Other frameworks would compute the answer as tinynet's own ops would.
 FRAMEWORKS = ("torch", "torchvision", "jax", "tensorflow", "keras", "mxnet", "paddle", "micrograd")
-DYNAMIC = ("__import__", "importlib", "exec", "eval", "compile", "__builtins__", "sys.modules")
+DYNAMIC = (
+    "__import__", "importlib", "exec", "eval", "compile", "__builtins__", "builtins", "globals",
+    "vars", "runpy", "pkgutil", "sys.modules",
+)  # fmt: skip
 _WHAT = {  # what a tinynet module is, to say why it is not allowed
     "tinynet.ops": "tinynet's own ops",
     "tinynet.reference": "tinynet's reference twins",
@@ -75,7 +78,7 @@ def _imports(tree) -> dict[str, str]:
         elif isinstance(node, ast.ImportFrom):
             for alias in node.names:
                 bound[alias.asname or alias.name] = _imported(node, alias)
-    for name in ("__import__", "exec", "eval", "compile", "__builtins__"):
+    for name in ("__import__", "exec", "eval", "compile", "__builtins__", "globals", "vars"):
         bound.setdefault(name, name)  # builtins that import or run code the grader cannot read
     return bound
 
