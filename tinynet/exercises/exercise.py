@@ -65,11 +65,12 @@ class Exercise:
     def _file(self, number: int, count: int, parts: list[str], what: str) -> str:
         header = (
             f'"""tinynet exercise {number}/{count}: {self.name}.\n\n{self.summary}\n\n'
-            f"{what} Practises {', '.join(self.lessons)} (examples/lessons/).\n"
+            f"{what}\nPractises {', '.join(self.lessons)} (examples/lessons/).\n"
             f"Check it with: tinynet exercises check DIR {self.name}\n"
             f'"""\n\n'
         )
-        return header + self.imports + "\n\n" + "\n\n".join(parts)
+        imports = self.imports + "\n\n" if self.imports else "\n"
+        return header + imports + "\n\n".join(parts)
 
 
 def _source(part) -> str:
