@@ -2,20 +2,27 @@
 with one mistake (nothing of tinynet imported)."""
 
 import numpy as np
-from numpy_ops import col2im, crop, im2col, pad, pool_geometry
+from numpy_ops import (
+    batch_norm_backward,
+    col2im,
+    conv2d,
+    conv2d_backward,
+    crop,
+    im2col,
+    pad,
+    pool_geometry,
+)
 
 
 def conv2d_backward_weight_transposed(grad_output, input, weight, bias, stride, padding):  # noqa: A002
     """dW = cols · dYᵀ (in, out) instead of dY · colsᵀ (out, in), reshaped to the weight's shape."""
-    x = pad(input, padding)
-    cols = im2col(x, weight.shape[2:], stride, grad_output.shape[2:])
+    grad_input, _, grad_bias = conv2d_backward(grad_output, input, weight, bias, stride, padding)
+    cols = im2col(pad(input, padding), weight.shape[2:], stride, grad_output.shape[2:])
     n, c, kh, kw, oh, ow = cols.shape
     cols_matrix = cols.reshape(n, c * kh * kw, oh * ow)
     dy = grad_output.reshape(n, -1, oh * ow)
     grad_weight = np.einsum("nkp,nop->ko", cols_matrix, dy).reshape(weight.shape)
-    grad_cols = np.einsum("nopq,ocij->ncijpq", grad_output, weight)
-    grad_input = crop(col2im(grad_cols, x.shape, stride), padding, input.shape[2:])
-    return grad_input, grad_weight, None if bias is None else grad_output.sum(axis=(0, 2, 3))
+    return grad_input, grad_weight, grad_bias
 
 
 def col2im_overwriting(cols, shape, stride):
@@ -24,47 +31,37 @@ def col2im_overwriting(cols, shape, stride):
     x = np.zeros(shape)
     for i in range(kh):
         for j in range(kw):
-            x[:, :, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw] = cols[
-                :, :, i, j
-            ]
+            rows, columns = slice(i, i + sh * (oh - 1) + 1, sh), slice(j, j + sw * (ow - 1) + 1, sw)
+            x[:, :, rows, columns] = cols[:, :, i, j]
     return x
 
 
 def conv2d_backward_col2im_overwrites(grad_output, input, weight, bias, stride, padding):  # noqa: A002
-    x = pad(input, padding)
-    cols = im2col(x, weight.shape[2:], stride, grad_output.shape[2:])
-    grad_weight = np.einsum("nopq,ncijpq->ocij", grad_output, cols)
+    _, grad_weight, grad_bias = conv2d_backward(grad_output, input, weight, bias, stride, padding)
     grad_cols = np.einsum("nopq,ocij->ncijpq", grad_output, weight)
-    grad_input = crop(col2im_overwriting(grad_cols, x.shape, stride), padding, input.shape[2:])
-    return grad_input, grad_weight, None if bias is None else grad_output.sum(axis=(0, 2, 3))
+    shape = pad(input, padding).shape
+    grad_input = crop(col2im_overwriting(grad_cols, shape, stride), padding, input.shape[2:])
+    return grad_input, grad_weight, grad_bias
 
 
 def conv2d_backward_bias_wrong_axes(grad_output, input, weight, bias, stride, padding):  # noqa: A002
     """grad_bias summed over the image only, not over the batch too."""
-    x = pad(input, padding)
-    cols = im2col(x, weight.shape[2:], stride, grad_output.shape[2:])
-    grad_weight = np.einsum("nopq,ncijpq->ocij", grad_output, cols)
-    grad_cols = np.einsum("nopq,ocij->ncijpq", grad_output, weight)
-    grad_input = crop(col2im(grad_cols, x.shape, stride), padding, input.shape[2:])
+    grad_input, grad_weight, _ = conv2d_backward(grad_output, input, weight, bias, stride, padding)
     return grad_input, grad_weight, None if bias is None else grad_output.sum(axis=(2, 3))
 
 
 def conv2d_padding_one_side(input, weight, bias, stride, padding):  # noqa: A002
     """One row too many at the bottom: np.pad's (before, after) pair off by one."""
-    (ph, pw), kernel = padding, weight.shape[2:]
+    ph, pw = padding
     x = np.pad(input, ((0, 0), (0, 0), (ph, ph + 1), (pw, pw)))
-    out_size = tuple((n - k) // s + 1 for n, k, s in zip(x.shape[2:], kernel, stride))
-    y = np.einsum("ncijpq,ocij->nopq", im2col(x, kernel, stride, out_size), weight)
-    return y if bias is None else y + bias[None, :, None, None]
+    return conv2d(x, weight, bias, stride, (0, 0))
 
 
 def conv2d_stride_one_only(input, weight, bias, stride, padding):  # noqa: A002
     """The output size uses the stride, but window (p, q) starts at (p, q), not (p·sh, q·sw)."""
-    x = pad(input, padding)
-    kernel = weight.shape[2:]
-    out_size = tuple((n - k) // s + 1 for n, k, s in zip(x.shape[2:], kernel, stride))
-    y = np.einsum("ncijpq,ocij->nopq", im2col(x, kernel, (1, 1), out_size), weight)
-    return y if bias is None else y + bias[None, :, None, None]
+    size = (n + 2 * p - k for n, p, k in zip(input.shape[2:], padding, weight.shape[2:]))
+    oh, ow = (span // s + 1 for span, s in zip(size, stride))
+    return conv2d(input, weight, bias, (1, 1), padding)[:, :, :oh, :ow]
 
 
 def max_pool2d_backward_every_tie(grad_output, input, kernel_size, stride, padding, ceil_mode):  # noqa: A002
@@ -89,23 +86,16 @@ def batch_norm_backward_constant_statistics(
     eps,  # noqa: A002
 ):
     """dx = γ dy / σ: the mean and the variance treated as constants, also in training."""
+    _, grad_weight, grad_bias = batch_norm_backward(
+        grad_output, input, running_mean, running_var, weight, bias, training, momentum, eps
+    )
     axes = (0,) + tuple(range(2, input.ndim))
     shape = (1, -1) + (1,) * (input.ndim - 2)
-    mean = input.mean(axis=axes) if training else running_mean
     var = input.var(axis=axes) if training else running_var
-    inv_std = 1 / np.sqrt(var.reshape(shape) + eps)
-    x_hat = (input - mean.reshape(shape)) * inv_std
-    if weight is None:
-        return grad_output * inv_std, None, None
-    grad_input = grad_output * weight.reshape(shape) * inv_std
-    return grad_input, (grad_output * x_hat).sum(axis=axes), grad_output.sum(axis=axes)
+    gamma = 1.0 if weight is None else weight.reshape(shape)
+    return grad_output * gamma / np.sqrt(var.reshape(shape) + eps), grad_weight, grad_bias
 
 
 def softmax_without_max(input, dim):  # noqa: A002
     e = np.exp(input)
     return e / e.sum(axis=dim, keepdims=True)
-
-
-def softmax_backward_without_max(grad_output, input, dim):  # noqa: A002
-    y = softmax_without_max(input, dim)
-    return y * (grad_output - (grad_output * y).sum(axis=dim, keepdims=True))
