@@ -7,8 +7,8 @@ Checked statically, over every import statement of every file (function-local on
 name), so a path that a test run never takes is held to the line too.
 
 The core: the engine (tensor, function, functional, reference, gradcheck and its cases, rng,
-hooks), ops, kernels, nn, models and optim. ``kernels/cache.py`` is in it: it chooses the
-folder numba caches the compiled kernels in, which the kernels cannot be without, and it
+hooks, anomaly), ops, kernels, nn, models and optim. ``kernels/cache.py`` is in it: it chooses
+the folder numba caches the compiled kernels in, which the kernels cannot be without, and it
 imports nothing of the machinery.
 """
 
@@ -20,7 +20,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "tinynet"
 CORE = [
     "tensor.py", "function.py", "functional.py", "reference.py", "gradcheck.py",
-    "gradcheck_cases.py", "rng.py", "hooks.py", "ops", "kernels", "nn", "models", "optim",
+    "gradcheck_cases.py", "rng.py", "hooks.py", "anomaly.py", "ops", "kernels", "nn", "models",
+    "optim",
 ]  # fmt: skip
 MACHINERY = [
     "tinynet.distributed", "tinynet._threads", "tinynet._malloc", "tinynet.train", "tinynet.cli",

@@ -16,6 +16,7 @@ from tinynet.tensor import Tensor, ones, tensor, zeros  # Tensor before the ops 
 
 # isort: on
 from tinynet import functional, models, nn, optim, runtime
+from tinynet.anomaly import AnomalyError, detect_anomaly
 from tinynet.capture import capture
 from tinynet.function import Function, enable_grad, is_grad_enabled, no_grad
 from tinynet.gradcheck import GradcheckError, check_gradients, gradcheck
@@ -29,11 +30,13 @@ from tinynet.trace import trace  # the function, as summary
 __version__ = "0.1.0"
 
 __all__ = [
+    "AnomalyError",
     "Function",
     "GradcheckError",
     "Tensor",
     "capture",
     "check_gradients",
+    "detect_anomaly",
     "draw_graph",
     "enable_grad",
     "functional",

@@ -188,6 +188,12 @@ def _train_parser(commands):
         default=None,
         help="under mpiexec: normalise with the whole batch's statistics across the ranks",
     )
+    g.add_argument(
+        "--detect-anomaly",
+        action="store_true",
+        help="stop at the first op whose output or gradient holds a NaN or an infinity, naming "
+        "it, its module, the step and its inputs (tinynet.detect_anomaly; slower)",
+    )
     p.set_defaults(run=_train)
 
 
@@ -197,6 +203,7 @@ def _train(args) -> None:
     import numpy as np
 
     from tinynet import distributed, io, run_folder
+    from tinynet.anomaly import detect_anomaly
     from tinynet.train import CHECKPOINT, RUN_FILES, TrainConfig, Trainer
 
     chosen = {
@@ -238,7 +245,8 @@ def _train(args) -> None:
                         (out_dir / name).unlink(missing_ok=True)
             # The trainer checks every loss for NaN and inf and stops with advice: NumPy's
             # overflow warnings on the way there would only bury that one line.
-            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            quiet = np.errstate(over="ignore", invalid="ignore", divide="ignore")
+            with quiet, detect_anomaly(args.detect_anomaly):
                 history = trainer.fit()
         except BaseException as error:
             if not _interrupted(error):

@@ -22,6 +22,7 @@ import threading
 
 import numpy as np
 
+from tinynet import anomaly
 from tinynet.tensor import Tensor, as_array
 
 _state = threading.local()
@@ -117,6 +118,9 @@ class Function:
         )
         ctx = Context(needs_input_grad)
         output = cls.forward(ctx, *arrays, **params)
+        watch = anomaly.state.mode  # detect_anomaly(): None when off, and nothing else runs
+        if watch is not None:
+            watch.check_forward(cls, ctx, inputs, arrays, params, output, current_module_scope())
         if not any(needs_input_grad):
             return Tensor._from_op(output, None)
         ctx.fn = cls

@@ -15,6 +15,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from tinynet import anomaly
 from tinynet.hooks import RemovableHandle
 
 DEFAULT_DTYPE = np.dtype(np.float32)
@@ -179,19 +180,24 @@ class Tensor(_GradientHooks):
         root = self._grad_node
         grads = {id(root): self._seed(gradient)}  # dL/dt of each tensor t reached so far
         summed = set()  # the nodes whose gradient is a sum this walk made, so it may add in place
+        watch = anomaly.state.mode  # detect_anomaly(): None when off
         for node in reversed(_topological_order([root])):
             summed.discard(id(node))
-            grad = grads.pop(id(node), None)
+            grad = arrived = grads.pop(id(node), None)
             if grad is None:
                 continue  # no path from the output reached it (e.g. an unused input)
             if node._hooks:
                 grad = node._run_hooks(grad)
+            if watch is not None:
+                watch.check_arriving(node, arrived, grad, node is root)
             if node.is_leaf or node.retains_grad:
                 node._accumulate_grad(grad)
             ctx = node._ctx
             if ctx is None:
                 continue
             input_grads = _checked_input_grads(ctx, ctx.fn.backward(ctx, grad))
+            if watch is not None:
+                watch.check_backward(node, grad, input_grads)
             for parent, input_grad in zip(ctx.parents, input_grads):
                 if input_grad is None:
                     continue

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tinynet import _threads, distributed, io, nn, run_folder, runtime
+from tinynet import _threads, anomaly, distributed, io, nn, run_folder, runtime
 from tinynet.data import DataLoader, DataSplits, load_dataset
 from tinynet.data import transforms as T
 from tinynet.data.datasets import check_splits
@@ -523,7 +523,9 @@ class Trainer:
                 self.cores.rebalance()
             step = index // c.accumulate
             seams = _RunSeams(self, epoch, step, first_batch=index + 1 - len(group))
-            accumulated_step(self.model, group, loss_fn, self.optimizer, seams)
+            where = f"epoch {epoch}, step {step + 1} of {self.steps_per_epoch}"
+            with anomaly.at_step(seams.global_step + 1, where):  # what detect_anomaly() names
+                accumulated_step(self.model, group, loss_fn, self.optimizer, seams)
             total_loss += seams.batch_loss
             correct += seams.batch_correct
             images = sum(len(labels) for _, labels in group)
