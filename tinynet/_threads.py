@@ -20,6 +20,10 @@ calls; importing this module changes nothing).
    While a run trains or evaluates (:func:`share_cores`), it is listed in a folder of the user's
    (one file per process) and, as runs start and end, takes an equal share of the cores:
    ``cores // runs``, at least 1. ``TINYNET_NUM_THREADS`` opts out.
+4. A run's data workers (``tinynet.data.streaming``) come out of its share: while they run
+   (:func:`reserve_for_workers`), the training step's pools are that many threads smaller (at
+   least 1), and each worker's own BLAS pool is one thread (:func:`configure_worker`). A run
+   starts ``default_workers()`` of them unless told.
 
 Settings the user made in the environment are always kept.
 """
@@ -96,6 +100,42 @@ def threads_per_rank() -> int:
 
 
 OWN_THREADS: int | None = None  # this process's threads, read by configure()
+RESERVED = 0  # the cores this process's data workers hold (rule 4)
+
+
+def default_workers() -> int:
+    """The data workers a run starts unless told (rule 4): a quarter of its threads, so the
+    training step keeps most of the cores; none below 4, where the main process decodes
+    between steps rather than take a core from the arithmetic."""
+    return threads_per_rank() // 4
+
+
+@contextmanager
+def reserve_for_workers(workers: int):
+    """Within the block, ``workers`` data-worker processes hold that many of this process's
+    cores: its pools shrink by as many (at least 1 thread left), then grow back."""
+    global RESERVED
+    previous, RESERVED = RESERVED, workers
+    if _pools is not None:
+        _pools.resize(_pools.requested or OWN_THREADS)
+    try:
+        yield
+    finally:
+        RESERVED = previous
+        if _pools is not None:
+            _pools.resize(_pools.requested or OWN_THREADS)
+
+
+def configure_worker() -> None:
+    """Rule 4 in a data worker (a forked child): its BLAS and OpenMP pools at one thread, now
+    and for any library it loads later. Its parent's run keeps the cores it counted."""
+    for pool in THREAD_POOLS:
+        os.environ[pool] = "1"
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # without it, the pools NumPy loaded keep their size; a worker does no GEMM
+        return
+    threadpool_limits(limits=1)
 
 
 class _Pools:
@@ -106,6 +146,7 @@ class _Pools:
 
         self.controller = ThreadpoolController()
         self.threads = None
+        self.requested = None  # the size asked for, before the data workers' cores come off it
 
     def restart_spinning_openblas(self) -> bool:
         """Rule 1 for OpenBLAS loaded before tinynet: False if one could not be restarted."""
@@ -126,9 +167,12 @@ class _Pools:
         return restarted
 
     def resize(self, threads: int) -> None:
-        """numba's kernels and every BLAS use ``threads`` threads from now on."""
+        """numba's kernels and every BLAS use ``threads`` threads from now on, less the cores
+        this process's data workers hold (rule 4), at least 1."""
         import numba
 
+        self.requested = threads
+        threads = max(1, threads - RESERVED)
         if threads == self.threads:
             return
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))

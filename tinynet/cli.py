@@ -145,11 +145,36 @@ def _train_parser(commands):
     )
     g.add_argument("--grad-clip", type=float, help="clip the gradient norm to this value")
     g.add_argument(
-        "--no-augment",
-        dest="augment",
-        action="store_false",
+        "--augment",
+        choices=("paper", "crop-flip", "none"),
+        help="paper (image folders): GoogLeNet's random-resized crops of 8-100%% of the area, "
+        "photometric distortions and random interpolations; crop-flip (default): random crops "
+        "and mirroring; none: the evaluation view",
+    )
+    g.add_argument(
+        "--no-augment", dest="augment", action="store_const", const="none", help="--augment none"
+    )
+    g = p.add_argument_group("image folders (--dataset image_folder)")
+    g.add_argument(
+        "--workers",
+        type=_number(int, "an int >= 0", lambda value: value >= 0),
+        help="processes decoding and augmenting images while the step runs; their cores come off "
+        "the step's threads (0: the main process decodes; default: a quarter of the cores)",
+    )
+    g.add_argument(
+        "--cache",
+        action="store_true",
         default=None,
-        help="no random crops or flips",
+        help="keep the decoded images in a memory-mapped file (OUT/image-cache, or --cache-dir), "
+        "reused while the folder is unchanged, so later epochs skip decoding",
+    )
+    g.add_argument("--cache-dir", help="where --cache keeps its file (implies --cache)")
+    g.add_argument(
+        "--skip-bad-images",
+        action="store_true",
+        default=None,
+        help="leave out an image that cannot be decoded (counted and listed in metrics.jsonl) "
+        "instead of stopping the run",
     )
     g = p.add_argument_group("run")
     g.add_argument(
@@ -213,6 +238,8 @@ def _train(args) -> None:
     }
     if chosen.get("ema_decay") == 0.0:
         chosen["ema_decay"] = None
+    if "cache_dir" in chosen:
+        chosen["cache"] = True
     out_dir = Path(chosen.pop("out_dir", f"runs/{chosen.get('dataset', 'digits')}"))
     epochs = chosen.pop("epochs", None) if args.resume else None
     if args.resume and chosen:

@@ -19,11 +19,13 @@ def _clock(seconds: float) -> str:
 class ProgressBar:
     """``bar.update(images, **stats)`` after each batch, ``bar.close(**stats)`` at the end.
 
-    Shows the batch count, a bar, the given stats (e.g. loss, accuracy), images/s and the ETA.
+    Shows the batch count, a bar, the given stats (e.g. loss, accuracy), images/s, the seconds
+    spent waiting for data if ``waited()`` tells them (a DataLoader's ``data_wait``) and the ETA.
     """
 
-    def __init__(self, total: int, description: str, stream=None, width: int = 24):
+    def __init__(self, total: int, description: str, stream=None, width: int = 24, waited=None):
         self.total, self.description, self.width = total, description, width
+        self.waited = waited
         self.stream = stream or sys.stderr
         self.interactive = getattr(self.stream, "isatty", lambda: False)()
         self.done = self.images = 0
@@ -48,7 +50,8 @@ class ProgressBar:
         left = elapsed / self.done * (self.total - self.done) if self.done else 0.0
         shown = "  ".join(f"{name} {value:.4g}" for name, value in stats.items())
         timing = f"ETA {_clock(left)}" if self.done < self.total else _clock(elapsed)
+        wait = f"data wait {self.waited():.1f}s  " if self.waited is not None else ""
         return (
             f"{self.description} [{bar}] {self.done}/{self.total}  {shown}  "
-            f"{rate:.0f} img/s  {timing}"
+            f"{rate:.0f} img/s  {wait}{timing}"
         )

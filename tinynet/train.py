@@ -40,7 +40,10 @@ import numpy as np
 from tinynet import _threads, anomaly, distributed, io, nn, run_folder, runtime
 from tinynet.data import DataLoader, DataSplits, load_dataset
 from tinynet.data import transforms as T
-from tinynet.data.datasets import check_splits
+from tinynet.data.augment import AUGMENTATIONS
+from tinynet.data.datasets import ALIASES, check_splits
+from tinynet.data.image_files import ImageFiles
+from tinynet.data.streaming import StreamingLoader, attach_cache
 from tinynet.function import no_grad
 from tinynet.functional import cross_entropy
 from tinynet.gradflow import GradientFlow, is_record, nonfinite
@@ -105,7 +108,16 @@ class TrainConfig:
     schedule:     cosine (to 0 over the run) | step (the paper's: x0.96 every 8 epochs) |
                   constant; after warmup_epochs of linear warm-up
     ema_decay:    Polyak averaging of the weights for evaluation (None: off)
-    augment:      random crops (4-pixel padding for 32px) and, for natural images, mirroring
+    augment:      crop-flip: random crops (4-pixel padding for 32px) and, for natural images,
+                  mirroring; none; paper (image_folder only): GoogLeNet's random-resized crops,
+                  photometric distortions and interpolations (tinynet.data.augment). True and
+                  False (older checkpoints) mean crop-flip and none
+    workers:      image_folder: processes decoding and augmenting the images while the step
+                  runs (0: the main process; None: _threads.default_workers(), from the cores)
+    cache:        image_folder: keep the decoded images in a memory-mapped file
+                  (tinynet.data.image_cache), in cache_dir or out_dir/image-cache
+    skip_bad_images: image_folder: leave an undecodable image out (counted and listed in
+                  metrics.jsonl) instead of stopping the run naming it
     max_batches:  stop each epoch's training after this many optimizer steps and its evaluation
                   after this many batches (smoke runs)
     accumulate:   sum the gradients of this many batches before each optimizer step: the step
@@ -138,7 +150,11 @@ class TrainConfig:
     aux_weight: float = 0.3
     ema_decay: float | None = 0.999
     grad_clip: float | None = None
-    augment: bool = True
+    augment: str = "crop-flip"
+    workers: int | None = None
+    cache: bool = False
+    cache_dir: str | None = None
+    skip_bad_images: bool = False
     seed: int = 0
     out_dir: str = "runs/digits"
     max_batches: int | None = None
@@ -152,6 +168,8 @@ class TrainConfig:
     input_size: int | None = None
 
     def __post_init__(self):
+        if isinstance(self.augment, (bool, np.bool_)):  # how checkpoints before --augment say it
+            self.augment = "crop-flip" if self.augment else "none"
         self.validate()
 
     def validate(self) -> None:
@@ -272,7 +290,12 @@ _RULES = [
     ("aux_weight", lambda v, c: _real(v) and v >= 0, "a finite number >= 0"),
     ("ema_decay", _optional(lambda v, c: _real(v) and 0 < v < 1), "in (0, 1)"),
     ("grad_clip", _optional(lambda v, c: _real(v) and v > 0), "a finite number > 0"),
-    ("augment", _flag, "True or False"),
+    ("augment", lambda v, c: v in AUGMENTATIONS and (v != "paper" or _streamed(c.dataset)),
+     f"one of {list(AUGMENTATIONS)} (paper: with image_folder, which keeps the full images)"),
+    ("workers", _optional(lambda v, c: _int(v, 0, 256)), "an int in [0, 256] or None"),
+    ("cache", _flag, "True or False"),
+    ("cache_dir", _optional(_text), "a folder (str) or None"),
+    ("skip_bad_images", _flag, "True or False"),
     ("seed", lambda v, c: _int(v, 0), "an int >= 0"),
     ("out_dir", _text, "a folder (str)"),
     ("max_batches", _optional(lambda v, c: _int(v, 1)), "a positive int"),
@@ -297,11 +320,39 @@ def build_model(config: TrainConfig) -> nn.Module:
 
 
 def load_data(config: TrainConfig) -> DataSplits:
-    """The configured dataset's train and test splits (digits split by the run's seed)."""
+    """The configured dataset's train and test splits (digits split by the run's seed); an
+    image folder as lists of files, decoded as they are read (``tinynet.data.image_files``)."""
     options = {"seed": config.seed} if config.dataset == "digits" else {}
+    if _streamed(config.dataset):
+        options["stream"] = True
     return load_dataset(
         config.dataset, config.data_dir, config.download, config.image_size, **options
     )
+
+
+def _streamed(dataset) -> bool:
+    """Whether ``dataset`` (a name) is read as a list of files, by the streaming loader."""
+    return ALIASES.get(dataset, dataset) == "image_folder"
+
+
+STATISTICS_SAMPLE = 512  # images of a file-backed training split that give its mean and std
+
+
+def statistics_images(dataset) -> np.ndarray:
+    """The images whose per-channel mean and std normalise a run: all of an in-memory split;
+    of an image folder, ``STATISTICS_SAMPLE`` of them picked by a fixed seed (decoding every
+    photograph first would cost an epoch)."""
+    if not isinstance(dataset, ImageFiles):
+        return dataset.arrays[0]
+    pick = np.random.default_rng(0).permutation(len(dataset))[:STATISTICS_SAMPLE]
+    return dataset[np.sort(pick)][0]  # with skip_bad_images, without the undecodable ones
+
+
+def _skip_bad_images(data: DataSplits, skip: bool) -> None:
+    """An image folder's splits leave out undecodable images when ``skip`` (both splits)."""
+    for split in (data.train, data.test):
+        if isinstance(split, ImageFiles):
+            split.skip_bad_images = skip
 
 
 class _RunSeams(StepSeams):
@@ -378,8 +429,9 @@ class Trainer:
         else:
             check_splits(data, "Trainer", "the data given")
         self.data = data
-        train_images = self.data.train.arrays[0]
+        _skip_bad_images(self.data, config.skip_bad_images)
         if config.mean is None:  # fixed at the start of a run, then kept in the checkpoint
+            train_images = statistics_images(self.data.train)
             config.mean = [float(v) for v in train_images.mean(axis=(0, 2, 3))]
             config.std = [float(v) + 1e-6 for v in train_images.std(axis=(0, 2, 3))]
             config.classes = [str(c) for c in self.data.classes]
@@ -397,10 +449,7 @@ class Trainer:
             self.model = distributed.convert_sync_batchnorm(self.model, self.group)
         self.parallel = distributed.DataParallel(self.group, self.model, not config.sync_batchnorm)
         self.normalize = T.Normalize(config.mean, config.std)
-        self.loader = DataLoader(
-            self.data.train, config.batch_size, shuffle=True, drop_last=False,
-            seed=config.seed, transform=self._train_transform(),
-        )  # fmt: skip
+        self.loader = self._train_loader()
         steps = -(-len(self.loader) // config.accumulate)  # optimizer steps in an epoch
         self.steps_per_epoch = min(steps, config.max_batches or steps)
         self.optimizer = self._optimizer()
@@ -413,9 +462,26 @@ class Trainer:
         self.gradient_log: list[dict] = []  # tinynet.gradflow's records
 
     # ------------------------------------------------------------------ construction
+    def _train_loader(self) -> DataLoader:
+        """The training split's loader: an image folder's through worker processes (with its
+        cache, if asked for), an in-memory dataset's as it is."""
+        c = self.config
+        if not isinstance(self.data.train, ImageFiles):
+            return DataLoader(self.data.train, c.batch_size, shuffle=True, drop_last=False,
+                              seed=c.seed, transform=self._train_transform())  # fmt: skip
+        workers = _threads.default_workers() if c.workers is None else c.workers
+        if c.cache:
+            folder = c.cache_dir or self.out_dir / "image-cache"
+            cache = attach_cache(self.data.train, folder, c.augment, workers, c.batch_size)
+            self.log(f"image cache: {cache.path}")
+        return StreamingLoader(
+            self.data.train, c.batch_size, shuffle=True, seed=c.seed, transform=self.normalize,
+            augment=c.augment, workers=workers, skip_bad_images=c.skip_bad_images,
+        )  # fmt: skip
+
     def _train_transform(self):
         steps = []
-        if self.config.augment:
+        if self.config.augment == "crop-flip":
             size = self.data.image_size[0]
             steps.append(T.RandomCrop(size, padding=max(1, size // 8)))
             if self.config.dataset in ("cifar10", "image_folder"):  # not for digits or letters
@@ -458,14 +524,17 @@ class Trainer:
             f"training {c.model} (width {self.model.config.width}, "
             f"{sum(p.size for p in self.model.parameters()):,} parameters) on {c.dataset}: "
             f"{len(self.data.train)} train / {len(self.data.test)} test images of "
-            f"{tuple(self.data.train.arrays[0].shape[1:])}, {len(c.classes)} classes"
+            f"{self.data.image_shape}, {len(c.classes)} classes"
         )
         lock = run_folder.hold(self.out_dir) if self.group.rank == 0 else contextlib.nullcontext()
-        with lock, _threads.share_cores() as self.cores:
+        workers = getattr(self.loader, "workers", 0)  # their cores come off the step's (rule 4)
+        with lock, _threads.reserve_for_workers(workers), _threads.share_cores() as self.cores:
             try:
                 return self._fit_epochs()
             finally:
                 self.cores = None
+                if isinstance(self.loader, StreamingLoader):
+                    self.loader.close()
 
     def _fit_epochs(self) -> list[dict]:
         c = self.config
@@ -487,7 +556,12 @@ class Trainer:
                 "lr": self.scheduler.get_last_lr()[0],
                 "seconds": seconds,
                 "images_per_second": train["images"] / seconds,
+                "data_wait_s": train["data_wait_s"],  # the step waiting for its batches
             }
+            if self.config.skip_bad_images and isinstance(self.loader, StreamingLoader):
+                bad = [*self.loader.skipped, *self.data.train.skipped, *self.data.test.skipped]
+                record["skipped_images"], record["bad_images"] = len(set(bad)), sorted(set(bad))
+                self.loader.skipped, self.data.train.skipped, self.data.test.skipped = [], [], []
             self.history.append(record)
             self.log(
                 f"epoch {epoch}/{c.epochs}: train loss {train['loss']:.4f}, test loss "
@@ -504,7 +578,8 @@ class Trainer:
         c = self.config
         self.model.train()
         stream = distributed.output_stream(self.group)  # stderr on rank 0, nowhere on the others
-        bar = ProgressBar(self.steps_per_epoch, f"epoch {epoch}/{c.epochs}", stream=stream)
+        bar = ProgressBar(self.steps_per_epoch, f"epoch {epoch}/{c.epochs}", stream=stream,
+                          waited=lambda: self.loader.data_wait)  # fmt: skip
         total_loss = correct = seen = 0
         entry = model_entry(c.model)
 
@@ -532,7 +607,8 @@ class Trainer:
             seen, group = seen + images, []
             bar.update(images, loss=total_loss / seen, acc=correct / seen)
         bar.close(loss=total_loss / seen, acc=correct / seen)
-        return {"loss": total_loss / seen, "top1": correct / seen, "images": seen}
+        return {"loss": total_loss / seen, "top1": correct / seen, "images": seen,
+                "data_wait_s": self.loader.data_wait}  # fmt: skip
 
     def _log_gradients(self, record: dict) -> None:
         problem = nonfinite(record)
@@ -725,7 +801,7 @@ def _numbers(tree, prefix: str = ""):
 def check_data_fits(config: TrainConfig, data: DataSplits, source: str) -> None:
     """Refuse data whose images or classes differ from those ``config``'s network was trained
     on (``source`` names it): a renamed or added class folder would silently permute labels."""
-    channels = int(data.test.arrays[0].shape[1])
+    channels = int(data.channels)
     classes = [str(c) for c in data.classes]
     if channels != config.channels:
         raise ValueError(

@@ -11,7 +11,10 @@
 
 Modules: dataset (Dataset, TensorDataset, DataSplits), loader (DataLoader), transforms,
 multicrop (ten_crop, paper_crops, average_softmax), datasets (digits, mnist, fashion_mnist,
-cifar10, load_dataset), folder (image_folder), formats (IDX and CIFAR readers), download.
+cifar10, load_dataset), folder (image_folder), formats (IDX and CIFAR readers), download; the
+streaming path for folders of photographs: image_files (ImageFiles), augment (the paper's
+per-image augmentation), streaming (StreamingLoader), workers (the worker processes),
+image_cache (--cache).
 """
 
 from tinynet.data import transforms
@@ -27,8 +30,10 @@ from tinynet.data.datasets import (
 from tinynet.data.download import DownloadError
 from tinynet.data.folder import image_folder, read_image
 from tinynet.data.formats import DatasetError
+from tinynet.data.image_files import ImageFiles, image_files
 from tinynet.data.loader import DataLoader
 from tinynet.data.multicrop import average_softmax, five_crop, paper_crops, ten_crop
+from tinynet.data.streaming import StreamingLoader
 from tinynet.data.transforms import (
     CenterCrop,
     Compose,
@@ -46,10 +51,12 @@ __all__ = [
     "Dataset",
     "DatasetError",
     "DownloadError",
+    "ImageFiles",
     "Normalize",
     "RandomCrop",
     "RandomHorizontalFlip",
     "Resize",
+    "StreamingLoader",
     "TensorDataset",
     "average_softmax",
     "cifar10",
@@ -57,6 +64,7 @@ __all__ = [
     "digits",
     "fashion_mnist",
     "five_crop",
+    "image_files",
     "image_folder",
     "read_image",
     "load_dataset",

@@ -86,12 +86,19 @@ class DataSplits(NamedTuple):
     @property
     def channels(self) -> int:
         """Channels of an image: 1 (grayscale) or 3 (RGB)."""
-        return self.train.arrays[0].shape[1]
+        return self.image_shape[0]
 
     @property
     def image_size(self) -> tuple[int, int]:
         """(height, width) of an image."""
-        return tuple(self.train.arrays[0].shape[2:])
+        return tuple(self.image_shape[1:])
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of an image: a TensorDataset's array's, or what a dataset of image files
+        (``tinynet.data.image_files``) decodes to."""
+        shape = getattr(self.train, "image_shape", None)
+        return tuple(shape) if shape is not None else tuple(self.train.arrays[0].shape[1:])
 
 
 def seeded_split(
@@ -100,7 +107,17 @@ def seeded_split(
     """All samples permuted by ``np.random.default_rng(seed)``; the last
     ``round(n * test_fraction)`` of that order are the test set, the rest the training set.
     ``name`` names the caller in errors."""
-    n = len(images)
+    train, test = split_order(len(images), seed, test_fraction, name)
+    labels = np.asarray(labels, dtype=np.int64)
+    return DataSplits(
+        TensorDataset(images[train], labels[train]),
+        TensorDataset(images[test], labels[test]),
+        tuple(classes),
+    )
+
+
+def split_order(n: int, seed: int, test_fraction: float, name: str) -> tuple[np.ndarray, ...]:
+    """(training indices, test indices) of ``n`` samples as ``seeded_split`` divides them."""
     if not isinstance(test_fraction, (int, float)) or not 0.0 < test_fraction < 1.0:
         raise ValueError(f"{name}: test_fraction must be in (0, 1); got {test_fraction!r}")
     n_test = int(round(n * test_fraction))
@@ -110,10 +127,4 @@ def seeded_split(
             f"{n_test} for testing and {n - n_test} for training; both need at least one"
         )
     order = np.random.default_rng(seed).permutation(n)
-    train, test = order[: n - n_test], order[n - n_test :]
-    labels = np.asarray(labels, dtype=np.int64)
-    return DataSplits(
-        TensorDataset(images[train], labels[train]),
-        TensorDataset(images[test], labels[test]),
-        tuple(classes),
-    )
+    return order[: n - n_test], order[n - n_test :]

@@ -35,6 +35,7 @@ from tinynet.data.formats import (
     read_cifar_names,
     read_idx_split,
 )
+from tinynet.data.image_files import image_files
 from tinynet.data.transforms import resize
 
 INSTALL_HINT = "pip install 'tinynet[train]'"
@@ -359,6 +360,7 @@ def load_dataset(
     data_dir=None,
     download: bool = False,
     image_size: int | None = None,
+    stream: bool = False,
     **options,
 ) -> DataSplits:
     """The dataset called ``name``: one of ``BUILDERS`` (digits, mnist, fashion_mnist,
@@ -370,6 +372,8 @@ def load_dataset(
     download:   fetch missing files (mnist, fashion_mnist, cifar10; the others ignore it)
     image_size: the side of the square images; None keeps each dataset's own (32 for digits,
                 28 for the MNISTs, 32 for CIFAR-10); required for image_folder
+    stream:     image_folder only: the splits as lists of files decoded when read
+                (``tinynet.data.image_files``), not decoded into memory now
     options:    passed on, e.g. seed and test_fraction (digits, image_folder), mirrors and
                 progress (the downloadable ones), mode (image_folder)
 
@@ -390,7 +394,8 @@ def load_dataset(
                 "load_dataset: image_folder needs data_dir (the folder of class sub-folders) "
                 "and image_size"
             )
-        source, data = data_dir, image_folder(data_dir, image_size, **options)
+        read = image_files if stream else image_folder
+        source, data = data_dir, read(data_dir, image_size, **options)
     else:
         source = default_data_dir(key) if data_dir is None else data_dir
         data = BUILDERS[key](source, download=download, image_size=image_size, **options)

@@ -75,21 +75,34 @@ def image_folder(
                    are the test set, as ``digits`` does
     """
     Image = _pillow("image_folder")
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise NotADirectoryError(f"image_folder: root {root} is not a directory")
+    if not Path(root).expanduser().is_dir():
+        raise NotADirectoryError(f"image_folder: root {Path(root).expanduser()} is not a directory")
     if mode not in MODES:
         raise ValueError(f"image_folder: mode must be one of {sorted(MODES)}; got {mode!r}")
     size = _target_size(image_size)
+    classes, train, test = list_image_folder(root)
+    train = _read_split(*train, size, mode, Image)
+    if test is not None:
+        test = _read_split(*test, size, mode, Image)
+        return DataSplits(TensorDataset(*train), TensorDataset(*test), classes)
+    return seeded_split(*train, classes, seed, test_fraction, "image_folder")
+
+
+def list_image_folder(root) -> tuple[tuple[str, ...], tuple, tuple | None]:
+    """(classes, (root, files, labels) of the training split, the same of the test split or
+    None without train/test folders): the listing ``image_folder`` reads, every rule of the
+    module docstring checked, no image opened."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise NotADirectoryError(f"image_folder: root {root} is not a directory")
     test_dir = next((root / n for n in ("test", "val") if (root / n).is_dir()), None)
     if (root / "train").is_dir() and test_dir is not None:
         classes = _class_folders(root / "train")
-        train = _read_split(root / "train", classes, size, mode, Image, every_class=True)
-        test = _read_split(test_dir, classes, size, mode, Image, every_class=False)
-        return DataSplits(TensorDataset(*train), TensorDataset(*test), classes)
+        train = (root / "train", *_list_split(root / "train", classes, every_class=True))
+        test = (test_dir, *_list_split(test_dir, classes, every_class=False))
+        return classes, train, test
     classes = _class_folders(root)
-    images, labels = _read_split(root, classes, size, mode, Image, every_class=True)
-    return seeded_split(images, labels, classes, seed, test_fraction, "image_folder")
+    return classes, (root, *_list_split(root, classes, every_class=True)), None
 
 
 def read_image(path, image_size, mode: str = "RGB") -> np.ndarray:
@@ -136,11 +149,10 @@ def _class_folders(root: Path) -> tuple[str, ...]:
     return classes
 
 
-def _read_split(
-    root: Path, classes, size, mode, Image, every_class: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    """The images of ``root``'s class folders; ``every_class``: each must hold one (a
-    training split does; a test split may lack a class, or hold an empty folder for it)."""
+def _list_split(root: Path, classes, every_class: bool) -> tuple[list[Path], np.ndarray]:
+    """The image files of ``root``'s class folders and their int64 labels; ``every_class``:
+    each must hold one (a training split does; a test split may lack a class, or hold an empty
+    folder for it)."""
     files, labels = [], []
     for label, name in enumerate(classes):
         folder = root / name
@@ -167,22 +179,39 @@ def _read_split(
         raise DatasetError(
             f"image_folder: {root} has class folders {extra} that the training split lacks"
         )
+    return files, np.asarray(labels, dtype=np.int64)
+
+
+def _read_split(root: Path, files, labels, size, mode, Image) -> tuple[np.ndarray, np.ndarray]:
+    """The images ``files`` of the split in ``root``, decoded as float32 (N, C, H, W)."""
     height, width = (size, size) if isinstance(size, int) else size
     with memory_named(root):
         pixels = np.empty((len(files), height, width, MODES[mode]), dtype=np.uint8)
         for i, path in enumerate(files):
             pixels[i] = _decode(path, size, mode, Image).reshape(height, width, -1)
-        return to_unit_float(pixels.transpose(0, 3, 1, 2)), np.asarray(labels, dtype=np.int64)
+        return to_unit_float(pixels.transpose(0, 3, 1, 2)), labels
 
 
 def _decode(path: Path, size, mode, Image) -> np.ndarray:
     """One image, converted to ``mode`` and brought to ``size``, as uint8 (H, W[, C])."""
+    return decoded(path, Image, lambda image: _sized(image, size, mode, Image))
+
+
+def full_image(path, mode: str, Image):
+    """The image in ``path`` at its full resolution, converted to ``mode``: a loaded PIL image
+    (what the training augmentation of ``tinynet.data.augment`` crops from)."""
+    return decoded(Path(path), Image, lambda image: _eight_bit(image, Image).convert(mode))
+
+
+def decoded(path: Path, Image, read):
+    """``read(image)`` of the PNG or JPEG in ``path``, opened as the module docstring says; any
+    failure to decode is a ``DatasetError`` naming the file."""
     with _open_regular(path) as file:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)  # refuse, not warn
                 with Image.open(file, formats=FORMATS) as image:
-                    return _sized(image, size, mode, Image)
+                    return read(image)
         except Image.UnidentifiedImageError as error:
             reason = _identify(file, Image)
             raise DatasetError(f"{path}: cannot decode this image ({reason})") from error

@@ -27,6 +27,7 @@ A training loop that resumes:
 from __future__ import annotations
 
 import numbers
+import time
 from typing import Callable, Iterator
 
 import numpy as np
@@ -37,7 +38,7 @@ from tinynet.rng import default_generator
 # A transform takes a float32 (N, C, H, W) batch and a generator and returns a batch.
 Transform = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
-_ORDER, _TRANSFORM = 0, 1  # the spawn-key tags of the two random streams
+_ORDER, _TRANSFORM, _IMAGE = 0, 1, 2  # the spawn-key tags of the three random streams
 _STATE_KEYS = ("seed", "epoch", "batch", "num_samples", "batch_size", "shuffle", "drop_last")
 
 
@@ -55,7 +56,8 @@ class DataLoader:
     transform:  ``transform(images, rng) -> images``, applied to each whole batch (see
                 ``tinynet.data.transforms``); ``rng`` is the batch's own generator
 
-    ``len(loader)`` is the number of batches in an epoch.
+    ``len(loader)`` is the number of batches in an epoch; ``loader.data_wait`` the seconds the
+    epoch under way (or the last) has spent making its batches, i.e. its consumer waiting.
     """
 
     def __init__(
@@ -103,6 +105,7 @@ class DataLoader:
         self._resume_batch = 0  # where the next iter() starts in it (set by load_state_dict)
         self._live: object | None = None  # the iteration whose position state_dict reports
         self._position = (0, 0)  # (epoch, next batch) of that iteration
+        self.data_wait = 0.0  # seconds the epoch under way (or the last) waited for its batches
 
     @property
     def epoch(self) -> int:
@@ -126,6 +129,11 @@ class DataLoader:
         """The generator handed to ``transform`` for batch ``batch`` of ``epoch``."""
         return self._rng(epoch, _TRANSFORM, batch)
 
+    def image_generator(self, epoch: int, index: int) -> np.random.Generator:
+        """The generator of sample ``index``'s own augmentation in ``epoch`` (the streaming
+        loader's per-image augmentation: the same whichever process makes the image)."""
+        return image_generator(self.seed, epoch, index)
+
     def _rng(self, *key: int) -> np.random.Generator:
         return np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=key))
 
@@ -139,19 +147,29 @@ class DataLoader:
         self._next_epoch, self._resume_batch = epoch + 1, 0
         token = self._live = object()
         self._position = (epoch, start)
-        order, count = self.order(epoch), len(self)
+        batches = self._batches(epoch, start)
+        self.data_wait = 0.0
         try:
-            for b in range(start, count):
-                indices = order[b * self.batch_size : (b + 1) * self.batch_size]
-                images, labels = self._load(indices)
+            for b in range(start, len(self)):
+                asked = time.perf_counter()  # the consumer waits from here to the yield
+                images, labels = next(batches)
                 if self.transform is not None:
                     images = self._transformed(images, epoch, b)
+                self.data_wait += time.perf_counter() - asked
                 if self._live is token:
                     self._position = (epoch, b + 1)
                 yield images, labels
         finally:
+            batches.close()
             if self._live is token:
                 self._live = None
+
+    def _batches(self, epoch: int, start: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(images, labels) of batches ``start``, ``start + 1``, ... of ``epoch``, before the
+        transform: sliced from the dataset here (a subclass may make them elsewhere)."""
+        order = self.order(epoch)
+        for b in range(start, len(self)):
+            yield self._load(order[b * self.batch_size : (b + 1) * self.batch_size])
 
     def _load(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         batch = self.dataset[indices]
@@ -233,6 +251,12 @@ class DataLoader:
             f"DataLoader({self.dataset!r}, batch_size={self.batch_size}, shuffle={self.shuffle}, "
             f"drop_last={self.drop_last}, seed={self.seed}, epoch={self.epoch})"
         )
+
+
+def image_generator(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """The generator of sample ``index``'s augmentation in ``epoch`` of a loader seeded ``seed``
+    (``DataLoader.image_generator``), for a worker process that has the seed but not the loader."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_IMAGE, epoch, index)))
 
 
 def _plain(value):

@@ -1,0 +1,312 @@
+"""The streaming image pipeline (issue 26): an image folder read as files by worker processes.
+
+Same batches whatever the number of workers, exact resume mid-epoch, the cache, bad images,
+a worker that fails or dies, Ctrl-C (no process and no /dev/shm segment left), and a folder
+that loses files between epochs. Folders are tiny generated JPEGs in tmp_path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tinynet import _threads, runtime
+from tinynet.data import DatasetError, ImageFiles, StreamingLoader, image_files
+from tinynet.data.streaming import attach_cache
+from tinynet.data.workers import WorkerError
+
+Image = pytest.importorskip("PIL.Image", reason="the image pipeline reads files with Pillow")
+CLASSES = ("cat", "dog", "owl")
+
+
+def jpeg_folder(root: Path, per_class: int = 8, size=(40, 30), seed: int = 0) -> Path:
+    """``per_class`` random JPEGs of ``size`` (width, height) in each class folder of ``root``."""
+    rng = np.random.default_rng(seed)
+    for label, name in enumerate(CLASSES):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+            pixels[..., label] //= 2  # a class shows in its colour
+            Image.fromarray(pixels).save(root / name / f"{i:03d}.jpg", quality=90)
+    return root
+
+
+def truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def epochs_of(loader, epochs: int = 2) -> list:
+    try:
+        return [batch for _ in range(epochs) for batch in loader]
+    finally:
+        loader.close()
+
+
+def assert_same(batches, others) -> None:
+    assert len(batches) == len(others)
+    for (images, labels), (theirs, their_labels) in zip(batches, others):
+        assert images.dtype == theirs.dtype == np.float32
+        np.testing.assert_array_equal(images, theirs)
+        np.testing.assert_array_equal(labels, their_labels)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    return jpeg_folder(tmp_path_factory.mktemp("photos"))
+
+
+@pytest.mark.parametrize("augment", ["paper", "crop-flip", "none"])
+def test_the_batches_are_the_same_with_0_1_and_2_workers(folder, augment):
+    train = image_files(folder, 16).train
+    runs = [
+        epochs_of(StreamingLoader(train, 5, shuffle=True, seed=7, augment=augment, workers=n))
+        for n in (0, 1, 2)
+    ]
+    assert_same(runs[0], runs[1])
+    assert_same(runs[0], runs[2])
+    images = np.concatenate([images for images, _ in runs[0]])
+    assert images.shape[1:] == (3, 16, 16) and 0.0 <= images.min() and images.max() <= 1.0
+    first, second = runs[0][: len(runs[0]) // 2], runs[0][len(runs[0]) // 2 :]
+    if augment != "none":  # a new epoch draws new crops (and a new order)
+        assert not np.array_equal(first[0][0], second[0][0])
+
+
+def test_each_image_has_its_own_generator_whatever_the_batching(folder):
+    """Image i of epoch e is made from (seed, e, i) alone: batched by 3 or by 8, unshuffled,
+    the same pixels."""
+    train = image_files(folder, 16).train
+    by3 = epochs_of(StreamingLoader(train, 3, seed=1, augment="paper", workers=2), 1)
+    by8 = epochs_of(StreamingLoader(train, 8, seed=1, augment="paper", workers=0), 1)
+    np.testing.assert_array_equal(
+        np.concatenate([b[0] for b in by3]), np.concatenate([b[0] for b in by8])
+    )
+
+
+def test_the_evaluation_view_is_image_folders(folder):
+    from tinynet.data import image_folder
+
+    in_memory, files = image_folder(folder, 16), image_files(folder, 16)
+    assert files.classes == in_memory.classes and files.image_shape == in_memory.image_shape
+    images, labels = files.test[np.arange(len(files.test))]
+    np.testing.assert_array_equal(images, in_memory.test.arrays[0])
+    np.testing.assert_array_equal(labels, in_memory.test.arrays[1])
+
+
+def test_a_resume_mid_epoch_with_workers_gives_the_rest_of_the_run(folder):
+    train = image_files(folder, 16).train
+
+    def loader(workers):
+        return StreamingLoader(train, 4, shuffle=True, seed=3, augment="paper", workers=workers)
+
+    whole = epochs_of(loader(2), 2)
+    first = loader(2)
+    iterator = iter(first)
+    head = [next(iterator) for _ in range(2)]
+    state = first.state_dict()
+    iterator.close()
+    first.close()
+    assert state["epoch"] == 0 and state["batch"] == 2
+    resumed = loader(1)
+    resumed.load_state_dict(state)
+    rest = epochs_of(resumed, 2)  # the rest of epoch 0, then epoch 1
+    assert_same(whole, head + rest)
+
+
+def test_leaving_an_epoch_early_then_going_on_is_exact(folder):
+    """An epoch left after 2 batches (as --max-batches does) with batches under way: the next
+    epoch's batches are its own, not the abandoned ones."""
+    train = image_files(folder, 16).train
+    loader = StreamingLoader(train, 3, shuffle=True, seed=2, augment="crop-flip", workers=2)
+    try:
+        for step, _ in enumerate(loader):
+            if step == 1:
+                break
+        second = list(loader)
+    finally:
+        loader.close()
+    reference = StreamingLoader(train, 3, shuffle=True, seed=2, augment="crop-flip")
+    reference.load_state_dict({**reference.state_dict(), "epoch": 1})
+    assert_same(second, epochs_of(reference, 1))
+
+
+def test_the_cache_gives_the_same_batches_is_reused_and_is_rebuilt_when_the_folder_changes(
+    tmp_path,
+):
+    root = jpeg_folder(tmp_path / "photos", per_class=4)
+    train = image_files(root, 16).train
+    plain = epochs_of(StreamingLoader(train, 4, shuffle=True, seed=5, augment="crop-flip"))
+    cache = attach_cache(train, tmp_path / "cache", "crop-flip", workers=2, batch_size=3)
+    assert cache.array.shape == (len(train), 3, 16, 16) and cache.array.dtype == np.uint8
+    cached = epochs_of(StreamingLoader(train, 4, shuffle=True, seed=5, augment="crop-flip"))
+    assert_same(plain, cached)
+    os.utime(cache.path, (1, 1))  # marks the file: reused means not written again
+    again = attach_cache(image_files(root, 16).train, tmp_path / "cache", "crop-flip")
+    assert again.path == cache.path and os.stat(again.path).st_mtime == 1
+    changed = sorted((root / "cat").iterdir())[0]
+    Image.new("RGB", (40, 30), (250, 0, 0)).save(changed)
+    fresh = attach_cache(image_files(root, 16).train, tmp_path / "cache", "crop-flip")
+    assert fresh.path != cache.path
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [fresh.path.name]  # stale: gone
+
+
+def test_the_paper_cache_keeps_larger_squares(tmp_path, folder):
+    train = image_files(folder, 16).train
+    cache = attach_cache(train, tmp_path, "paper")
+    assert cache.array.shape[2:] == (18, 18)  # round(16 * 256 / 224)
+    batches = epochs_of(StreamingLoader(train, 4, seed=0, augment="paper", workers=1), 1)
+    assert batches[0][0].shape == (4, 3, 16, 16)
+
+
+def test_a_bad_image_mid_epoch_is_named_or_skipped_and_listed(tmp_path):
+    root = jpeg_folder(tmp_path / "photos", per_class=3)
+    bad = root / "dog" / "001.jpg"
+    truncate(bad)
+    train = image_files(root, 16, test_fraction=0.5, seed=1).train
+    if bad not in train.files:  # the bad one in the training split, wherever the split put it
+        train = image_files(root, 16, test_fraction=0.5, seed=1).test
+    assert bad in train.files
+    for workers in (0, 2):
+        with pytest.raises(DatasetError, match=f"{bad}: cannot decode this image"):
+            epochs_of(StreamingLoader(train, 2, augment="paper", workers=workers), 1)
+    loader = StreamingLoader(train, 2, augment="paper", workers=2, skip_bad_images=True)
+    batches = epochs_of(loader, 1)
+    assert sum(len(labels) for _, labels in batches) == len(train) - 1
+    assert len(loader.skipped) == 1 and str(bad) in loader.skipped[0]
+
+
+def _fail_on(index, how):
+    original = ImageFiles.pixels
+
+    def pixels(self, i, augment="none", rng=None):
+        if i == index:
+            if how == "die":
+                os._exit(3)
+            raise ZeroDivisionError("a bug in the worker")
+        return original(self, i, augment, rng)
+
+    return pixels
+
+
+@pytest.mark.parametrize("how", ["raise", "die"])
+def test_a_failing_or_dying_worker_ends_the_epoch_with_its_error(folder, monkeypatch, how):
+    train = image_files(folder, 16).train
+    monkeypatch.setattr(ImageFiles, "pixels", _fail_on(5, how))  # the forked workers inherit it
+    loader = StreamingLoader(train, 2, workers=2)
+    expected = (
+        "died \\(exit code 3\\)" if how == "die" else "ZeroDivisionError: a bug in the worker"
+    )
+    with pytest.raises(WorkerError, match=expected):
+        epochs_of(loader, 1)
+    assert loader._pool is None  # closed: the workers are gone
+    assert not [
+        name for name in os.listdir("/dev/shm") if name.startswith(f"tinynet-{os.getpid()}-")
+    ]
+
+
+def test_a_folder_that_loses_files_or_vanishes_between_epochs_is_named(tmp_path):
+    root = jpeg_folder(tmp_path / "photos", per_class=3)
+    train = image_files(root, 16).train
+    loader = StreamingLoader(train, 4, workers=1)
+    try:
+        list(loader)
+        gone = train.files[2]
+        gone.unlink()
+        with pytest.raises(DatasetError, match=f"lost 1 of the {len(train)} files.*{gone}"):
+            list(loader)
+        shutil.rmtree(root)
+        with pytest.raises(DatasetError, match=f"image folder {train.root} is gone"):
+            list(loader)
+    finally:
+        loader.close()
+
+
+def test_workers_take_their_cores_from_the_training_step():
+    runtime.configure()
+    own = _threads._pools.requested or _threads.OWN_THREADS
+    with _threads.reserve_for_workers(1):
+        assert _threads._pools.threads == max(1, own - 1)
+    assert _threads._pools.threads == max(1, own) or _threads.OWN_THREADS == own
+    assert _threads.default_workers() == _threads.threads_per_rank() // 4
+
+
+def _cli(*args, **popen):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "tinynet", "train", *map(str, args)],
+                            env=env, stderr=subprocess.PIPE, text=True, **popen)  # fmt: skip
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == pid:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process table in /proc")
+def test_ctrl_c_stops_every_worker_and_leaves_no_shared_memory(tmp_path):
+    root = jpeg_folder(tmp_path / "photos", per_class=30, size=(160, 120))
+    run = _cli("--dataset", "image_folder", "--data-dir", root, "--image-size", 32,
+               "--augment", "paper", "--workers", 2, "--epochs", 50, "--batch-size", 4,
+               "--out", tmp_path / "run")  # fmt: skip
+    workers = []
+    try:
+        deadline = time.monotonic() + 120
+        while len(workers) < 2 and time.monotonic() < deadline and run.poll() is None:
+            workers = [p for p in _children(run.pid)
+                       if "tinynet-data" in Path(f"/proc/{p}/comm").read_text()
+                       or Path(f"/proc/{p}/cmdline").read_bytes().startswith(
+                           Path(f"/proc/{run.pid}/cmdline").read_bytes())]  # fmt: skip
+            time.sleep(0.2)
+        assert len(workers) >= 2, run.stderr.read() if run.poll() is not None else "no workers"
+        time.sleep(1.0)  # well into the epoch
+        run.send_signal(signal.SIGINT)
+        _, err = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 130, err
+    assert "interrupted" in err
+    for pid in workers:
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
+    assert not _children(run.pid)
+    assert not [n for n in os.listdir("/dev/shm") if n.startswith(f"tinynet-{run.pid}-")]
+
+
+def test_the_command_stops_on_a_bad_image_naming_it_or_skips_and_lists_it(tmp_path):
+    root = jpeg_folder(tmp_path / "photos", per_class=4)
+    bad = root / "owl" / "002.jpg"
+    truncate(bad)
+    common = ("--dataset", "image_folder", "--data-dir", root, "--image-size", 16,
+              "--epochs", 1, "--batch-size", 4, "--workers", 1)  # fmt: skip
+    run = _cli(*common, "--out", tmp_path / "a")
+    _, err = run.communicate(timeout=300)
+    assert run.returncode == 1
+    assert "Traceback" not in err
+    assert (
+        err.strip()
+        .splitlines()[-1]
+        .startswith(f"tinynet train: error: {bad}: cannot decode this image (")
+    )
+    run = _cli(*common, "--skip-bad-images", "--out", tmp_path / "b")
+    _, err = run.communicate(timeout=300)
+    assert run.returncode == 0, err
+    record = json.loads((tmp_path / "b" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["skipped_images"] == 1 and str(bad) in record["bad_images"][0]
+    assert record["data_wait_s"] >= 0.0
+    assert "data wait" in err
