@@ -221,6 +221,18 @@ def test_batch_norm_checks_the_running_statistics_updated_in_place():
     assert "training=True" in message
 
 
+def test_a_function_whose_answer_changes_between_calls_is_named():
+    calls = []
+
+    def relu(input):  # noqa: A002
+        calls.append(1)
+        return np.maximum(input, 0) + (len(calls) == 3)  # wrong on the third call only
+
+    message = failure("relu", relu)
+    assert "a case failed once and passed when it was run again" in message
+    assert "check_op('relu'): output:" in message  # the failure it saw
+
+
 def test_name_and_functions_are_checked_first():
     with pytest.raises(
         ValueError, match=r"check_op: name must be one of \[.*'conv2d'.*\]; got 'conv'"

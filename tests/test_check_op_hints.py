@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinynet.testing import Case, case_arguments, case_grad_output, hints
+from tinynet.testing import Case, case_arguments, case_grad_output, check_op, hints
 from tinynet.testing.cases import expected
 from tinynet.testing.strategies import BatchNorm, Classification, Conv, Pool, Softmax
 
@@ -156,3 +156,54 @@ def test_relu_at_zero():
     assert (arguments["input"] == 0).any()
     assert "at input exactly 0" in hints.relu_at_zero(finding("relu", case, "grad_input", got))
     assert hints.relu_at_zero(finding("relu", case, "grad_input", noise(got))) is None
+
+
+def check_failure(name, forward, backward=None):
+    with pytest.raises(AssertionError) as raised:
+        check_op(name, forward, backward, max_examples=40)
+    return str(raised.value)
+
+
+def test_cross_entropy_summed_over_the_batch():
+    def summed(input, target, label_smoothing):  # noqa: A002
+        return numpy_ops.cross_entropy(input, target, label_smoothing) * len(target)
+
+    assert "the loss is the mean over the batch" in check_failure("cross_entropy", summed)
+
+
+def test_label_smoothing_ignored():
+    def one_hot(input, target, label_smoothing):  # noqa: A002
+        return numpy_ops.cross_entropy(input, target, 0.0)
+
+    assert "is the one without label smoothing" in check_failure("cross_entropy", one_hot)
+
+
+def test_count_include_pad_flipped():
+    def flipped(input, kernel_size, stride, padding, ceil_mode, count_include_pad):  # noqa: A002
+        return numpy_ops.avg_pool2d(
+            input, kernel_size, stride, padding, ceil_mode, not count_include_pad
+        )
+
+    assert "divides as if count_include_pad were" in check_failure("avg_pool2d", flipped)
+
+
+def test_batch_norm_with_the_wrong_statistics():
+    def always_batch(input, running_mean, running_var, weight, bias, training, momentum, eps):  # noqa: A002
+        return numpy_ops.batch_norm(input, None, None, weight, bias, True, momentum, eps)
+
+    message = check_failure("batch_norm", always_batch)
+    assert "in evaluation (training=False) BatchNorm normalises with running_mean" in message
+
+
+def test_dropout_not_scaled():
+    message = check_failure("dropout", lambda input, mask, p: input * mask)
+    assert "the kept units are not scaled; they are divided by 1 - p" in message
+
+
+def test_softmax_backward_with_the_diagonal_only():
+    def diagonal(grad_output, input, dim):  # noqa: A002
+        y = numpy_ops.softmax(input, dim)
+        return grad_output * y * (1 - y)
+
+    message = check_failure("softmax", None, diagonal)
+    assert "the Jacobian's diagonal only" in message

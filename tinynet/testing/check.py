@@ -27,6 +27,7 @@ import numpy as np
 from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
+from hypothesis.errors import Flaky
 
 from tinynet.testing import hints
 from tinynet.testing.cases import Case, case_arguments, expected, grad_output_of, op
@@ -36,6 +37,13 @@ from tinynet.testing.strategies import seeds
 RTOL = 1e-6
 ATOL = 1e-9
 SMALL = 24  # arrays up to this size are printed in full in a failure message
+
+
+UNREPEATABLE = (
+    "a case failed once and passed when it was run again: the function gives different answers "
+    "for the same arguments (does it keep state between calls, draw random numbers, or change "
+    "an array it keeps?). The first failure:"
+)
 
 
 class Failure(NamedTuple):
@@ -104,6 +112,15 @@ def check_op(
     except _CaseFailed as failed:
         message = failure_message(name, forward, backward, failed.case, failed.failure)
         raise AssertionError(message) from failed.failure.raised
+    except Flaky as flaky:
+        failed = next(
+            (e for e in getattr(flaky, "exceptions", ()) if isinstance(e, _CaseFailed)), None
+        )
+        message = f"check_op({name!r}): {UNREPEATABLE}"
+        if failed is not None:
+            seen = failure_message(name, forward, backward, failed.case, failed.failure)
+            message += "\n" + seen.replace("smallest failing case:", "the case:", 1)
+        raise AssertionError(message) from None
 
 
 def _run(check, spec, case, max_examples, seed) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from tinynet.testing.cases import Case, expected
+from tinynet.testing.cases import Case, expected, op
 
 POOLS_AND_CONV = ("conv2d", "max_pool2d", "avg_pool2d")
 
@@ -45,13 +45,19 @@ def _same(a, b) -> bool:
 
 def _gradient(finding: Finding, arguments: dict | None = None, grad_output=None):
     """The reference's gradient named by the finding's label on (changed) arguments."""
-    from tinynet.testing.cases import op
-
     arguments = finding.arguments if arguments is None else arguments
     grad_output = finding.grad_output if grad_output is None else grad_output
     grads = expected(finding.op, arguments, grad_output).grads
     key = finding.label.removeprefix("grad_")
     return grads[op(finding.op).differentiable.index(key)]
+
+
+def _reference_with(finding: Finding, **changes):
+    """The reference's value named by the finding's label, with some arguments changed."""
+    arguments = dict(finding.arguments, **changes)
+    if finding.label == "output":
+        return expected(finding.op, arguments).output
+    return _gradient(finding, arguments)
 
 
 # ------------------------------------------------------------------ one function per mistake
@@ -358,6 +364,101 @@ def relu_at_zero(finding: Finding) -> str | None:
     return None
 
 
+def cross_entropy_sum(finding: Finding) -> str | None:
+    """cross-entropy summed over the batch instead of averaged."""
+    if finding.op != "cross_entropy" or finding.got is None or finding.want is None:
+        return None
+    n = finding.arguments["input"].shape[0]
+    if n > 1 and _same(finding.got, finding.want * n):
+        return (
+            f"{finding.label} is {n} times the expected one, the batch size: the loss is the mean "
+            "over the batch (reduction='mean'), so its gradient is divided by N too"
+        )
+    return None
+
+
+def label_smoothing_ignored(finding: Finding) -> str | None:
+    """cross-entropy with the one-hot target where label smoothing asks for a smoothed one."""
+    if finding.op != "cross_entropy" or finding.arguments["label_smoothing"] == 0:
+        return None
+    if _same(finding.got, _reference_with(finding, label_smoothing=0.0)):
+        return (
+            f"{finding.label} is the one without label smoothing: the target of sample n is "
+            "q = (1 - ε) onehot(t_n) + ε / C, with ε = label_smoothing"
+        )
+    return None
+
+
+def count_include_pad_flipped(finding: Finding) -> str | None:
+    """avg_pool2d dividing by the other count: padding counted where it must not be, or not."""
+    if finding.op != "avg_pool2d" or finding.arguments["padding"] == (0, 0):
+        return None
+    include = finding.arguments["count_include_pad"]
+    if _same(finding.got, _reference_with(finding, count_include_pad=not include)):
+        counted = "counts" if include else "does not count"
+        return (
+            f"{finding.label} divides as if count_include_pad were {not include}: with "
+            f"count_include_pad={include} the divisor {counted} the zero padding in the window "
+            "(never the part of a ceil_mode window beyond the padding)"
+        )
+    return None
+
+
+def batch_norm_wrong_statistics(finding: Finding) -> str | None:
+    """BatchNorm using the batch's statistics in evaluation, or the running ones in training."""
+    arguments = finding.arguments
+    if finding.op != "batch_norm" or arguments["running_mean"] is None:
+        return None
+    if finding.label.startswith("running"):
+        return None
+    training = arguments["training"]
+    # normalised with the batch's statistics, the running ones left alone (one value per channel
+    # has no unbiased variance to update them with)
+    other = (
+        dict(training=False)
+        if training
+        else dict(training=True, running_mean=None, running_var=None)
+    )
+    if _same(finding.got, _reference_with(finding, **other)):
+        if training:
+            return (
+                f"{finding.label} uses the running statistics; in training BatchNorm normalises "
+                "with the batch's mean and (biased) variance, per channel"
+            )
+        return (
+            f"{finding.label} uses the batch's statistics; in evaluation (training=False) "
+            "BatchNorm normalises with running_mean and running_var"
+        )
+    return None
+
+
+def dropout_scale(finding: Finding) -> str | None:
+    """Dropout's kept units not scaled by 1 / (1 - p), or scaled by 1 / p."""
+    if finding.op != "dropout" or finding.got is None or finding.want is None:
+        return None
+    p = finding.arguments["p"]
+    for wrong, factor in (("not scaled", 1 - p), ("divided by p", (1 - p) / p if p else None)):
+        if factor is not None and _same(finding.got, finding.want * factor):
+            return (
+                f"{finding.label}: the kept units are {wrong}; they are divided by 1 - p (the "
+                "expected value of each unit stays the same): input * mask / (1 - p)"
+            )
+    return None
+
+
+def softmax_jacobian_diagonal(finding: Finding) -> str | None:
+    """softmax's backward as if each output depended on its own input only: g · y (1 - y)."""
+    if finding.op != "softmax" or finding.label != "grad_input":
+        return None
+    y = expected("softmax", finding.arguments).output
+    if _same(finding.got, finding.grad_output * y * (1 - y)):
+        return (
+            "grad_input is grad_output · y (1 - y), the Jacobian's diagonal only: every output "
+            "depends on every input along dim, so dx = y · (g - Σ_dim g · y)"
+        )
+    return None
+
+
 HINTS: tuple[Callable[[Finding], str | None], ...] = (
     exp_overflow,
     transposed_weight,
@@ -367,6 +468,12 @@ HINTS: tuple[Callable[[Finding], str | None], ...] = (
     bias_wrong_axes,
     padding_one_side,
     relu_at_zero,
+    cross_entropy_sum,
+    label_smoothing_ignored,
+    count_include_pad_flipped,
+    batch_norm_wrong_statistics,
+    dropout_scale,
+    softmax_jacobian_diagonal,
     ignores_grad_output,
     col2im_overwrites,
     only_stride_one,
