@@ -10,8 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import Phase, given, settings
+from hypothesis import seed as hypothesis_seed
 
 from tinynet.testing import OPS, Case, case_arguments, case_grad_output, check_op
+from tinynet.testing.cases import drawn_cases
 from tinynet.testing.strategies import Conv, Pool
 
 sys.path.insert(0, str(Path(__file__).parent / "user_ops"))  # a user's folder of own ops
@@ -258,3 +261,62 @@ def test_the_max_pool_tie_rule_is_pytorchs(torch):
     assert len(np.unique(arguments["input"])) < arguments["input"].size / 4  # many ties
     np.testing.assert_array_equal(ours, x.grad.numpy())
     check_op("max_pool2d", numpy_ops.max_pool2d, numpy_ops.max_pool2d_backward, case=case)
+
+
+# ------------------------------------------------------------------ what the cases hold
+def _ties_in_a_window(case):
+    """Whether two taps of one max-pool window hold its maximum."""
+    arguments = case_arguments("max_pool2d", case)
+    x, kernel, stride, padding, ceil_mode = arguments.values()
+    out_size, extra = numpy_ops.pool_geometry(x.shape[2:], kernel, stride, padding, ceil_mode)
+    windows = numpy_ops.im2col(numpy_ops.pad(x, padding, -np.inf, extra), kernel, stride, out_size)
+    taps = windows.reshape(windows.shape[:2] + (-1,) + out_size)
+    return bool(((taps == taps.max(axis=2, keepdims=True)).sum(axis=2) > 1).any())
+
+
+EDGES = {
+    "conv2d": {
+        "a batch and channels of 1": lambda c: (
+            (c.params.n, c.params.c_in, c.params.c_out) == (1, 1, 1)
+        ),
+        "a rectangular kernel": lambda c: c.params.kh != c.params.kw,
+        "a stride larger than the kernel": lambda c: (
+            c.params.stride[0] > c.params.kh or c.params.stride[1] > c.params.kw
+        ),
+        "padding on both axes": lambda c: min(c.params.padding) > 0,
+    },
+    "max_pool2d": {
+        "ceil_mode with padding": lambda c: c.params.ceil_mode and min(c.params.padding) > 0,
+        "tied maxima in a window": _ties_in_a_window,
+    },
+    "avg_pool2d": {
+        "padding not counted": lambda c: (
+            not c.params.count_include_pad and max(c.params.padding) > 0
+        ),
+    },
+    "softmax": {"logits of 1e4": lambda c: c.params.scale == 1e4},
+    "cross_entropy": {
+        "logits of 1e4 with label smoothing": lambda c: (
+            c.params.scale == 1e4 and 0 < c.params.label_smoothing < 1
+        ),
+    },
+    "batch_norm": {
+        "training with running statistics": lambda c: c.params.training and c.params.running,
+        "evaluation": lambda c: not c.params.training,
+    },
+    "relu": {"exact zeros": lambda c: c.values == "ties"},
+}
+
+
+@pytest.mark.parametrize("name", EDGES)
+def test_the_cases_drawn_hold_what_breaks_implementations(name):
+    """Each edge within the first 100 cases check_op draws by default."""
+    seen = set()
+
+    @settings(max_examples=100, database=None, phases=[Phase.generate])
+    @given(drawn_cases(name))
+    def draw(case):
+        seen.update(what for what, condition in EDGES[name].items() if condition(case))
+
+    hypothesis_seed(0)(draw)()
+    assert seen == set(EDGES[name])

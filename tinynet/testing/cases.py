@@ -243,6 +243,12 @@ class _Arrays:
         return self.rng.random(p.shape) >= p.p
 
 
+def drawn_cases(name: str) -> st.SearchStrategy:
+    """The cases ``check_op(name, ...)`` draws: shapes and arguments, a seed, a kind of values."""
+    spec = op(name)
+    return st.builds(Case, spec.params, cases.seeds, st.sampled_from(spec.values))
+
+
 def case_arguments(name: str, case: Case) -> dict:
     """The keyword arguments ``check_op(name, ...)`` calls the forward with on ``case``: float64
     arrays, sizes, strides and paddings as pairs ``(h, w)``."""
