@@ -310,3 +310,50 @@ def test_the_command_stops_on_a_bad_image_naming_it_or_skips_and_lists_it(tmp_pa
     assert record["skipped_images"] == 1 and str(bad) in record["bad_images"][0]
     assert record["data_wait_s"] >= 0.0
     assert "data wait" in err
+
+
+def test_multi_crop_evaluation_reads_each_scale_from_the_files(tmp_path):
+    from tinynet.data.multicrop import paper_crops, ten_crop
+    from tinynet.evaluate import file_crops
+
+    root = jpeg_folder(tmp_path / "photos", per_class=2, size=(80, 40))  # wide photographs
+    test = image_files(root, 16).test
+    indices = np.arange(len(test))
+    tens = file_crops(test, indices, 16, "10")
+    assert tens.shape == (10, len(test), 3, 16, 16)
+    square = test.square(0, 18).astype(np.float32)[None] / 255  # 16 * 256 / 224, from the file
+    np.testing.assert_array_equal(tens[:, :1], ten_crop(square, 16))
+    crops = file_crops(test, indices, 16, "144")
+    assert crops.shape == (144, len(test), 3, 16, 16)
+    wide = test.scaled(0, 18)  # the first scale: the whole 2:1 photograph, shorter side 18
+    assert wide.shape == (3, 18, 36)
+    first_scale = paper_crops(wide.astype(np.float32)[None] / 255, crop=16, scales=[18])
+    np.testing.assert_array_equal(crops[:36, :1], first_scale)
+    # The left and right squares of a wide photograph are its sides, not the centred square's.
+    np.testing.assert_array_equal(first_scale[0, 0], wide[:, :16, :16].astype(np.float32) / 255)
+    np.testing.assert_array_equal(
+        first_scale[6 * 2 + 1, 0], wide[:, :16, 20:36].astype(np.float32) / 255
+    )
+
+
+def test_a_folder_run_trains_resumes_and_evaluates_with_multi_crop_through_the_command(tmp_path):
+    root = jpeg_folder(tmp_path / "photos", per_class=4)
+    out = tmp_path / "run"
+    common = ("--dataset", "image_folder", "--data-dir", root, "--image-size", 16,
+              "--batch-size", 4, "--workers", 2, "--augment", "paper", "--cache")  # fmt: skip
+    run = _cli(*common, "--epochs", 1, "--out", out)
+    _, err = run.communicate(timeout=300)
+    assert run.returncode == 0, err
+    assert f"image cache: {out / 'image-cache'}" in err
+    run = _cli("--resume", "--epochs", 2, "--out", out)
+    _, err = run.communicate(timeout=300)
+    assert run.returncode == 0, err
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2] and all("data_wait_s" in r for r in records)
+    for crops in ("10", "144"):
+        evaluated = subprocess.run(
+            [sys.executable, "-m", "tinynet", "evaluate", out / "checkpoint.npz", "--multi-crop",
+             crops], capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert evaluated.returncode == 0, evaluated.stderr
+        assert f"test images, {crops} crop(s) each" in evaluated.stdout

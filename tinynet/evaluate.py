@@ -4,7 +4,9 @@ top classes of image files.
 Multi-crop follows the paper (section 7): the crops' softmax outputs are averaged. For 10-crop
 the shorter side is first scaled by 256/224 (as ImageNet's 224 crops of 256 images); for the
 144 crops the paper's scales 256, 288, 320, 352 are scaled by size/224 (32-pixel images: 37,
-41, 46, 50).
+41, 46, 50). An image folder's crops are read from the files (``file_crops``): each scale is the
+photograph resized from its full resolution, its whole width or height kept for the three
+squares, rather than the network-sized square enlarged.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ import dataclasses
 
 import numpy as np
 
-from tinynet.data import DataLoader, average_softmax, paper_crops, read_image
+from tinynet.data import average_softmax, paper_crops, read_image
 from tinynet.data import transforms as T
+from tinynet.data.formats import to_unit_float
+from tinynet.data.image_files import ImageFiles
 from tinynet.data.multicrop import PAPER_SCALES, ten_crop
 from tinynet.function import no_grad
 from tinynet.metrics import topk_correct
@@ -30,6 +34,27 @@ def crops_of(batch: np.ndarray, size: int, multi_crop: str) -> np.ndarray:
     if multi_crop == "144":
         return paper_crops(batch, crop=size, scales=[round(size * s / 224) for s in PAPER_SCALES])
     return batch[None]
+
+
+def file_crops(test: ImageFiles, indices, size: int, multi_crop: str) -> np.ndarray:
+    """(K, N, C, size, size) crops of the images ``indices`` of an image folder's split, each
+    scale decoded from its file (the module docstring): 10-crop from the centred square at
+    256/224 of ``size``; the paper's 144 from the whole image at each scale's shorter side."""
+    if multi_crop == "10":
+        side = round(size * 256 / 224)
+        squares = to_unit_float(np.stack([test.square(int(i), side) for i in indices]))
+        return ten_crop(squares, size)
+    if multi_crop == "144":
+        per_image = []
+        for i in indices:
+            crops = []
+            for scale in PAPER_SCALES:
+                side = round(size * scale / 224)
+                image = to_unit_float(test.scaled(int(i), side))[None]
+                crops.append(paper_crops(image, crop=size, scales=[side]))  # 36 at this scale
+            per_image.append(np.concatenate(crops))
+        return np.concatenate(per_image, axis=1)
+    return to_unit_float(np.stack([test.square(int(i), size) for i in indices]))[None]
 
 
 def _test_split(path, config: TrainConfig, dataset, data_dir, download):
@@ -64,8 +89,14 @@ def evaluate_checkpoint(
         return {**evaluate(model, test, normalize, batch_size), "crops": 1}
     loss = top1 = top5 = seen = 0
     with no_grad():
-        for images, labels in DataLoader(test, batch_size):
-            crops = crops_of(images, config.input_size, multi_crop)
+        for start in range(0, len(test), batch_size):
+            indices = np.arange(start, min(start + batch_size, len(test)))
+            if isinstance(test, ImageFiles):
+                crops = file_crops(test, indices, config.input_size, multi_crop)
+                labels = test.labels[indices]
+            else:
+                images, labels = test[indices]
+                crops = crops_of(images, config.input_size, multi_crop)
             logits = np.stack([model(normalize(c)).data for c in crops])
             probabilities = average_softmax(logits)
             chosen = probabilities[np.arange(len(labels)), labels]

@@ -296,6 +296,13 @@ def _sized(image, size, mode, Image) -> np.ndarray:
     return _resampled(image, mode, (size, size), box, Image)
 
 
+def _scaled(image, side: int, mode, Image) -> np.ndarray:
+    """``image`` converted to ``mode`` with its shorter side scaled to ``side`` and its aspect
+    ratio kept (``resized_shape``), uint8 (H, W[, C]): a scale of the multi-crop evaluation."""
+    height, width = resized_shape(image.height, image.width, side)
+    return _resampled(image, mode, (width, height), None, Image)
+
+
 def _resampled(image, mode, out_size, box, Image) -> np.ndarray:
     """``image`` (its ``box`` in source pixels; None: all of it) converted to ``mode`` and
     resized to ``out_size`` (width, height) with Pillow's bilinear filter, as uint8. With a box,

@@ -26,7 +26,16 @@ import numpy as np
 
 from tinynet.data import augment as A
 from tinynet.data.dataset import Dataset, DataSplits, split_order
-from tinynet.data.folder import MODES, _decode, _pillow, _target_size, full_image, list_image_folder
+from tinynet.data.folder import (
+    MODES,
+    _decode,
+    _pillow,
+    _scaled,
+    _target_size,
+    decoded,
+    full_image,
+    list_image_folder,
+)
 from tinynet.data.formats import DatasetError, to_unit_float
 
 
@@ -101,6 +110,15 @@ class ImageFiles(Dataset):
         """Image ``index`` from its file with the shorter side scaled to ``side`` and the
         centred square cut (``image_folder``'s pixels), as uint8 (C, side, side)."""
         pixels = _decode(self.files[index], side, self.mode, _pillow("image_files"))
+        return A.channels_first(pixels)
+
+    def scaled(self, index: int, side: int) -> np.ndarray:
+        """Image ``index`` from its file with the shorter side scaled to ``side``, its aspect
+        ratio kept (Pillow's bilinear filter), as uint8 (C, H, W): a multi-crop scale."""
+        Image = _pillow("image_files")
+        pixels = decoded(
+            self.files[index], Image, lambda image: _scaled(image, side, self.mode, Image)
+        )
         return A.channels_first(pixels)
 
     def listing(self) -> str:
