@@ -163,3 +163,18 @@ def test_the_scalar_graph_steps_through_every_node(scalar_page):
     grads = {names[key]: text.split("grad ")[1] for key, text in after.items() if key in names}
     assert grads == {"a": "-1.5", "b": "2", "c": "1", "d": "1"}
     assert "= 0.5" in after[data["output"]]
+
+
+def test_the_inception_v3_page_opens_a_block_and_steps_to_the_input(browser, tmp_path):
+    path = tmp_path / "v3.html"
+    assert main(["explore", "--model", "inception_v3_small", "--out", str(path)]) == 0
+    browser.get(path.as_uri())
+    data = browser.execute_script("return window.TINYNET_DATA")
+    open_module(browser, "Mixed_5b")
+    groups = [g.get_attribute("data-group") for g in css(browser, "svg.graph g.cluster")]
+    children = [m["name"] for m in data["modules"] if m["name"].count(".") == 1
+                and m["name"].startswith("Mixed_5b.")]  # fmt: skip
+    assert sorted(groups) == sorted(children) and len(children) == 7  # each in a column of its own
+    steps = browser.execute_script(STEP_ALL, len(data["backward"]) + 5)
+    assert len(steps) == len(data["backward"]) and steps[-1]["kind"] == "input"
+    assert console_errors(browser) == []

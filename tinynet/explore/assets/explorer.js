@@ -330,31 +330,39 @@
       });
       if (!changed) break;
     }
-    const rows = new Map();
-    order.forEach(function (key) {
-      const r = rank.get(key);
-      if (!rows.has(r)) rows.set(r, []);
-      rows.get(r).push(key);
+    // Columns follow chains: a node continues its only input's column when it is that input's
+    // only reader (an Inception branch stays in one column); else a node alone in its row is
+    // centred, and any other starts a column. Nodes of one column differ in rank: no overlap.
+    const inputs = new Map(), readers = new Map();
+    order.forEach(function (key) { inputs.set(key, []); readers.set(key, []); });
+    edges.forEach(function (e) { readers.get(e[0]).push(e[1]); inputs.get(e[1]).push(e[0]); });
+    const byRank = order.slice().sort(function (a, b) { return rank.get(a) - rank.get(b); });
+    const inRow = new Map();
+    byRank.forEach(function (key) { inRow.set(rank.get(key), (inRow.get(rank.get(key)) || 0) + 1); });
+    const column = new Map();
+    let columns = 0;
+    byRank.forEach(function (key) {
+      const from = inputs.get(key);
+      if (from.length === 1 && readers.get(from[0]).length === 1 && column.get(from[0]) !== null) {
+        column.set(key, column.get(from[0]));
+      } else column.set(key, inRow.get(rank.get(key)) === 1 ? null : columns++);
     });
-    const widest = Math.max(...[...rows.values()].map(function (row) { return row.length; }));
-    const groups = [];
+    columns = Math.max(columns, 1);
+    order.forEach(function (key) {
+      const box = boxes.get(key), col = column.get(key);
+      box.x = 10 + (col === null ? (columns - 1) / 2 : col) * (NODE_W + GAP_X);
+      box.y = 10 + rank.get(key) * (NODE_H + GAP_Y);
+    });
+    boxes.groups = []; // the child modules whose nodes share a column get a named box
     order.forEach(function (key) {
       const g = boxes.get(key).group;
-      if (g && !groups.includes(g)) groups.push(g);
-    });
-    const columns = widest > 1 && groups.length >= widest ? groups.length : widest;
-    boxes.groups = columns > 1 && groups.length >= widest ? groups : [];
-    rows.forEach(function (row, r) {
-      const byGroup = boxes.groups.length && row.every(function (k) { return boxes.get(k).group; });
-      row.forEach(function (key, i) {
-        const box = boxes.get(key);
-        const col = byGroup ? groups.indexOf(box.group) : (columns - row.length) / 2 + i;
-        box.x = 10 + col * (NODE_W + GAP_X);
-        box.y = 10 + r * (NODE_H + GAP_Y);
-      });
+      if (!g || boxes.groups.includes(g)) return;
+      const cols = new Set([...boxes.values()].filter(function (b) { return b.group === g; })
+        .map(function (b) { return b.x; }));
+      if (cols.size === 1 && columns > 1) boxes.groups.push(g);
     });
     boxes.width = 20 + columns * (NODE_W + GAP_X);
-    boxes.height = 20 + rows.size * (NODE_H + GAP_Y);
+    boxes.height = 20 + (Math.max(...rank.values()) + 1) * (NODE_H + GAP_Y);
   }
 
   function render(name, boxes, edges, collapsed) {
