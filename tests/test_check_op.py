@@ -4,6 +4,7 @@ mistake; a user's function that raises, returns the wrong shape, type or number 
 NaN gets a clear error; the printed case reruns; forward=None checks a backward alone."""
 
 import re
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -245,6 +246,16 @@ def test_name_and_functions_are_checked_first():
         check_op("conv2d", None)
     with pytest.raises(TypeError, match="backward must be a function or None; got tuple"):
         check_op("conv2d", numpy_ops.conv2d, (1, 2))
+
+
+def test_importing_tinynet_loads_neither_the_checker_nor_hypothesis():
+    code = (
+        "import sys, tinynet; print(sorted({'tinynet.testing', 'hypothesis'} & set(sys.modules)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
 
 
 # ------------------------------------------------------------------ the tie rule is PyTorch's

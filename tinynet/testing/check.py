@@ -307,9 +307,11 @@ def _state(want_state: dict, given_arguments: dict) -> Failure | None:
 def _changed_in_place(role, arguments, given_arguments, updated) -> Failure | None:
     """Whether the user's function wrote into an argument it must leave alone."""
     for key, value in arguments.items():
-        if key in updated or not isinstance(value, np.ndarray):
+        if key in updated or not isinstance(value, (np.ndarray, list)):
             continue
-        if not np.array_equal(value, given_arguments[key]):
+        given = given_arguments[key]
+        pairs = zip(value, given) if isinstance(value, list) else [(value, given)]
+        if not all(np.array_equal(a, b) for a, b in pairs):
             return Failure(key, f"{role} changed its argument {key} in place; it must not")
     return None
 
