@@ -249,13 +249,10 @@ def test_name_and_functions_are_checked_first():
 
 
 def test_importing_tinynet_loads_neither_the_checker_nor_hypothesis():
-    code = (
-        "import sys, tinynet; print(sorted({'tinynet.testing', 'hypothesis'} & set(sys.modules)))"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    )
-    assert result.stdout.strip() == "[]"
+    code = "import sys, tinynet; print({'tinynet.testing', 'hypothesis'} & set(sys.modules))"
+    root = Path(__file__).resolve().parent.parent
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root)
+    assert (run.returncode, run.stdout.strip()) == (0, "set()"), run.stderr
 
 
 # ------------------------------------------------------------------ the tie rule is PyTorch's
