@@ -47,7 +47,8 @@ def page_data(
     map_size: int = 32,
 ) -> dict:
     """The explorer's data for the graph behind the one-element Tensor ``output`` (a loss),
-    before its backward: this runs the backward itself, from dL/d(output) = 1.
+    before its backward: this runs the backward itself, from dL/d(output) = 1, so the leaves'
+    ``.grad`` accumulate as after ``output.backward()``.
 
     model:     names the modules, parameters and buffers (without it: one flat graph)
     names:     name -> Tensor, for inputs worth a name on the page (lesson 1's a, b, c, d)
@@ -66,7 +67,10 @@ def page_data(
             raise ValueError(f"page_data: {argument} must be a positive int; got {value!r}")
     record = trace(output, model)
     named = {id(tensor): name for name, tensor in (names or {}).items()}
-    values = _replay(record)
+    differentiable = {op.id for op in record.ops} | {
+        leaf.id for leaf in record.leaves if getattr(leaf.value, "requires_grad", False)
+    }
+    values, contexts = _replay(record, differentiable)
     final = values[record.outputs[0]]
     if not np.allclose(final, output.data, rtol=1e-5, atol=1e-6, equal_nan=True):
         raise ValueError(
@@ -77,7 +81,7 @@ def page_data(
     order = _backward_order(output, record)  # before backward frees the graph
     gradients = _run_backward(output, record)
     summary = _Summary(channels, map_size)
-    steps = _backward_steps(record, values, gradients, order)
+    steps = _backward_steps(record, differentiable, values, contexts, gradients, order)
     return {
         "title": title,
         "info": info or {},
@@ -93,27 +97,21 @@ def page_data(
     }
 
 
-def _replay(record) -> dict[str, np.ndarray]:
-    """Every leaf's and op's value, by id: each op's ``Function.forward`` run again on its
-    recorded inputs (in-place updates, such as BatchNorm's running statistics in training, go
-    to copies)."""
+def _replay(record, differentiable: set[str]) -> tuple[dict[str, np.ndarray], dict[str, Context]]:
+    """Every leaf's and op's value, by id, and each op's context (what its forward saved for
+    its backward): each op's ``Function.forward`` run again on its recorded inputs (in-place
+    updates, such as BatchNorm's running statistics in training, go to copies)."""
     values = {leaf.id: np.asarray(as_array(leaf.value)) for leaf in record.leaves}
     contexts = {}
     for op in record.ops:
         arrays = [None if key is None else values[key] for key in op.inputs]
-        needs = tuple(key is not None and _requires_grad(record, key) for key in op.inputs)
+        needs = tuple(key in differentiable for key in op.inputs)
         ctx = Context(needs)
         ctx.fn = op.fn
         params = {k: np.copy(v) if isinstance(v, np.ndarray) else v for k, v in op.params.items()}
         values[op.id] = np.asarray(op.fn.forward(ctx, *arrays, **params))
         contexts[op.id] = ctx
-    values["_contexts"] = contexts
-    return values
-
-
-def _requires_grad(record, key: str) -> bool:
-    node = record[key]
-    return isinstance(node, OpRecord) or getattr(node.value, "requires_grad", False)
+    return values, contexts
 
 
 def _backward_order(output: Tensor, record) -> list[str]:
@@ -142,34 +140,34 @@ def _run_backward(output: Tensor, record) -> dict[str, np.ndarray]:
     return gradients
 
 
-def _backward_steps(record, values, gradients, order) -> list[dict]:
+def _backward_steps(record, differentiable, values, contexts, gradients, order) -> list[dict]:
     """One step per op (and per input leaf) in backward order: the gradient that arrived, and
     what the op's ``Function.backward`` sends to each input, with the running sum where an
     input feeds several ops."""
     consumers: dict[str, int] = {}
     for op in record.ops:
         for key in op.inputs:
-            if key is not None and _requires_grad(record, key):
+            if key in differentiable:
                 consumers[key] = consumers.get(key, 0) + 1
     partial: dict[str, np.ndarray] = {}
     arrived: dict[str, int] = {}
-    contexts = values.pop("_contexts")
     steps = []
+    nodes = {node.id: node for node in (*record.ops, *record.leaves)}
     for key in order:
-        node = record[key]
+        node = nodes[key]
         if isinstance(node, LeafRecord):
             if node.kind == "input" and key in gradients:
                 steps.append({"node": key, "grad_norm": _norm(gradients[key]), "sends": []})
             continue
         if key not in gradients:
             continue
-        ctx = contexts.pop(key)
+        ctx = contexts.pop(key)  # popped: its saved arrays go once used, as in backward
         grad_out = gradients[key]
         grads = node.fn.backward(ctx, grad_out)
         grads = grads if isinstance(grads, tuple) else (grads,)
         sends = []
         for index, (source, grad) in enumerate(zip(node.inputs, grads)):
-            if source is None or grad is None or not _requires_grad(record, source):
+            if source not in differentiable or grad is None:
                 continue
             grad = np.asarray(grad)
             partial[source] = grad.copy() if source not in partial else partial[source] + grad
@@ -184,6 +182,8 @@ def _backward_steps(record, values, gradients, order) -> list[dict]:
                     "sum_norm": _norm(partial[source]),
                 }
             )
+            if arrived[source] == consumers[source]:
+                del partial[source]  # complete: the hooks recorded the same sum
         inputs = [None if k is None else values[k] for k in node.inputs]
         rule = backward_rule(node, inputs, values[key], grad_out, grads)
         steps.append({"node": key, "grad_norm": _norm(grad_out), "sends": sends, "rule": rule})
