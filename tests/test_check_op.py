@@ -97,8 +97,15 @@ def test_bias_gradient_summed_over_the_wrong_axes():
     assert "summed over every axis but the channel axis 1: (0, 2, 3)" in message
 
 
-def test_conv_right_only_for_stride_one():
-    message = failure("conv2d", wrong_ops.conv2d_stride_one_only, numpy_ops.conv2d_backward)
+@pytest.mark.parametrize(
+    "forward, backward",
+    [
+        (wrong_ops.conv2d_stride_one_only, numpy_ops.conv2d_backward),
+        (numpy_ops.conv2d, wrong_ops.conv2d_backward_stride_one_only),
+    ],
+)
+def test_conv_right_only_for_stride_one(forward, backward):
+    message = failure("conv2d", forward, backward)
     assert "passes with stride (1, 1) and fails with stride" in message
 
 

@@ -99,3 +99,12 @@ def batch_norm_backward_constant_statistics(
 def softmax_without_max(input, dim):  # noqa: A002
     e = np.exp(input)
     return e / e.sum(axis=dim, keepdims=True)
+
+
+def conv2d_backward_stride_one_only(grad_output, input, weight, bias, stride, padding):  # noqa: A002
+    """col2im puts window (p, q)'s gradient back at (p, q), not at (p·sh, q·sw)."""
+    _, grad_weight, grad_bias = conv2d_backward(grad_output, input, weight, bias, stride, padding)
+    grad_cols = np.einsum("nopq,ocij->ncijpq", grad_output, weight)
+    shape = pad(input, padding).shape
+    grad_input = crop(col2im(grad_cols, shape, (1, 1)), padding, input.shape[2:])
+    return grad_input, grad_weight, grad_bias
