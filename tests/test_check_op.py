@@ -253,6 +253,8 @@ def test_name_and_functions_are_checked_first():
         check_op("conv2d", None)
     with pytest.raises(TypeError, match="backward must be a function or None; got tuple"):
         check_op("conv2d", numpy_ops.conv2d, (1, 2))
+    with pytest.raises(ValueError, match=r"values must be one of \('uniform', 'ties'\); got 'tie'"):
+        check_op("relu", numpy_ops.relu, case=Case((2, 3), 0, "tie"))
 
 
 def test_importing_tinynet_loads_neither_the_checker_nor_hypothesis():

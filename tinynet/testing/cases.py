@@ -26,6 +26,9 @@ from tinynet.testing.strategies import pair, uniform
 LOGIT_SCALES = [3.0, 1e4]
 
 
+VALUES = ("uniform", "ties")  # the kinds of values a case's arrays hold (see Case)
+
+
 class Case(NamedTuple):
     """One call of an op: ``params`` (shapes and arguments, a strategies NamedTuple), the
     ``seed`` of its arrays, and ``values``: 'uniform' (uniform in [-2, 2)) or 'ties' (small
@@ -226,6 +229,8 @@ class _Arrays:
     same case always gives the same arrays."""
 
     def __init__(self, seed: int, values: str):
+        if values not in VALUES:
+            raise ValueError(f"check_op: a case's values must be one of {VALUES}; got {values!r}")
         self.rng = np.random.default_rng(seed)
         self.values = values
 
