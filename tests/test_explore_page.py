@@ -105,6 +105,31 @@ def test_the_page_holds_the_network_s_tree_and_every_op(network_data):
     assert conv["grad"]["maps"]["signed"] and not maps["signed"]
 
 
+ELEMENTWISE = {
+    "softmax": lambda x, w: F.softmax(x, 1),
+    "log_softmax": lambda x, w: F.log_softmax(x, 0),
+    "sub": lambda x, w: x - w,
+    "div": lambda x, w: x / w,
+    "div by a broadcast sum": lambda x, w: x / w.sum(1, keepdim=True),
+    "exp and neg": lambda x, w: (-x).exp(),
+    "log": lambda x, w: w.log(),
+    "mean": lambda x, w: (x * w).mean(0),
+}
+
+
+@pytest.mark.parametrize("make", ELEMENTWISE.values(), ids=ELEMENTWISE.keys())
+def test_the_rules_of_the_elementwise_ops_give_what_their_backward_gave(make):
+    rng = np.random.default_rng(0)
+    x = tinynet.tensor(rng.standard_normal((3, 5)), requires_grad=True)
+    w = tinynet.tensor(rng.uniform(1, 2, (3, 5)), requires_grad=True)
+    weights = tinynet.tensor(rng.standard_normal(make(x, w).shape))  # so that no grad is 1
+    data = page_data((make(x, w) * weights).sum())
+    for step in data["backward"]:
+        if "rule" in step:
+            rule = step["rule"]
+            assert rule["value"] == pytest.approx(rule["backward"], rel=1e-9), rule["lines"]
+
+
 def test_batchnorm_in_training_mode_is_explained_and_its_statistics_left_alone():
     tinynet.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU())

@@ -90,6 +90,61 @@ def _mul(op, x, y, g, e, index):
     return [rule, f"= {_f(g[e])} · {_f(other[e])}"], total
 
 
+def _sub(op, x, y, g, e, index):
+    sign = 1 if index == 0 else -1
+    value = sign * unbroadcast(g, np.shape(x[index]))[e]
+    name = "grad_a" if index == 0 else "grad_b"
+    return [f"{name}{_at(e)} = {'' if index == 0 else '-'}grad_out{_at(e)}  (y = a - b)"], value
+
+
+def _neg(op, x, y, g, e, index):
+    return [f"grad_x{_at(e)} = -grad_out{_at(e)} = -({_f(g[e])})"], -g[e]
+
+
+def _div(op, x, y, g, e, index):
+    a, b = (np.broadcast_to(v, g.shape) for v in x)
+    if index == 0:
+        value = unbroadcast(g / b, np.shape(x[0]))[e]
+        rule = [f"grad_a{_at(e)} = grad_out / b  (y = a / b)"]
+    else:
+        value = unbroadcast(-g * a / b**2, np.shape(x[1]))[e]
+        rule = [f"grad_b{_at(e)} = -grad_out · a / b²  (y = a / b)"]
+    if np.shape(x[index]) != g.shape:
+        return [rule[0] + ", summed over the axes broadcasting added"], value
+    numbers = (f"= {_f(g[e])} / {_f(b[e])}" if index == 0
+               else f"= -{_f(g[e])} · {_f(a[e])} / {_f(b[e])}²")  # fmt: skip
+    return rule + [numbers], value
+
+
+def _exp(op, x, y, g, e, index):
+    return [f"grad_x{_at(e)} = grad_out · e^x = grad_out · y", f"= {_f(g[e])} · {_f(y[e])}"], (
+        g[e] * y[e]
+    )
+
+
+def _log(op, x, y, g, e, index):
+    return [f"grad_x{_at(e)} = grad_out / x", f"= {_f(g[e])} / {_f(x[0][e])}"], g[e] / x[0][e]
+
+
+def _softmax(op, x, y, g, e, index):
+    dim = op.params["dim"]
+    line = [slice(None) if axis == dim else i for axis, i in enumerate(e)]
+    dot = float(np.sum(g[tuple(line)] * y[tuple(line)]))
+    return ["grad_x_i = y_i · (grad_out_i - Σ_j grad_out_j · y_j)  (along dim "
+            f"{dim}; y = softmax(x))", f"= {_f(y[e])} · ({_f(g[e])} - {_f(dot)})"], y[e] * (
+        g[e] - dot
+    )  # fmt: skip
+
+
+def _log_softmax(op, x, y, g, e, index):
+    dim = op.params["dim"]
+    line = [slice(None) if axis == dim else i for axis, i in enumerate(e)]
+    total = float(np.sum(g[tuple(line)]))
+    p = np.exp(y[e])
+    return ["grad_x_i = grad_out_i - softmax(x)_i · Σ_j grad_out_j  (along dim "
+            f"{dim})", f"= {_f(g[e])} - {_f(p)} · {_f(total)}"], g[e] - p * total  # fmt: skip
+
+
 def _reduce(op, x, y, g, e, index):
     kept = g if op.params["keepdim"] else np.expand_dims(g, op.params["axes"])
     count = 1 if op.op == "Sum" else x[0].size // max(g.size, 1)
@@ -292,6 +347,13 @@ RULES = {
     "Linear": _linear,
     "CrossEntropy": _cross_entropy,
     "Reshape": _reshape,
+    "Sub": _sub,
+    "Neg": _neg,
+    "Div": _div,
+    "Exp": _exp,
+    "Log": _log,
+    "Softmax": _softmax,
+    "LogSoftmax": _log_softmax,
     "Sum": _reduce,
     "Mean": _reduce,
 }
