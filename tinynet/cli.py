@@ -9,6 +9,8 @@
     tinynet inspect activations RUN/checkpoint.npz image.png   each Inception branch's maps
     tinynet convert googlenet.pth googlenet.npz
     tinynet export RUN/checkpoint.npz model.onnx     (or --model NAME; the onnx extra)
+    tinynet explore RUN/checkpoint.npz --out page.html   one page: modules, values, gradients,
+                                                         the backward step by step
     tinynet exercises start DIR      graded exercises; then tinynet exercises check DIR
 
 Errors (a bad option, a bad file, running out of memory) are one line on stderr and exit code
