@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -223,3 +224,11 @@ def test_a_bad_argument_is_one_line_naming_it(tmp_path, capsys, arguments, messa
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and message.format(tmp=tmp_path) in error, error
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]  # no page, no temporary
+
+
+def test_the_readme_states_the_paper_page_s_size(tmp_path):
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text("utf-8")
+    stated = re.search(r"([\d.]+) MB for the paper GoogLeNet at 224x224", readme)
+    out = tmp_path / "paper.html"
+    assert main(["explore", "--model", "paper", "--out", str(out)]) == 0
+    assert stated and f"{out.stat().st_size / 1e6:.1f}" == stated.group(1)
