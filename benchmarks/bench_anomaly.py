@@ -1,13 +1,17 @@
-"""What ``tinynet.detect_anomaly()`` costs: a training step's time with it off and on.
+"""What ``tinynet.detect_anomaly()`` costs: a training step's time and memory with it off and on.
 
     python benchmarks/bench_anomaly.py [--repeat R] [--small-batch B] [--paper-batch B]
-                                       [--no-paper]
+                                       [--no-paper] [--no-memory]
 
 Rows: the main job's ``small`` network at 32x32 (batch 64 by default) and the paper's GoogLeNet
 at 224x224 (batch 2), each a whole training step (train-mode forward with the aux heads, main +
 0.3 x aux cross-entropies, backward, SGD momentum 0.9) on fixed random data, warmed up, then
 timed ``--repeat`` times with off and on alternating, so that load from elsewhere hits both
-alike; the medians and their ratio are printed.
+alike; the medians of the wall time and of the process's CPU time (all its threads; less
+disturbed than the wall time when other processes share the cores) and their ratios are
+printed. Memory: the peak resident size over two steps above the process's after building the
+network, a fresh process per row and mode (on keeps each op's inputs until its backward, for
+the report).
 
 Off, the only work anomaly detection adds is one read of a thread-local attribute per op in
 ``Function.apply`` and one per ``backward()`` call (and a test of a local per graph node). That
@@ -18,7 +22,9 @@ is below what a step's timing can resolve, so it is bounded instead: the time of
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
+import subprocess
 import sys
 import time
 import timeit
@@ -35,6 +41,9 @@ from tinynet.models import googlenet_loss, googlenet_paper, googlenet_small  # n
 from tinynet.optim import SGD  # noqa: E402
 
 AUX_WEIGHT, LR, MOMENTUM, WARMUP = 0.3, 0.01, 0.9, 2
+
+
+NETWORKS = {"small": (googlenet_small, 32), "paper": (googlenet_paper, 224)}
 
 
 def training_step(build, side: int, batch: int):
@@ -55,12 +64,13 @@ def training_step(build, side: int, batch: int):
     return step, ops
 
 
-def timed(step, on: bool) -> float:
+def timed(step, on: bool) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of all the process's threads) of one step."""
     watch = anomaly.detect_anomaly(enabled=on)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     with watch:
         step()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def flag_read_seconds() -> float:
@@ -70,23 +80,46 @@ def flag_read_seconds() -> float:
     return min(runs) / number
 
 
+def peak_megabytes(name: str, batch: int, on: bool) -> float:
+    """The memory row of ``name`` with detection ``on`` or off, measured in a fresh process."""
+    worker = [sys.executable, __file__, "--memory-worker", name, str(batch), "on" if on else "off"]
+    return float(subprocess.run(worker, capture_output=True, text=True, check=True).stdout)
+
+
+def memory_worker(name: str, batch: int, on: bool) -> None:
+    tinynet.runtime.configure()
+    build, side = NETWORKS[name]
+    step, _ = training_step(build, side, batch)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for _ in range(2):
+        timed(step, on)
+    print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)  # KB on Linux
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=7, help="timed steps per mode (default 7)")
     parser.add_argument("--small-batch", type=int, default=64)
     parser.add_argument("--paper-batch", type=int, default=2)
     parser.add_argument("--no-paper", action="store_true", help="only the small network")
+    parser.add_argument("--no-memory", action="store_true", help="times only")
+    parser.add_argument("--memory-worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.memory_worker:
+        name, batch, mode = args.memory_worker
+        return memory_worker(name, int(batch), mode == "on")
     tinynet.runtime.configure()  # as the trainer and the commands run
     print(describe())
-    rows = [("small", googlenet_small, 32, args.small_batch)]
-    if not args.no_paper:
-        rows.append(("paper", googlenet_paper, 224, args.paper_batch))
+    rows = [("small", args.small_batch)] + ([] if args.no_paper else [("paper", args.paper_batch)])
     read = flag_read_seconds()
     print(f"one read of the switch (anomaly.state.mode): {read * 1e9:.0f} ns\n")
-    print("| network | batch | ops per step | off (ms) | on (ms) | on / off | off's reads, bound |")
-    print("|---|---|---|---|---|---|---|")
-    for name, build, side, batch in rows:
+    print(
+        "| network | batch | ops per step | off (ms) | on (ms) | on / off | CPU s off | CPU s on "
+        "| on / off | off's reads, bound | peak MB off | peak MB on |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, batch in rows:
+        build, side = NETWORKS[name]
         step, ops = training_step(build, side, batch)
         for _ in range(WARMUP):
             timed(step, False)
@@ -95,11 +128,18 @@ def main(argv=None) -> None:
         for _ in range(args.repeat):
             for on in (False, True):
                 times[on].append(timed(step, on))
-        off, on = statistics.median(times[False]), statistics.median(times[True])
+        (off, off_cpu), (on, on_cpu) = (
+            [statistics.median(column) for column in zip(*times[mode])] for mode in (False, True)
+        )
         bound = 2 * ops * read  # a read per op in forward and a test per node in backward
+        memory = "| - | - |"
+        if not args.no_memory:
+            off_mb, on_mb = (peak_megabytes(name, batch, mode) for mode in (False, True))
+            memory = f"| {off_mb:.0f} | {on_mb:.0f} |"
         print(
             f"| {name} {side}x{side} | {batch} | {ops} | {off * 1e3:.1f} | {on * 1e3:.1f} | "
-            f"{on / off:.2f}x | {bound * 1e6:.0f} us = {bound / off:.1e} of the step |"
+            f"{on / off:.2f}x | {off_cpu:.2f} | {on_cpu:.2f} | {on_cpu / off_cpu:.2f}x | "
+            f"{bound * 1e6:.0f} us = {bound / off:.1e} of the step {memory}"
         )
 
 

@@ -62,7 +62,7 @@ def test_a_forward_overflow_in_a_branch_names_its_conv(overflowing):
     text = str(error)
     assert text.startswith(f"anomaly: op Conv2d (Conv2dFunction) in module {BRANCH_CONV} (Conv2d)")
     assert "inf in its output" in text and "its inputs are finite: the value went bad here" in text
-    assert "no training step: plain use" in text
+    assert "outside any training step: plain use" in text
     x, weight, output = error.inputs
     assert x.name == "input 0" and x.nans == x.infs == 0 and x.min >= 0 < x.max
     assert weight.name == f"input 1 ({BRANCH_CONV}.weight)"

@@ -23,12 +23,12 @@ Where it points:
             gradient ``backward()`` was started with, or the sum of the gradients of a tensor's
             consumers overflowed), the op that receives it, saying where it came from.
 
-PyTorch's anomaly mode (``torch.autograd.detect_anomaly``) reports a failing backward node
-together with the traceback of the *forward* line that created it: the NaN is found where it
-became visible in the backward, and the user is pointed at forward code that is often innocent
-(a NaN returned by a hook, or made by an overflow further down, is blamed on whichever op's
-backward first passed it on). tinynet names the module where the value first went bad, forward
-or backward, and the step.
+PyTorch's anomaly mode (``torch.autograd.detect_anomaly``) checks the backward only, for NaN
+only, and reports the first backward node that returns one together with the traceback of the
+*forward* line that created it: the NaN is found where it became visible in the backward, and
+the user is pointed at forward code that is often innocent (a NaN returned by a hook, or made of
+an infinity from a forward overflow, is blamed on whichever op's backward first passed it on).
+tinynet names the module where the value first went bad, forward or backward, and the step.
 
 An infinity that an op is asked for by a constant argument (max pooling's composed twin pads its
 input with -inf) is no anomaly: it is carried through the ops that take it without an error,
@@ -309,7 +309,7 @@ def _module_phrase(module: str | None, scope: tuple) -> str:
 
 def _step_phrase() -> str:
     if state.step is None:
-        return "no training step: plain use, not the trainer's training loop"
+        return "outside any training step: plain use, or the trainer's evaluation"
     number, detail = state.step
     return f"training step {number}" + (f": {detail}" if detail else "")
 
