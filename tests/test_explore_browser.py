@@ -32,13 +32,19 @@ def browser():
 
 
 @pytest.fixture(scope="module", params=sorted(PAGES))
-def page(request, browser, tmp_path_factory):
-    """(driver on the network's page, the page's data), the page written by the command."""
+def network_page(request, tmp_path_factory):
+    """The network's page, written once by the command."""
     path = tmp_path_factory.mktemp("explore") / f"{request.param}.html"
     options = ["--model", request.param, *PAGES[request.param], "--out", str(path)]
     assert main(["explore", *options]) == 0
-    browser.get(path.as_uri())
-    yield browser, browser.execute_script("return window.TINYNET_DATA")
+    return path
+
+
+@pytest.fixture
+def page(browser, network_page):
+    """(driver on a freshly loaded network page, the page's data)."""
+    browser.get(network_page.as_uri())
+    return browser, browser.execute_script("return window.TINYNET_DATA")
 
 
 def css(driver, selector):
@@ -51,7 +57,6 @@ def open_module(driver, name):
 
 def test_the_page_loads_without_a_console_error(page):
     driver, data = page
-    driver.refresh()
     assert css(driver, "svg.graph g.node"), "no graph drawn"
     assert console_errors(driver) == []
     assert driver.execute_script("return typeof window.tinynetExplorer.drawLineChart") == "function"
@@ -111,7 +116,6 @@ return steps;
 
 def test_stepping_the_backward_reaches_the_input(page):
     driver, data = page
-    css(driver, "#bw-reset")[0].click()
     steps = driver.execute_script(STEP_ALL, len(data["backward"]) + 5)
     assert [step["node"] for step in steps] == [step["node"] for step in data["backward"]]
     assert steps[0]["node"] == data["output"]  # the loss first
@@ -137,15 +141,19 @@ def test_after_the_backward_a_relu_shows_its_rule_with_the_numbers(page):
 
 
 @pytest.fixture(scope="module")
-def scalar_page(browser, tmp_path_factory):
-    """Lesson 1's graph: L = relu(a·b + c)² · d."""
+def scalar_file(tmp_path_factory):
+    """Lesson 1's graph, L = relu(a·b + c)² · d: (its page, the page's data)."""
     a, b, c, d = (tinynet.tensor(v, dtype=np.float64, requires_grad=True)
                   for v in (2.0, -1.5, 4.0, 0.5))  # fmt: skip
     loss = F.relu(a * b + c) ** 2 * d
     data = page_data(loss, title="lesson 1", names={"a": a, "b": b, "c": c, "d": d})
-    path = write_page(data, tmp_path_factory.mktemp("explore") / "scalar.html")
-    browser.get(path.as_uri())
-    return browser, data
+    return write_page(data, tmp_path_factory.mktemp("explore") / "scalar.html"), data
+
+
+@pytest.fixture
+def scalar_page(browser, scalar_file):
+    browser.get(scalar_file[0].as_uri())
+    return browser, scalar_file[1]
 
 
 def test_the_scalar_graph_steps_through_every_node(scalar_page):
@@ -178,3 +186,12 @@ def test_the_inception_v3_page_opens_a_block_and_steps_to_the_input(browser, tmp
     steps = browser.execute_script(STEP_ALL, len(data["backward"]) + 5)
     assert len(steps) == len(data["backward"]) and steps[-1]["kind"] == "input"
     assert console_errors(browser) == []
+
+
+def test_the_arrow_keys_step_the_backward(scalar_page):
+    driver, data = scalar_page
+    body = css(driver, "body")[0]
+    body.send_keys("\ue014", "\ue014")  # → →
+    assert css(driver, "#bw-status")[0].get_attribute("data-node") == data["backward"][1]["node"]
+    body.send_keys("\ue012")  # ←
+    assert css(driver, "#bw-status")[0].get_attribute("data-node") == data["backward"][0]["node"]

@@ -485,7 +485,7 @@
     el("button", { id: "bw-prev", text: "◀ back", onclick: function () { goTo(state.step - 1); } }),
     el("button", { id: "bw-step", text: "step ▶", onclick: function () { goTo(state.step + 1); } }),
     el("button", { id: "bw-end", text: "to the input", onclick: function () { goTo(data.backward.length - 1); } }),
-    el("span", { id: "bw-status", text: "not started: the forward values are shown" }));
+    el("span", { id: "bw-status", text: "not started: the forward values are shown (→ steps)" }));
   const arrivals = el("div", { id: "bw-arrivals" });
   graphPanel.prepend(controls, arrivals);
 
@@ -494,7 +494,7 @@
     const status = document.getElementById("bw-status");
     arrivals.textContent = "";
     if (state.step < 0) {
-      status.textContent = "not started: the forward values are shown";
+      status.textContent = "not started: the forward values are shown (→ steps)";
       drawGraph(state.module);
       return;
     }
@@ -541,6 +541,12 @@
       g.classList.toggle("selected", g.dataset.key === selectedKey);
     });
   }
+
+  document.addEventListener("keydown", function (event) { // arrows step, as the buttons do
+    if (event.target.closest && event.target.closest("input, textarea, select")) return;
+    if (event.key === "ArrowRight") goTo(state.step + 1);
+    else if (event.key === "ArrowLeft") goTo(state.step - 1);
+  });
 
   api.openModule = openModule;
   api.select = select;
