@@ -185,7 +185,7 @@ def test_ctrl_c_in_the_middle_of_a_step_resumes_exactly(tmp_path, data, monkeypa
     forwards = []
 
     def stop_in_epoch_2_between_two_batches_of_a_step(module, inputs, output):
-        if module.training:
+        if module.training and len(inputs[0]) in (16, 8):  # not the memory estimate's 2 and 3
             forwards.append(1)
             if len(forwards) == 6 + 2:  # 6 batches in epoch 1; the 2nd batch of epoch 2's step 1
                 raise KeyboardInterrupt

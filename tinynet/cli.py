@@ -384,6 +384,13 @@ def _summary_parser(commands):
     p.add_argument(
         "--depth", type=_POSITIVE_INT, default=1, help="how deep to list modules (default 1)"
     )
+    p.add_argument(
+        "--batch-size",
+        type=_POSITIVE_INT,
+        metavar="B",
+        help="also state the estimated peak memory of a training step on B images (with the "
+        "model's training recipe: its loss and optimizer)",
+    )
     p.set_defaults(run=_summary)
 
 
@@ -398,7 +405,18 @@ def _summary(args) -> None:
         options["width"] = args.width
     if args.num_classes is not None:
         options["num_classes"] = args.num_classes
-    print(summary(entry.build(**options), shape, depth=args.depth))
+    model = entry.build(**options)
+    print(summary(model, shape, depth=args.depth))
+    if args.batch_size is not None:
+        from tinynet.memory_estimate import estimate_training_memory
+        from tinynet.train import TrainConfig, build_optimizer
+
+        config = TrainConfig.for_model(model=args.model)
+        loss = lambda outputs, labels: entry.loss(  # noqa: E731
+            outputs, labels, config.aux_weight, config.label_smoothing
+        )
+        optimizer = lambda params: build_optimizer(config, params)  # noqa: E731
+        print(estimate_training_memory(model, shape, args.batch_size, loss, optimizer))
 
 
 def _gradcheck_parser(commands):

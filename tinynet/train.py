@@ -47,6 +47,7 @@ from tinynet.data.streaming import StreamingLoader, attach_cache
 from tinynet.function import no_grad
 from tinynet.functional import cross_entropy
 from tinynet.gradflow import GradientFlow, is_record, nonfinite
+from tinynet.memory_estimate import available_memory, estimate_training_memory, memory_warning
 from tinynet.metrics import topk_correct
 from tinynet.models.registry import MODELS, model_entry
 from tinynet.optim import (
@@ -319,6 +320,15 @@ def build_model(config: TrainConfig) -> nn.Module:
     return model_entry(config.model).build(**options)
 
 
+def build_optimizer(config: TrainConfig, params):
+    """The configured optimizer of ``params``."""
+    c, params = config, list(params)
+    if c.optimizer == "sgd":
+        return SGD(params, c.learning_rate, momentum=c.momentum, nesterov=c.nesterov,
+                   weight_decay=c.weight_decay)  # fmt: skip
+    return OPTIMIZERS[c.optimizer](params, c.learning_rate, weight_decay=c.weight_decay)
+
+
 def load_data(config: TrainConfig) -> DataSplits:
     """The configured dataset's train and test splits (digits split by the run's seed); an
     image folder as lists of files, decoded as they are read (``tinynet.data.image_files``)."""
@@ -489,13 +499,8 @@ class Trainer:
         steps.append(self.normalize)
         return T.Compose(steps)
 
-    def _optimizer(self):
-        c = self.config
-        params = list(self.model.parameters())
-        if c.optimizer == "sgd":
-            return SGD(params, c.learning_rate, momentum=c.momentum, nesterov=c.nesterov,
-                       weight_decay=c.weight_decay)  # fmt: skip
-        return OPTIMIZERS[c.optimizer](params, c.learning_rate, weight_decay=c.weight_decay)
+    def _optimizer(self, params=None):
+        return build_optimizer(self.config, self.model.parameters() if params is None else params)
 
     def _scheduler(self):
         """Stepped once per batch; the warm-up then the chosen decay, in batches."""
@@ -526,6 +531,7 @@ class Trainer:
             f"{len(self.data.train)} train / {len(self.data.test)} test images of "
             f"{self.data.image_shape}, {len(c.classes)} classes"
         )
+        self._report_memory()
         lock = run_folder.hold(self.out_dir) if self.group.rank == 0 else contextlib.nullcontext()
         workers = getattr(self.loader, "workers", 0)  # their cores come off the step's (rule 4)
         with lock, _threads.reserve_for_workers(workers), _threads.share_cores() as self.cores:
@@ -535,6 +541,25 @@ class Trainer:
                 self.cores = None
                 if isinstance(self.loader, StreamingLoader):
                     self.loader.close()
+
+    def _report_memory(self) -> None:
+        """Log the estimated peak memory of a step (tinynet.memory_estimate: every rank runs the
+        dry forwards, as synchronised BatchNorm needs them all) and warn when the machine has
+        less available."""
+        c = self.config
+        estimate = estimate_training_memory(
+            self.model, (c.channels, c.input_size, c.input_size),
+            -(-c.batch_size // self.group.size), self._loss, self._optimizer,
+        )  # fmt: skip
+        self.log(str(estimate))
+        warning = memory_warning(estimate, available_memory())
+        if warning:
+            self.log(warning)
+
+    def _loss(self, outputs, labels):
+        """The model's training loss (the paper's: main + aux_weight x each auxiliary head)."""
+        c = self.config
+        return model_entry(c.model).loss(outputs, labels, c.aux_weight, c.label_smoothing)
 
     def _fit_epochs(self) -> list[dict]:
         c = self.config
@@ -581,11 +606,6 @@ class Trainer:
         bar = ProgressBar(self.steps_per_epoch, f"epoch {epoch}/{c.epochs}", stream=stream,
                           waited=lambda: self.loader.data_wait)  # fmt: skip
         total_loss = correct = seen = 0
-        entry = model_entry(c.model)
-
-        def loss_fn(outputs, labels):
-            return entry.loss(outputs, labels, c.aux_weight, c.label_smoothing)
-
         # Each optimizer step takes c.accumulate batches; the epoch's last step what is left.
         batches, group = min(len(self.loader), self.steps_per_epoch * c.accumulate), []
         for index, batch in enumerate(self.loader):
@@ -600,7 +620,7 @@ class Trainer:
             seams = _RunSeams(self, epoch, step, first_batch=index + 1 - len(group))
             where = f"epoch {epoch}, step {step + 1} of {self.steps_per_epoch}"
             with anomaly.at_step(seams.global_step + 1, where):  # what detect_anomaly() names
-                accumulated_step(self.model, group, loss_fn, self.optimizer, seams)
+                accumulated_step(self.model, group, self._loss, self.optimizer, seams)
             total_loss += seams.batch_loss
             correct += seams.batch_correct
             images = sum(len(labels) for _, labels in group)
