@@ -14,8 +14,7 @@ import pytest
 from hypothesis import Phase, given, settings
 from hypothesis import seed as hypothesis_seed
 
-from tinynet.testing import OPS, Case, case_arguments, case_grad_output, check_op
-from tinynet.testing.cases import drawn_cases
+from tinynet.testing import OPS, Case, case_arguments, case_grad_output, check_op, drawn_cases
 from tinynet.testing.strategies import Conv, Pool
 
 sys.path.insert(0, str(Path(__file__).parent / "user_ops"))  # a user's folder of own ops

@@ -10,7 +10,15 @@ docs/testing.md has every op's call, the max-pool tie rule, and how to rerun a f
 """
 
 from tinynet.testing import strategies
-from tinynet.testing.cases import OPS, Case, case_arguments, case_grad_output
+from tinynet.testing.cases import OPS, Case, case_arguments, case_grad_output, drawn_cases
 from tinynet.testing.check import check_op
 
-__all__ = ["OPS", "Case", "case_arguments", "case_grad_output", "check_op", "strategies"]
+__all__ = [
+    "OPS",
+    "Case",
+    "case_arguments",
+    "case_grad_output",
+    "check_op",
+    "drawn_cases",
+    "strategies",
+]
