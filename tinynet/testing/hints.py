@@ -12,7 +12,6 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -484,7 +483,7 @@ HINTS: tuple[Callable[[Finding], str | None], ...] = (
 
 def diagnose(finding: Finding) -> list[str]:
     """The sentences of every hint that explains the finding (usually one or none)."""
-    found: list[Any] = []
+    found: list[str] = []
     for hint in HINTS:
         try:
             sentence = hint(finding)
