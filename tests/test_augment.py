@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tinynet.data import augment as A
+
 from upstream import upstream_torchvision
 
 Image = pytest.importorskip("PIL.Image", reason="the augmentation works on Pillow images")

@@ -357,3 +357,21 @@ def test_a_folder_run_trains_resumes_and_evaluates_with_multi_crop_through_the_c
         )  # fmt: skip
         assert evaluated.returncode == 0, evaluated.stderr
         assert f"test images, {crops} crop(s) each" in evaluated.stdout
+
+
+def test_the_digits_example_writes_the_in_memory_split_as_jpegs(tmp_path):
+    from tinynet.data import load_dataset
+
+    script = Path(__file__).parent.parent / "examples" / "digits_as_jpegs.py"
+    done = subprocess.run([sys.executable, script, tmp_path / "digits"], capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "wrote 1438 train and 359 test JPEGs" in done.stdout
+    files = image_files(tmp_path / "digits", 32)
+    memory = load_dataset("digits", image_size=32, seed=0)
+    assert files.classes == memory.classes and len(files.test) == len(memory.test)
+    images, labels = files.test[np.arange(len(files.test))]
+    order = np.argsort([p.name for p in files.test.files], kind="stable")  # the written order
+    np.testing.assert_array_equal(labels[order], memory.test.arrays[1])
+    error = np.abs(images[order] - memory.test.arrays[0]).mean(axis=(1, 2, 3))
+    assert error.max() < 0.02  # each image within JPEG's quality-95 loss of the original
