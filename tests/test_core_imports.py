@@ -25,7 +25,8 @@ CORE = [
 ]  # fmt: skip
 MACHINERY = [
     "tinynet.distributed", "tinynet._threads", "tinynet._malloc", "tinynet.train", "tinynet.cli",
-    "tinynet.onnx", "tinynet.data", "mpi4py",
+    "tinynet.onnx", "tinynet.data", "mpi4py", "tinynet.memory_estimate", "tinynet.tensorboard_log",
+    "tensorboardX",
 ]  # fmt: skip
 
 

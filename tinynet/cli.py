@@ -109,6 +109,20 @@ def _train_parser(commands):
         "alone); the schedule, --max-batches and the logs count optimizer steps (default 1)",
     )
     g.add_argument(
+        "--tensorboard",
+        action="store_true",
+        default=None,
+        help="also write TensorBoard event files into OUT/tensorboard/ (the tensorboard extra): "
+        "losses, accuracies, learning rate and data wait per step and epoch, weight and gradient "
+        "histograms, the first augmented batch",
+    )
+    g.add_argument(
+        "--histogram-every",
+        type=int,
+        metavar="N",
+        help="with --tensorboard: the weight and gradient histograms every N steps (default 100)",
+    )
+    g.add_argument(
         "--optimizer",
         choices=sorted(OPTIMIZERS),
         help=f"default {default['optimizer']} (SGD with Nesterov momentum)",

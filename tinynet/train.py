@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tinynet import _threads, anomaly, distributed, io, nn, run_folder, runtime
+from tinynet import _threads, anomaly, distributed, io, nn, run_folder, runtime, tensorboard_log
 from tinynet.data import DataLoader, DataSplits, load_dataset
 from tinynet.data import transforms as T
 from tinynet.data.augment import AUGMENTATIONS
@@ -125,6 +125,11 @@ class TrainConfig:
                   of one batch of accumulate x batch_size images in the memory of one batch
                   (tinynet.step.accumulated_step; BatchNorm still normalises each batch on its
                   own). The schedule, step counts, logs and checkpoints count optimizer steps.
+    tensorboard:  also write TensorBoard event files into out_dir/tensorboard/ (losses,
+                  accuracies, learning rate and data wait per step and epoch, histograms, the
+                  first augmented batch; tinynet.tensorboard_log, the tensorboard extra)
+    histogram_every: with tensorboard, every parameter's and gradient's histogram every this
+                  many steps
     log_gradients: record per-layer gradient norms and update ratios every this many steps
                   (None: off)
     sync_batchnorm: under mpiexec, BatchNorm normalises with the whole batch's statistics
@@ -140,6 +145,8 @@ class TrainConfig:
     epochs: int = 6
     batch_size: int = 64
     accumulate: int = 1
+    tensorboard: bool = False
+    histogram_every: int = 100
     optimizer: str = "sgd"
     lr: float | None = None
     momentum: float = 0.9
@@ -279,6 +286,8 @@ _RULES = [
     ("epochs", lambda v, c: _int(v, 1, MAX_EPOCHS), f"an int in [1, {MAX_EPOCHS:,}]"),
     ("batch_size", lambda v, c: _int(v, 1), "a positive int"),
     ("accumulate", lambda v, c: _int(v, 1), "a positive int (batches per optimizer step)"),
+    ("tensorboard", _flag, "True or False"),
+    ("histogram_every", lambda v, c: _int(v, 1), "a positive int (steps)"),
     ("optimizer", lambda v, c: isinstance(v, str) and v in OPTIMIZERS,
      f"one of {sorted(OPTIMIZERS)}"),
     ("lr", _optional(lambda v, c: _real(v) and v > 0), "a finite number > 0"),
@@ -407,6 +416,9 @@ class _RunSeams(StepSeams):
             self.flow_before = trainer.gradient_flow.before_step()
         if trainer.config.grad_clip is not None:
             clip_grad_norm_(trainer.model.parameters(), trainer.config.grad_clip)
+        board = trainer.board
+        if board is not None and board.wants_histograms(self.global_step + 1):
+            board.histograms(self.global_step + 1, trainer.model.named_parameters())
 
     def after_update(self) -> None:
         trainer = self.trainer
@@ -434,6 +446,9 @@ class Trainer:
         if self.group.rank != 0:
             self.log = lambda message: None
         io.check_writable_folder(config.out_dir, "out_dir")  # before minutes of loading data
+        if config.tensorboard and self.group.rank == 0:
+            tensorboard_log.check_available()  # its one-line error before the data is read
+        self.board = None  # the run's TensorBoard writer while fit() runs (config.tensorboard)
         if data is None:
             data = load_data(config)  # checks its splits
         else:
@@ -535,12 +550,26 @@ class Trainer:
         lock = run_folder.hold(self.out_dir) if self.group.rank == 0 else contextlib.nullcontext()
         workers = getattr(self.loader, "workers", 0)  # their cores come off the step's (rule 4)
         with lock, _threads.reserve_for_workers(workers), _threads.share_cores() as self.cores:
+            self.board = self._tensorboard()
             try:
                 return self._fit_epochs()
             finally:
                 self.cores = None
+                if self.board is not None:
+                    self.board.close()
+                    self.board = None
                 if isinstance(self.loader, StreamingLoader):
                     self.loader.close()
+
+    def _tensorboard(self):
+        """With config.tensorboard, rank 0's writer of out_dir/tensorboard/: a run that starts
+        afresh removes an earlier run's event files there, a resumed one adds its own."""
+        c = self.config
+        if not c.tensorboard or self.group.rank != 0:
+            return None
+        return tensorboard_log.TensorBoardLog(
+            self.out_dir, c.histogram_every, c.mean, c.std, fresh=not self.history
+        )
 
     def _report_memory(self) -> None:
         """Log the estimated peak memory of a step (tinynet.memory_estimate: every rank runs the
@@ -588,6 +617,8 @@ class Trainer:
                 record["skipped_images"], record["bad_images"] = len(set(bad)), sorted(set(bad))
                 self.loader.skipped, self.data.train.skipped, self.data.test.skipped = [], [], []
             self.history.append(record)
+            if self.board is not None:
+                self.board.epoch(record)
             self.log(
                 f"epoch {epoch}/{c.epochs}: train loss {train['loss']:.4f}, test loss "
                 f"{test['loss']:.4f}, test top-1 {100 * test['top1']:.2f}%, top-5 "
@@ -608,6 +639,7 @@ class Trainer:
         total_loss = correct = seen = 0
         # Each optimizer step takes c.accumulate batches; the epoch's last step what is left.
         batches, group = min(len(self.loader), self.steps_per_epoch * c.accumulate), []
+        waited = 0.0  # the loader's data_wait when the last step ended
         for index, batch in enumerate(self.loader):
             if index == batches:
                 break
@@ -618,12 +650,21 @@ class Trainer:
                 self.cores.rebalance()
             step = index // c.accumulate
             seams = _RunSeams(self, epoch, step, first_batch=index + 1 - len(group))
+            lr = self.scheduler.get_last_lr()[0]  # the step's (the schedule moves after it)
+            if self.board is not None and seams.global_step == 0:
+                self.board.first_batch(group[0][0])
             where = f"epoch {epoch}, step {step + 1} of {self.steps_per_epoch}"
             with anomaly.at_step(seams.global_step + 1, where):  # what detect_anomaly() names
                 accumulated_step(self.model, group, self._loss, self.optimizer, seams)
             total_loss += seams.batch_loss
             correct += seams.batch_correct
             images = sum(len(labels) for _, labels in group)
+            if self.board is not None:
+                self.board.step(
+                    seams.global_step + 1, seams.batch_loss / images, seams.batch_correct / images,
+                    lr, self.loader.data_wait - waited,
+                )  # fmt: skip
+            waited = self.loader.data_wait
             seen, group = seen + images, []
             bar.update(images, loss=total_loss / seen, acc=correct / seen)
         bar.close(loss=total_loss / seen, acc=correct / seen)
