@@ -165,7 +165,7 @@
   function summaryBlock(heading, summary, colour) {
     const block = el("div", { class: "summary" }, el("h3", { text: heading }), statsTable(summary));
     if (summary.histogram) block.append(drawHistogram(el("canvas", { class: "histogram" }),
-      summary.histogram, { color: colour }));
+      summary.histogram, { color: colour || "#3b6db3" }));
     if (summary.maps) block.append(drawFeatureMaps(el("div", { class: "maps" }), summary.maps));
     return block;
   }
