@@ -224,6 +224,13 @@ def _train_parser(commands):
         "OUT/metrics.jsonl and draw them in OUT/gradients.png",
     )
     g.add_argument(
+        "--explore-every",
+        type=int,
+        metavar="N",
+        help="every N steps, write the loss, each layer's gradient norm and update ratio and a "
+        "test image's activations into OUT/explore/, for `tinynet explore --watch OUT`",
+    )
+    g.add_argument(
         "--sync-batchnorm",
         action="store_true",
         default=None,
@@ -245,6 +252,7 @@ def _train(args) -> None:
 
     from tinynet import distributed, io, run_folder
     from tinynet.anomaly import detect_anomaly
+    from tinynet.explore.snapshots import FILES as EXPLORE_FILES
     from tinynet.train import CHECKPOINT, RUN_FILES, TrainConfig, Trainer
 
     chosen = {
@@ -284,7 +292,7 @@ def _train(args) -> None:
             else:
                 trainer = Trainer(config)
                 if writer and args.overwrite:  # the old run's files go once the new one is ready
-                    for name in RUN_FILES:
+                    for name in (*RUN_FILES, *EXPLORE_FILES):
                         (out_dir / name).unlink(missing_ok=True)
             # The trainer checks every loss for NaN and inf and stops with advice: NumPy's
             # overflow warnings on the way there would only bury that one line.
@@ -689,16 +697,45 @@ def _explore_parser(commands):
         "--input-size", type=_POSITIVE_INT, help="image side (default: the network's own)"
     )
     p.add_argument("--out", help="the .html file to write")
+    live = p.add_argument_group("live while training")
+    live.add_argument(
+        "--watch",
+        metavar="RUN_DIR",
+        help="instead: serve a live page of the run `tinynet train --out RUN_DIR` writes (its "
+        "curves; with --explore-every, its layers' gradients and a test image's activations)",
+    )
+    live.add_argument(
+        "--port",
+        type=_number(int, "a port in [0, 65535]", lambda value: 0 <= value <= 65535),
+        help="with --watch: the port to serve on (default 0: a free one; the URL is printed)",
+    )
+    live.add_argument("--host", help="with --watch: the address to serve on (default 127.0.0.1)")
     p.set_defaults(run=_explore)
 
 
 def _explore(args) -> None:
+    if args.watch is not None:
+        return _explore_watch(args)
+    if args.port is not None or args.host is not None:
+        raise ValueError("--port and --host go with --watch RUN_DIR")
     from tinynet.explore.network import write_network_page
 
     path = write_network_page(
         args.checkpoint, args.model, args.image, args.label, args.out, args.input_size
     )
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
+def _explore_watch(args) -> None:
+    from tinynet.explore.server import LOCALHOST, serve
+
+    page_options = ("model", "image", "label", "input_size", "out")
+    given = [f"--{name.replace('_', '-')}" for name in page_options if getattr(args, name)]
+    given = ([args.checkpoint] if args.checkpoint else []) + given
+    if given:
+        raise ValueError(f"--watch serves a run's live page (only --port and --host go with it); "
+                         f"drop {' '.join(given)}")  # fmt: skip
+    serve(args.watch, args.host or LOCALHOST, args.port or 0)
 
 
 def _exercises_parser(commands):

@@ -12,6 +12,8 @@ on, as the paper evaluated), and writes, each atomically, into ``out_dir``:
                      gradient records of ``tinynet.gradflow`` before each epoch's)
     curves.png       loss and accuracy per epoch (if matplotlib is installed)
     gradients.png    with log_gradients: gradient norms and update ratios per layer and step
+    explore/         with explore_every: what ``tinynet explore --watch`` shows, rewritten every
+                     so many steps (``tinynet.explore.snapshots``)
 
 ``Trainer.resume(out_dir)`` restores every one of those states, so a resumed run computes
 exactly the losses an uninterrupted run with the same seed would have.
@@ -132,6 +134,9 @@ class TrainConfig:
                   many steps
     log_gradients: record per-layer gradient norms and update ratios every this many steps
                   (None: off)
+    explore_every: every this many steps, write the loss, the layers' gradient norms and update
+                  ratios and a test image's activations into out_dir/explore/ for ``tinynet
+                  explore --watch`` (None: off; tinynet.explore.snapshots)
     sync_batchnorm: under mpiexec, BatchNorm normalises with the whole batch's statistics
                   across the ranks (default: each rank's own; see tinynet.distributed)
     """
@@ -167,6 +172,7 @@ class TrainConfig:
     out_dir: str = "runs/digits"
     max_batches: int | None = None
     log_gradients: int | None = None
+    explore_every: int | None = None
     sync_batchnorm: bool = False
     # Set from the data when the run starts, then fixed (prediction needs them):
     mean: list[float] | None = None
@@ -310,6 +316,7 @@ _RULES = [
     ("out_dir", _text, "a folder (str)"),
     ("max_batches", _optional(lambda v, c: _int(v, 1)), "a positive int"),
     ("log_gradients", _optional(lambda v, c: _int(v, 1)), "a positive int (steps) or None"),
+    ("explore_every", _optional(lambda v, c: _int(v, 1)), "a positive int (steps) or None"),
     ("sync_batchnorm", _flag, "True or False"),
     ("channels", _optional(lambda v, c: _int(v, 1, MAX_CHANNELS)),
      f"an int in [1, {MAX_CHANNELS}]"),
@@ -389,9 +396,13 @@ class _RunSeams(StepSeams):
         every = trainer.config.log_gradients
         self.logged = every is not None and self.global_step % every == 0
         self.flow_before = None
-        self.loss_sum = self.correct = 0
+        self.loss_sum = self.correct = self.images = 0
+        explorer = trainer.explorer
+        self.explored = explorer is not None and explorer.due(self.global_step)
+        self.explore_before = None
 
     def local_rows(self, images, labels):
+        self.images += len(labels)  # the whole batch's (every rank sees it), for the explorer
         return self.trainer.parallel.shard(images, labels)  # this rank's rows of the batch
 
     def backward(self, loss) -> None:
@@ -414,6 +425,8 @@ class _RunSeams(StepSeams):
         )  # summed over the ranks, with the gradients
         if self.logged:
             self.flow_before = trainer.gradient_flow.before_step()
+        if self.explored:
+            self.explore_before = trainer.explorer.before_update()
         if trainer.config.grad_clip is not None:
             clip_grad_norm_(trainer.model.parameters(), trainer.config.grad_clip)
         board = trainer.board
@@ -425,6 +438,11 @@ class _RunSeams(StepSeams):
         if self.logged:
             flow = trainer.gradient_flow.after_step(self.flow_before, self.epoch, self.global_step)
             trainer._log_gradients(flow)
+        if self.explored:
+            trainer.explorer.after_update(
+                self.explore_before, self.epoch, self.global_step, self.batch_loss / self.images,
+                self.batch_correct / self.images, trainer.scheduler.get_last_lr()[0],
+            )  # fmt: skip
         trainer.scheduler.step()
         if trainer.ema is not None:
             trainer.ema.update()
@@ -485,8 +503,20 @@ class Trainer:
         self.history: list[dict] = []
         self.gradient_flow = GradientFlow(self.model) if config.log_gradients else None
         self.gradient_log: list[dict] = []  # tinynet.gradflow's records
+        self.explorer = self._explorer() if config.explore_every and self.group.rank == 0 else None
 
     # ------------------------------------------------------------------ construction
+    def _explorer(self):
+        """What writes out_dir/explore/ for ``tinynet explore --watch``; its image is the first
+        of the test split."""
+        from tinynet.explore.snapshots import SnapshotWriter  # the page's side, only if asked
+
+        c = self.config
+        run = {"model": c.model, "dataset": c.dataset, "epochs": c.epochs,
+               "steps_per_epoch": self.steps_per_epoch}  # fmt: skip
+        image = self.data.test[0][0]  # (image, label) from any dataset, image files included
+        return SnapshotWriter(self.model, image, self.normalize, self.out_dir, c.explore_every, run)
+
     def _train_loader(self) -> DataLoader:
         """The training split's loader: an image folder's through worker processes (with its
         cache, if asked for), an in-memory dataset's as it is."""
