@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import tinynet
 from tinynet import functional as F
@@ -20,6 +22,9 @@ from tinynet.cli import main
 from tinynet.explore import network_page, page_data, render_html
 from tinynet.explore.network import fixed_sample, network_from
 from tinynet.explore.rules import RULES
+from tinynet.testing.strategies import conv_cases, lrn_cases, pool_cases
+
+from strategies import distinct, seeds, uniform
 
 # Each network at a small image size, so that the three pages build in seconds.
 NETWORKS = {"small": 32, "paper": 64, "inception_v3_small": 32}
@@ -129,6 +134,48 @@ def test_the_rules_of_the_elementwise_ops_give_what_their_backward_gave(make):
         if "rule" in step:
             rule = step["rule"]
             assert rule["value"] == pytest.approx(rule["backward"], rel=1e-9), rule["lines"]
+
+
+def rules_hold(loss):
+    """Every rule of ``loss``'s page gives the number its op's backward gave."""
+    steps = [step for step in page_data(loss)["backward"] if "rule" in step]
+    assert steps
+    for step in steps:
+        rule = step["rule"]
+        assert rule["value"] == pytest.approx(rule["backward"], rel=1e-9, abs=1e-12), rule["lines"]
+
+
+@given(conv=conv_cases(), seed=seeds, wants=st.sampled_from(["x", "weight", "bias"]))
+def test_the_conv_rule_holds_for_any_stride_padding_and_kernel(conv, seed, wants):
+    x, weight, bias = conv.arrays(seed)
+    if bias is None and wants == "bias":
+        wants = "weight"
+    values = {"x": x, "weight": weight, "bias": bias}
+    inputs = {name: tinynet.tensor(v, requires_grad=name == wants)
+              for name, v in values.items() if v is not None}  # fmt: skip
+    y = F.conv2d(inputs["x"], inputs["weight"], inputs.get("bias"), conv.stride, conv.padding)
+    rules_hold((y * tinynet.tensor(uniform(seed + 3, y.shape))).sum())
+
+
+@given(pool=pool_cases(), seed=seeds)
+def test_the_pool_rules_hold_for_any_window(pool, seed):
+    x = tinynet.tensor(distinct(seed, pool.shape), requires_grad=True)  # no tied maxima
+    y = getattr(F, pool.op)(x, **pool.kwargs)
+    rules_hold((y * tinynet.tensor(uniform(seed + 1, y.shape))).sum())
+
+
+@given(lrn=lrn_cases(), seed=seeds)
+def test_the_lrn_rule_holds_for_any_window(lrn, seed):
+    x = tinynet.tensor(uniform(seed, lrn.shape), requires_grad=True)
+    y = F.local_response_norm(x, lrn.size, lrn.alpha, lrn.beta, lrn.k)
+    rules_hold((y * tinynet.tensor(uniform(seed + 1, y.shape))).sum())
+
+
+def test_values_that_differ_only_by_rounding_make_one_histogram_bar():
+    x = tinynet.tensor(np.array([1.0, np.nextafter(1.0, 2.0), 1.0]), requires_grad=True)
+    data = page_data((x * 2.0).sum())
+    counts = data["leaves"][0]["value"]["histogram"]["counts"]
+    assert sum(counts) == 3 and max(counts) == 3
 
 
 def test_batchnorm_in_training_mode_is_explained_and_its_statistics_left_alone():

@@ -246,7 +246,10 @@ class _Summary:
         entry = self.statistics(array)
         finite = array[np.isfinite(array)].astype(np.float64)
         if array.size > 1 and finite.size:
-            counts, edges = np.histogram(finite, bins=HISTOGRAM_BINS)
+            lo, hi = finite.min(), finite.max()
+            if hi - lo < 1000 * np.spacing(max(abs(lo), abs(hi))):  # one value, up to rounding:
+                lo, hi = lo - 0.5, hi + 0.5  # one bar, as NumPy draws a constant array
+            counts, edges = np.histogram(finite, bins=HISTOGRAM_BINS, range=(lo, hi))
             entry["histogram"] = {"lo": float(edges[0]), "hi": float(edges[-1]),
                                   "counts": counts.tolist()}  # fmt: skip
         if array.ndim == 4:
