@@ -22,7 +22,7 @@ from tinynet.cli import main
 from tinynet.explore import network_page, page_data, render_html
 from tinynet.explore.network import fixed_sample, network_from
 from tinynet.explore.rules import RULES
-from tinynet.testing.strategies import conv_cases, lrn_cases, pool_cases
+from tinynet.testing.strategies import batch_norm_cases, conv_cases, lrn_cases, pool_cases
 
 from strategies import distinct, seeds, uniform
 
@@ -169,6 +169,20 @@ def test_the_lrn_rule_holds_for_any_window(lrn, seed):
     x = tinynet.tensor(uniform(seed, lrn.shape), requires_grad=True)
     y = F.local_response_norm(x, lrn.size, lrn.alpha, lrn.beta, lrn.k)
     rules_hold((y * tinynet.tensor(uniform(seed + 1, y.shape))).sum())
+
+
+@given(case=batch_norm_cases(), seed=seeds, wants=st.sampled_from(["x", "weight", "bias"]))
+def test_the_batchnorm_rule_holds_in_training_and_in_evaluation(case, seed, wants):
+    channels = (case.shape[1],)
+    wants = wants if case.affine else "x"
+    x = tinynet.tensor(uniform(seed, case.shape), requires_grad=wants == "x")
+    affine = [tinynet.tensor(uniform(seed + k, channels), requires_grad=wants == name)
+              for k, name in ((1, "weight"), (2, "bias"))]  # fmt: skip
+    weight, bias = affine if case.affine else (None, None)
+    mean, var = uniform(seed + 3, channels), uniform(seed + 4, channels, 0.5, 2.0)
+    running = (mean, var) if case.running else (None, None)
+    y = F.batch_norm(x, *running, weight, bias, case.training, case.momentum, case.eps)
+    rules_hold((y * tinynet.tensor(uniform(seed + 5, y.shape))).sum())
 
 
 def test_values_that_differ_only_by_rounding_make_one_histogram_bar():
