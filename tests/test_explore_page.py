@@ -22,7 +22,14 @@ from tinynet.cli import main
 from tinynet.explore import network_page, page_data, render_html
 from tinynet.explore.network import fixed_sample, network_from
 from tinynet.explore.rules import RULES
-from tinynet.testing.strategies import batch_norm_cases, conv_cases, lrn_cases, pool_cases
+from tinynet.testing.strategies import (
+    batch_norm_cases,
+    classification_cases,
+    conv_cases,
+    linear_cases,
+    lrn_cases,
+    pool_cases,
+)
 
 from strategies import distinct, seeds, uniform
 
@@ -183,6 +190,24 @@ def test_the_batchnorm_rule_holds_in_training_and_in_evaluation(case, seed, want
     running = (mean, var) if case.running else (None, None)
     y = F.batch_norm(x, *running, weight, bias, case.training, case.momentum, case.eps)
     rules_hold((y * tinynet.tensor(uniform(seed + 5, y.shape))).sum())
+
+
+@given(case=linear_cases(), seed=seeds, wants=st.sampled_from(["x", "weight", "bias"]))
+def test_the_linear_rule_holds_for_any_shape(case, seed, wants):
+    x, weight, bias = case.arrays(seed)
+    wants = "weight" if wants == "bias" and bias is None else wants
+    values = {"x": x, "weight": weight, "bias": bias}
+    inputs = {name: None if v is None else tinynet.tensor(v, requires_grad=name == wants)
+              for name, v in values.items()}  # fmt: skip
+    y = F.linear(inputs["x"], inputs["weight"], inputs["bias"])
+    rules_hold((y * tinynet.tensor(uniform(seed + 3, y.shape))).sum())
+
+
+@given(case=classification_cases(), seed=seeds, reduction=st.sampled_from(["mean", "sum"]))
+def test_the_cross_entropy_rule_holds_with_any_smoothing(case, seed, reduction):
+    logits = tinynet.tensor(case.logits(seed), requires_grad=True)
+    loss = F.cross_entropy(logits, case.target(seed + 1), reduction, case.label_smoothing)
+    rules_hold(loss * 3.0)
 
 
 def test_values_that_differ_only_by_rounding_make_one_histogram_bar():
