@@ -58,7 +58,8 @@ def main(name: str, width: float, size: int, batch: int) -> None:
         refs.write("5")  # VmHWM := VmRSS
     training_step(model, images, labels, loss, sgd)  # a step as every later one
     peak = resident("VmHWM") - before
-    print(json.dumps({"estimate": estimate.total, "measured": peak, "parts": str(estimate)}))
+    print(json.dumps({"estimate": estimate.total, "measured": peak, "process": before,
+                      "parts": str(estimate)}))  # fmt: skip
 
 
 if __name__ == "__main__":
