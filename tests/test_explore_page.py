@@ -318,3 +318,15 @@ def test_the_readme_states_the_paper_page_s_size(tmp_path):
     out = tmp_path / "paper.html"
     assert main(["explore", "--model", "paper", "--out", str(out)]) == 0
     assert stated and f"{out.stat().st_size / 1e6:.1f}" == stated.group(1)
+
+
+def test_a_network_gone_bad_shows_its_nans():
+    model, _ = network_from(model="small")
+    dict(model.named_parameters())["inception4a.branch2.1.conv.weight"].data[0, 0, 0, 0] = np.nan
+    data = network_page(model, fixed_sample(3, 32))
+    conv = next(op for op in data["ops"] if "inception4a.branch2.1.conv" in op["scope"])
+    assert conv["value"]["nonfinite"] == 64 and conv["value"]["norm"] is None  # channel 0, 8x8
+    assert data["info"]["loss"] == "nan"
+    page = embedded_data(render_html(data))  # NaN is a JavaScript number: the page holds it
+    numbers = [step["rule"]["backward"] for step in page["backward"] if "rule" in step]
+    assert any(np.isnan(number) for number in numbers)

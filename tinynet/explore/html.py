@@ -27,7 +27,9 @@ def render_html(data: dict, *, scripts: tuple[str, ...] = ()) -> str:
     """One HTML document showing ``data`` (``tinynet.explore.page.page_data``'s dict), with
     ``scripts`` (JavaScript sources) run after the explorer's own."""
     title = html.escape(str(data.get("title", "tinynet explorer")))
-    payload = json.dumps(data, separators=(",", ":"), allow_nan=False)
+    # A JavaScript literal, not JSON: NaN and Infinity are numbers there, so a network gone bad
+    # shows its NaNs instead of failing to make its page.
+    payload = json.dumps(data, separators=(",", ":"))
     return "\n".join(
         [
             "<!DOCTYPE html>",
