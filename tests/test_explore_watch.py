@@ -27,6 +27,7 @@ from tinynet.explore.server import WatchServer
 from tinynet.explore.snapshots import ACTIVATIONS, FOLDER, KEEP_ACTIVATIONS, LAYERS, STEPS
 from tinynet.explore.watch import NotARunFolder, RunFolder
 from tinynet.gradflow import GradientFlow
+from tinynet.models.registry import model_entry
 from tinynet.run_folder import LOCK
 from tinynet.train import METRICS, TrainConfig, Trainer
 
@@ -128,6 +129,20 @@ def test_the_activations_are_the_latest_snapshots_of_the_first_test_image(explor
         assert max(maps["height"], maps["width"]) <= snapshots.MAP_SIZE
         assert math.isfinite(module["mean"]) and module["nonfinite"] == 0
     assert len((out / FOLDER / ACTIVATIONS).read_bytes()) < 400_000
+
+
+@pytest.mark.parametrize(
+    "name", ["small", "inception_v3_small", "inception_v4_small", "inception_resnet_v2_small"]
+)
+def test_every_network_s_blocks_are_snapshotted(name, tmp_path):
+    entry = model_entry(name)
+    model = entry.build(in_channels=1, num_classes=10)
+    image = np.random.default_rng(0).random((1, entry.input_size, entry.input_size), np.float32)
+    writer = snapshots.SnapshotWriter(model, image, lambda batch: batch, tmp_path, 1, {})
+    modules = writer._activations(step=0, epoch=1)["modules"]
+    names = dict(model.named_modules())
+    assert len(modules) >= 6 and all(m["name"] in names for m in modules)  # not one container
+    assert all(len(m["shape"]) == 4 and "maps" in m for m in modules)
 
 
 def test_a_resumed_run_keeps_the_points_of_its_first_part(tmp_path, data):
@@ -293,6 +308,17 @@ def test_what_is_not_a_run_folder_is_named(tmp_path, capsys):
     assert code == 1 and "drop --out" in one_line_error(err, "explore")
     code, _, err = run(capsys, "explore", "--model", "small", "--port", "8000", "--out", "x.html")
     assert code == 1 and "--port and --host go with --watch" in one_line_error(err, "explore")
+
+
+def test_a_port_in_use_is_one_line(tmp_path, capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, out, err = run(capsys, "explore", "--watch", tmp_path, "--port", port)
+    assert code == 1 and out == ""
+    assert f"cannot serve on 127.0.0.1:{port}: " in one_line_error(err, "explore")
+    assert "choose another --port, or 0 for a free one" in err
 
 
 # ------------------------------------------------------------------ the command, and Ctrl-C

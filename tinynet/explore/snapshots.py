@@ -69,10 +69,7 @@ class SnapshotWriter:
         self.summary = _Summary(CHANNELS, MAP_SIZE)
         self.input_summary = self.summary(image, signed=False)
         self.flow = GradientFlow(model)
-        self.modules = [
-            name for name, child in model.named_children()
-            if any(isinstance(m, Conv2d) for m in child.modules())
-        ]  # fmt: skip
+        self.modules = _watched_modules(model)
         self.points: list[dict] | None = None  # None until the first write reads what is there
         self.layer_records: list[list] = []
         self.snapshots: list[dict] = []
@@ -113,9 +110,9 @@ class SnapshotWriter:
         """Start from the points a resumed run's earlier part wrote (those before ``step``;
         none for a new run, which starts at 0), if its files are readable."""
         steps, layers = self._read(STEPS), self._read(LAYERS)
-        self.points = [p for p in steps.get("points", []) if p.get("step", step) < step]
+        self.points = _before(steps.get("points"), step)
         if layers.get("names") == self.flow.names:
-            self.layer_records = [r for r in layers.get("records", []) if r["step"] < step]
+            self.layer_records = _before(layers.get("records"), step)
 
     def _read(self, name: str) -> dict:
         try:
@@ -145,11 +142,36 @@ class SnapshotWriter:
         return {"step": step, "epoch": epoch, "modules": modules}
 
 
+def _before(records, step: int) -> list[dict]:
+    """The records (dicts with an int "step") of ``records`` before ``step``."""
+    if not isinstance(records, list):
+        return []
+    return [
+        r for r in records
+        if isinstance(r, dict) and isinstance(r.get("step"), int) and r["step"] < step
+    ]  # fmt: skip
+
+
 def _thinned(items: list, most: int) -> list:
     """``items`` if it has at most ``most`` entries, else every other one and the last."""
     if len(items) <= most:
         return items
     return [*items[:-1:2], items[-1]] if len(items) % 2 == 0 else items[::2]
+
+
+def _watched_modules(model) -> list[str]:
+    """The names of ``model``'s top-level modules holding a convolution (the stem's convs, the
+    Inception blocks), looking inside a lone container that holds them all (Inception-v4's
+    ``features``)."""
+    prefix, module = "", model
+    while True:
+        names = [
+            name for name, child in module.named_children()
+            if any(isinstance(m, Conv2d) for m in child.modules())
+        ]  # fmt: skip
+        if len(names) != 1 or not list(getattr(module, names[0]).children()):
+            return [prefix + name for name in names]
+        prefix, module = f"{prefix}{names[0]}.", getattr(module, names[0])
 
 
 def _finite(values: list[float]) -> list[float | None]:

@@ -24,7 +24,9 @@
     ".live-row, .live-summaries { display: flex; flex-wrap: wrap; gap: 12px; }" +
     "canvas.live-chart { border: 1px solid #eee; } .live-summaries .summary { width: 320px; }" }));
 
+  const COLORS = ["#3b6db3", "#d0602a", "#2f9d55", "#8a4fb8"];
   const chart = (id) => el("canvas", { id: id, class: "live-chart", "data-points": "0" });
+  const box = (canvas) => el("div", {}, canvas); // the chart and, after it, its legend
   const stepChoice = (id) => el("select", { id: id, "aria-label": "logged step" });
   const parts = {
     run: el("h2", { text: "Live" }),
@@ -40,9 +42,9 @@
   };
   section.append(
     parts.run, parts.status,
-    el("div", { class: "live-row" }, parts.loss, parts.accuracy),
+    el("div", { class: "live-row" }, box(parts.loss), box(parts.accuracy)),
     el("h3", {}, "Layers at step ", parts.layerStep),
-    el("div", { class: "live-row" }, parts.gradNorm, parts.updateRatio),
+    el("div", { class: "live-row" }, box(parts.gradNorm), box(parts.updateRatio)),
     el("details", {}, el("summary", { text: "each layer's numbers" }),
       el("table", { class: "stats" }, el("thead", {}, el("tr", {},
         el("th", { text: "layer" }), el("th", { text: "‖∂L/∂W‖" }),
@@ -126,12 +128,23 @@
     return { name: name, points: points };
   }
 
-  // A line chart whose title names its series; data-points counts the points drawn.
+  // A line chart with a legend under it (each series' colour, name and number of points);
+  // data-points counts the points drawn.
   function curve(canvas, title, lines) {
-    const drawn = lines.filter((s) => s.points.length);
-    const names = drawn.map((s) => s.name + " (" + s.points.length + ")").join(", ");
-    ex.drawLineChart(canvas, drawn, { title: title + (names ? ": " + names : ""), width: 460 });
+    const drawn = lines.map((s, k) => Object.assign({ color: COLORS[k % COLORS.length] }, s))
+      .filter((s) => s.points.length);
+    ex.drawLineChart(canvas, drawn, { title: title, width: 460 });
     canvas.dataset.points = String(drawn.reduce((n, s) => n + s.points.length, 0));
+    let legend = canvas.nextElementSibling;
+    if (!legend || !legend.classList.contains("live-legend")) {
+      legend = el("div", { class: "live-legend note" });
+      canvas.after(legend);
+    }
+    legend.textContent = "";
+    for (const s of drawn) {
+      legend.append(el("span", { style: "color: " + s.color, text: "■ " }),
+        s.name + " (" + s.points.length + ")  ");
+    }
   }
 
   // A <select> of the logged steps of ``records``: it follows the latest unless the user has
