@@ -468,7 +468,8 @@
       block.append(el("p", { class: "note", text: "input " + rule.input + " (" +
         (input.op ? input.op : input.name) + "), element [" + rule.element.join(", ") + "]" }));
     }
-    block.append(el("pre", { text: rule.lines.join("\n") }));
+    block.append(el("pre", { text: rule.lines.join("\n") }),
+      el("p", { class: "note", text: "g = grad_out: dL/d(this op's output), as it arrived" }));
     return block;
   }
 
