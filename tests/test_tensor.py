@@ -159,6 +159,14 @@ def test_gradients_of_a_tensor_with_several_consumers_add_up_without_touching_sh
     np.testing.assert_array_equal(x.grad, np.full(4, 10.0))  # (1 + 1 + 3) * 2
 
 
+def test_a_0d_tensor_used_three_times_sums_its_gradients():
+    # The first sum of two 0-d gradients must stay an array the third can be added into.
+    b = tinynet.tensor(np.array(1.5), requires_grad=True)
+    c = b * 2.0
+    (c * c + c).backward()  # d/db (4b² + 2b) = 8b + 2
+    assert b.grad.shape == () and b.grad == 14.0
+
+
 def test_retain_grad_keeps_an_intermediate_gradient():
     x = tinynet.tensor([1.0, 2.0], requires_grad=True)
     hidden = x * 3.0

@@ -207,7 +207,8 @@ class Tensor(_GradientHooks):
                 elif id(parent) in summed:
                     np.add(previous, input_grad, out=previous)
                 else:  # out of place: one op may return the same array for several inputs
-                    grads[id(parent)] = previous + input_grad
+                    # (np.add with out= keeps a 0-d sum an array; `+` would give a NumPy scalar)
+                    grads[id(parent)] = np.add(previous, input_grad, out=np.empty_like(previous))
                     summed.add(id(parent))
             if not retain_graph:
                 ctx.release()
