@@ -6,6 +6,7 @@ everything it needs, and every bad argument is one line naming it."""
 from __future__ import annotations
 
 import contextlib
+import html
 import json
 import re
 from pathlib import Path
@@ -19,7 +20,7 @@ import tinynet
 from tinynet import functional as F
 from tinynet import nn
 from tinynet.cli import main
-from tinynet.explore import network_page, page_data, render_html
+from tinynet.explore import PageView, network_page, page_data, render_html, write_page
 from tinynet.explore.network import fixed_sample, network_from
 from tinynet.explore.rules import RULES
 from tinynet.testing.strategies import (
@@ -330,3 +331,13 @@ def test_a_network_gone_bad_shows_its_nans():
     page = embedded_data(render_html(data))  # NaN is a JavaScript number: the page holds it
     numbers = [step["rule"]["backward"] for step in page["backward"] if "rule" in step]
     assert any(np.isnan(number) for number in numbers)
+
+
+def test_a_page_shows_itself_in_jupyter(tmp_path):
+    loss, names = scalar_graph()
+    path = write_page(page_data(loss, names=names, title='lesson "1"'), tmp_path / "page.html")
+    view = PageView(path)._repr_html_()
+    assert view.startswith('<iframe srcdoc="&lt;!DOCTYPE html&gt;')  # escaped: one attribute
+    assert html.unescape(view[len('<iframe srcdoc="'):view.index('" style=')]) == path.read_text(
+        "utf-8"
+    )

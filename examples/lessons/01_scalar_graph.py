@@ -130,7 +130,7 @@ graph
 # `page_data` before its backward: the page runs the backward itself.
 
 # %%
-from tinynet.explore import page_data, write_page  # noqa: E402
+from tinynet.explore import PageView, page_data, write_page  # noqa: E402
 
 ta, tb, tc, td = (tinynet.tensor(v, dtype=np.float64, requires_grad=True) for v in (a, b, c, d))
 tL = tinynet.functional.relu(ta * tb + tc) ** 2 * td
@@ -140,6 +140,7 @@ grads = {leaf["name"]: leaf["grad"]["scalar"] for leaf in page["leaves"] if "gra
 assert grads == by_hand
 path = write_page(page, OUT / "explorer.html")
 print(f"wrote {path}: open {path.resolve().as_uri()} in a browser and press Backward: step")
+PageView(path)  # in Jupyter, the page itself, here
 
 # %% [markdown]
 # **What to take away.** A backward pass is local rules chained in reverse order; a sum copies

@@ -147,7 +147,7 @@ for stride in (1, 2):
 # that covers the pixel.
 
 # %%
-from tinynet.explore import page_data, write_page  # noqa: E402
+from tinynet.explore import PageView, page_data, write_page  # noqa: E402
 
 tx, tw, tb = (tinynet.tensor(v, requires_grad=True) for v in (x, w, b))
 loss = (F.conv2d(tx, tw, tb, stride=STRIDE, padding=PAD) * tinynet.tensor(g)).sum()
@@ -157,6 +157,7 @@ print("\n".join(conv["lines"]))
 assert np.isclose(conv["value"], dx[tuple(conv["element"])])  # the pixel's gradient, by hand
 path = write_page(page, OUT / "explorer.html")
 print(f"wrote {path}: open {path.resolve().as_uri()} in a browser")
+PageView(path)  # in Jupyter, the page itself, here
 
 # %% [markdown]
 # **What to take away.** im2col turns convolution into the one operation CPUs are best at, a

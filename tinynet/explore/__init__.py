@@ -8,11 +8,12 @@ The page (``render_html``) holds the module tree, the graph of each module with 
 output shapes, every value's statistics, histogram and feature maps, the same for its
 gradient, each op's backward rule with the numbers of one element, and a Backward control
 that steps through the backward one op at a time. ``network_page`` builds it for a network
-and an image, as the command does. This is machinery: ``import tinynet`` does not import it.
+and an image, as the command does; ``PageView(path)`` shows a written page inside Jupyter.
+This is machinery: ``import tinynet`` does not import it.
 """
 
-from tinynet.explore.html import render_html
+from tinynet.explore.html import PageView, render_html
 from tinynet.explore.network import network_page, write_page
 from tinynet.explore.page import page_data
 
-__all__ = ["network_page", "page_data", "render_html", "write_page"]
+__all__ = ["PageView", "network_page", "page_data", "render_html", "write_page"]

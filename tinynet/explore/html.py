@@ -23,6 +23,20 @@ def _script(source: str) -> str:
     return "<script>\n" + source.replace("</", "<\\/") + "\n</script>"
 
 
+class PageView:
+    """A written page that shows itself in Jupyter: a notebook cell ending in
+    ``PageView(path)`` draws the whole explorer inline (an iframe holding the document)."""
+
+    def __init__(self, path, height: int = 720):
+        self.path, self.height = path, height
+
+    def _repr_html_(self) -> str:
+        with open(self.path, encoding="utf-8") as file:
+            document = html.escape(file.read(), quote=True)
+        return (f'<iframe srcdoc="{document}" style="width: 100%; height: {self.height}px; '
+                'border: 1px solid #ccc"></iframe>')  # fmt: skip
+
+
 def render_html(data: dict, *, scripts: tuple[str, ...] = ()) -> str:
     """One HTML document showing ``data`` (``tinynet.explore.page.page_data``'s dict), with
     ``scripts`` (JavaScript sources) run after the explorer's own."""

@@ -6,8 +6,8 @@
 For the element of the op's first input that received the largest gradient, the rule in the
 op's docstring is evaluated term by term on the actual values (``value``) and set beside what
 the op's ``Function.backward`` returned for that element (``backward``): the page shows both,
-and the tests hold them equal. In the written terms, g is grad_out, dL/d(the op's output). Ops without an entry in ``RULES`` say which backward computed
-the number and show it.
+and the tests hold them equal. In the written terms, g is grad_out, dL/d(the op's output).
+Ops without an entry in ``RULES`` say which backward computed the number and show it.
 """
 
 from __future__ import annotations
