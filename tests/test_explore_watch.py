@@ -397,6 +397,11 @@ def test_the_curve_gains_points_as_a_tiny_run_trains(tmp_path):
         layers = browser.find_element("id", "live-grad-norm").get_attribute("data-points")
         assert int(layers) > 50  # one point a weight layer of the small GoogLeNet
         assert browser.find_elements("css selector", "#live-activations canvas.map")
+        train.send_signal(signal.SIGINT)  # the run stops long before its 50 epochs
+        assert train.wait(timeout=120) == 130
+        wait_for(lambda: status().get_attribute("data-state") == "stopped", "stopped", 60)
+        assert status().text.startswith("stopped before its last epoch")
+        assert points() >= first + 1  # what the run wrote stays on the page
         assert console_errors(browser) == []
     finally:
         browser.quit()
