@@ -71,7 +71,7 @@ class SnapshotWriter:
         self.flow = GradientFlow(model)
         self.modules = _watched_modules(model)
         self.points: list[dict] | None = None  # None until the first write reads what is there
-        self.layer_records: list[list] = []
+        self.layer_records: list[dict] = []
         self.snapshots: list[dict] = []
 
     def due(self, step: int) -> bool:
