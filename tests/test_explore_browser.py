@@ -15,7 +15,7 @@ import pytest
 import tinynet
 from tinynet import functional as F
 from tinynet.cli import main
-from tinynet.explore import page_data, write_page
+from tinynet.explore import PageView, page_data, write_page
 
 from browser import chromium, console_errors
 
@@ -195,3 +195,17 @@ def test_the_arrow_keys_step_the_backward(scalar_page):
     assert css(driver, "#bw-status")[0].get_attribute("data-node") == data["backward"][1]["node"]
     body.send_keys("\ue012")  # ←
     assert css(driver, "#bw-status")[0].get_attribute("data-node") == data["backward"][0]["node"]
+
+
+def test_the_page_works_inside_a_notebook_s_iframe(browser, scalar_file, tmp_path):
+    notebook = tmp_path / "notebook.html"
+    notebook.write_text(f"<html><body>{PageView(scalar_file[0])._repr_html_()}</body></html>")
+    browser.get(notebook.as_uri())
+    browser.switch_to.frame(css(browser, "iframe")[0])
+    try:
+        assert len(css(browser, "svg.graph g.node")) == 9
+        css(browser, "#bw-end")[0].click()
+        assert "(done)" in css(browser, "#bw-status")[0].text
+    finally:
+        browser.switch_to.default_content()
+    assert console_errors(browser) == []
