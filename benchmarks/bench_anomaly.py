@@ -9,9 +9,11 @@ at 224x224 (batch 2), each a whole training step (train-mode forward with the au
 timed ``--repeat`` times with off and on alternating, so that load from elsewhere hits both
 alike; the medians of the wall time and of the process's CPU time (all its threads; less
 disturbed than the wall time when other processes share the cores) and their ratios are
-printed. Memory: the peak resident size over two steps above the process's after building the
-network, a fresh process per row and mode (on keeps each op's inputs until its backward, for
-the report).
+printed, and the ratio of the fastest steps (the least disturbed); and the time the checks
+themselves take within a step that runs them (on a loaded machine the surest of these).
+Memory: the peak resident size over two steps above the process's after building the network,
+a fresh process per row and mode (on keeps each op's inputs until its backward, for the
+report).
 
 Off, the only work anomaly detection adds is one read of a thread-local attribute per op in
 ``Function.apply`` and one per ``backward()`` call (and a test of a local per graph node). That
@@ -22,7 +24,6 @@ is below what a step's timing can resolve, so it is bounded instead: the time of
 from __future__ import annotations
 
 import argparse
-import resource
 import statistics
 import subprocess
 import sys
@@ -47,7 +48,8 @@ NETWORKS = {"small": (googlenet_small, 32), "paper": (googlenet_paper, 224)}
 
 
 def training_step(build, side: int, batch: int):
-    """The step of ``build()``'s network on a fixed batch, and the ops it records."""
+    """The step of ``build()``'s network on a fixed batch, and a function counting the ops it
+    records (on a forward and loss of its own)."""
     tinynet.manual_seed(0)
     model = build().train()
     rng = np.random.default_rng(0)
@@ -60,17 +62,43 @@ def training_step(build, side: int, batch: int):
         googlenet_loss(model(x), target, AUX_WEIGHT).backward()
         optimizer.step()
 
-    ops = len(tinynet.trace(googlenet_loss(model(x), target, AUX_WEIGHT)).ops)
+    def ops() -> int:
+        return len(tinynet.trace(googlenet_loss(model(x), target, AUX_WEIGHT)).ops)
+
     return step, ops
 
 
-def timed(step, on: bool) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of all the process's threads) of one step."""
-    watch = anomaly.detect_anomaly(enabled=on)
+class TimedChecks(anomaly.detect_anomaly):
+    """detect_anomaly() adding up the wall time of its checks in ``seconds``: what it adds to a
+    step, measured inside the step, so that load that stretches whole steps cannot hide it."""
+
+    seconds = 0.0
+
+    def check_forward(self, *args):
+        self._timed(super().check_forward, args)
+
+    def check_arriving(self, *args):
+        self._timed(super().check_arriving, args)
+
+    def check_backward(self, *args):
+        self._timed(super().check_backward, args)
+
+    def _timed(self, check, args):
+        start = time.perf_counter()
+        try:
+            check(*args)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+
+def timed(step, on: bool) -> tuple[float, float, float]:
+    """(wall seconds, CPU seconds of all the process's threads, seconds in the checks) of a
+    step."""
+    watch = TimedChecks(enabled=on)
     start, cpu = time.perf_counter(), time.process_time()
     with watch:
         step()
-    return time.perf_counter() - start, time.process_time() - cpu
+    return time.perf_counter() - start, time.process_time() - cpu, watch.seconds
 
 
 def flag_read_seconds() -> float:
@@ -90,10 +118,19 @@ def memory_worker(name: str, batch: int, on: bool) -> None:
     tinynet.runtime.configure()
     build, side = NETWORKS[name]
     step, _ = training_step(build, side, batch)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = peak_resident_kb()
     for _ in range(2):
         timed(step, on)
-    print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)  # KB on Linux
+    print((peak_resident_kb() - before) / 1024)
+
+
+def peak_resident_kb() -> int:
+    """This process's peak resident size (Linux's VmHWM; ru_maxrss would start from the size of
+    the process that started it, which exec keeps)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmHWM in /proc/self/status: the memory rows need Linux")
 
 
 def main(argv=None) -> None:
@@ -114,13 +151,15 @@ def main(argv=None) -> None:
     read = flag_read_seconds()
     print(f"one read of the switch (anomaly.state.mode): {read * 1e9:.0f} ns\n")
     print(
-        "| network | batch | ops per step | off (ms) | on (ms) | on / off | CPU s off | CPU s on "
-        "| on / off | off's reads, bound | peak MB off | peak MB on |"
+        "| network | batch | ops per step | off: median (min), ms | on: median (min), ms "
+        "| on / off: medians (mins) | CPU on / off | in the checks, ms (share of on) "
+        "| off's reads, bound | peak MB off | on |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, batch in rows:
         build, side = NETWORKS[name]
-        step, ops = training_step(build, side, batch)
+        step, count_ops = training_step(build, side, batch)
+        ops = count_ops()
         for _ in range(WARMUP):
             timed(step, False)
             timed(step, True)
@@ -128,18 +167,21 @@ def main(argv=None) -> None:
         for _ in range(args.repeat):
             for on in (False, True):
                 times[on].append(timed(step, on))
-        (off, off_cpu), (on, on_cpu) = (
+        (off, off_cpu, _), (on, on_cpu, checks) = (
             [statistics.median(column) for column in zip(*times[mode])] for mode in (False, True)
         )
+        off_min, on_min = (min(wall for wall, *_ in times[mode]) for mode in (False, True))
         bound = 2 * ops * read  # a read per op in forward and a test per node in backward
         memory = "| - | - |"
         if not args.no_memory:
             off_mb, on_mb = (peak_megabytes(name, batch, mode) for mode in (False, True))
             memory = f"| {off_mb:.0f} | {on_mb:.0f} |"
         print(
-            f"| {name} {side}x{side} | {batch} | {ops} | {off * 1e3:.1f} | {on * 1e3:.1f} | "
-            f"{on / off:.2f}x | {off_cpu:.2f} | {on_cpu:.2f} | {on_cpu / off_cpu:.2f}x | "
-            f"{bound * 1e6:.0f} us = {bound / off:.1e} of the step {memory}"
+            f"| {name} {side}x{side} | {batch} | {ops} | {off * 1e3:.0f} ({off_min * 1e3:.0f}) "
+            f"| {on * 1e3:.0f} ({on_min * 1e3:.0f}) | {on / off:.2f}x ({on_min / off_min:.2f}x) "
+            f"| {on_cpu / off_cpu:.2f}x | {checks * 1e3:.0f} ({checks / on:.1%}) "
+            f"| {bound * 1e6:.0f} us = {bound / off:.1e} of the step "
+            f"{memory}"
         )
 
 

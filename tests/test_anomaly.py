@@ -125,26 +125,42 @@ class Shared(nn.Module):
 def test_shared_modules_and_the_top_level_forward_are_named():
     model = Shared()
     x = tinynet.tensor([[1.0, 2.0]])
-    cases = [  # (weight set to, module named, words in the message)
+    cases = [  # (layer whose bias is made infinite, module named, words in the message)
         (model.twice, "twice", "in module twice (Linear)"),
         (model.encoder, "encoder", "in module encoder (Linear, also registered as decoder)"),
     ]
     for layer, path, words in cases:
-        kept = layer.weight.data.copy()
-        layer.weight.data[...] = 3e38
+        kept = layer.bias.data.copy()
+        layer.bias.data[...] = np.inf
         try:
-            with np.errstate(over="ignore"), pytest.raises(AnomalyError) as caught:
-                with detect_anomaly():
-                    model(x)
+            with pytest.raises(AnomalyError) as caught, detect_anomaly():
+                model(x)
         finally:
-            layer.weight.data[...] = kept
+            layer.bias.data[...] = kept
         assert caught.value.module == path and words in str(caught.value)
+    model.decoder.weight.data[...] = 0.0
     model.decoder.bias.data[...] = 100.0  # exp(100) > float32's largest value
     with np.errstate(over="ignore"), pytest.raises(AnomalyError) as caught:
         with detect_anomaly():
             model(x)
     assert caught.value.op == "Exp" and caught.value.module == ""
     assert "in the top-level module's own forward (Shared)" in str(caught.value)
+
+
+def test_a_module_its_caller_does_not_hold_is_named_by_its_class():
+    class Loose(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = [nn.Linear(2, 2)]  # a plain list: not registered, not in state_dict
+
+        def forward(self, x):
+            return self.layers[0](x)
+
+    model = Loose()
+    model.layers[0].bias.data[...] = np.inf
+    with pytest.raises(AnomalyError) as caught, detect_anomaly():
+        model(tinynet.tensor([[1.0, 2.0]]))
+    assert caught.value.module == "<Linear not registered>"
 
 
 def test_an_infinity_asked_for_is_carried_but_a_nan_made_of_it_is_not():
