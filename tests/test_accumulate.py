@@ -6,6 +6,13 @@ one batch it is the textbook training_step to the bit. The Trainer counts optimi
 a resumed run repeats the uninterrupted one exactly; a checkpoint in the middle of a step is
 refused."""
 
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -16,7 +23,7 @@ from tinynet.functional import cross_entropy
 from tinynet.models.googlenet import Inception
 from tinynet.optim import SGD, Adam
 from tinynet.step import PLAIN, StepSeams, accumulated_step, training_step
-from tinynet.train import CHECKPOINT, SettingError, TrainConfig, Trainer
+from tinynet.train import CHECKPOINT, METRICS, SettingError, TrainConfig, Trainer
 
 from datafiles import needs_sklearn
 
@@ -212,3 +219,44 @@ def test_a_checkpoint_in_the_middle_of_a_step_is_refused(tmp_path, data):
         Trainer(tiny(tmp_path, accumulate=2, epochs=2), data, log=quiet).load_state_dict(checkpoint)
     checkpoint["loader"]["batch"] = 4  # a step's boundary is fine
     Trainer(tiny(tmp_path, accumulate=2, epochs=2), data, log=quiet).load_state_dict(checkpoint)
+
+
+# ------------------------------------------------------------------ under mpiexec
+ACCUMULATING = """
+import sys
+from tinynet.train import TrainConfig, Trainer
+Trainer(TrainConfig(width=0.0625, batch_size=12, accumulate=2, max_batches=1, epochs=1,
+                    out_dir=sys.argv[1], sync_batchnorm=True, ema_decay=None)).fit()
+"""
+
+
+@needs_sklearn
+def test_two_ranks_accumulating_follow_one_process(tmp_path):
+    """Each rank takes its rows of each batch (StepSeams.local_rows) and backpropagates its
+    share of it; the gradients summed over both batches are summed over the ranks once, before
+    the update. With synchronised BatchNorm two ranks compute what one process computes, to
+    float32 rounding (measured: 2e-7 of the weights' norm after one step of two batches). One
+    step: float32 differences grow along a trajectory through ReLU's and max-pool's kinks (4e-5
+    after two steps without accumulation), which test_distributed.py's kink-free trajectory
+    handles."""
+    pytest.importorskip("mpi4py", reason="the `mpi` extra (mpi4py, MPICH) is not installed")
+    mpiexec = shutil.which("mpiexec", path=f"{Path(sys.executable).parent}{os.pathsep}{os.defpath}")
+    if mpiexec is None:
+        pytest.skip("mpi4py is installed but no mpiexec is on the PATH")
+    models = {}
+    for ranks in (1, 2):
+        out = tmp_path / f"ranks-{ranks}"
+        command = [sys.executable, "-c", ACCUMULATING, str(out)]
+        if ranks > 1:
+            command = [mpiexec, "-n", str(ranks), *command]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        models[ranks] = tinynet.load(out / CHECKPOINT)["model"]
+        records = [json.loads(line) for line in (out / METRICS).read_text().splitlines()]
+        models[ranks]["train_loss"] = np.array(records[0]["train_loss"])
+    one, two = models[1], models[2]
+    assert abs(one["train_loss"] - two["train_loss"]) <= 1e-5 * abs(one["train_loss"])
+    keys = [k for k in one if one[k].dtype.kind == "f"]
+    first = np.concatenate([np.ravel(one[k]).astype(np.float64) for k in keys])
+    second = np.concatenate([np.ravel(two[k]).astype(np.float64) for k in keys])
+    assert np.linalg.norm(first - second) <= 1e-5 * np.linalg.norm(first)

@@ -142,6 +142,9 @@ def test_a_resumed_run_adds_its_steps_and_a_new_run_replaces_the_files(tmp_path,
     events = read(tmp_path / FOLDER)
     assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3]
 
+    Trainer(config(tmp_path, epochs=1, tensorboard=False), data, log=quiet).fit()
+    assert not list((tmp_path / FOLDER).iterdir())  # no stale curves beside the new run's files
+
 
 def test_the_command_writes_the_files_beside_metrics_jsonl(tmp_path, capsys):
     argv = ["train", "--width", "0.125", "--batch-size", "16", "--max-batches", "2", "--epochs",

@@ -48,20 +48,25 @@ def check_available() -> None:
     _writer_class()
 
 
+def remove_events(out_dir) -> None:
+    """Remove the event files of an earlier run from ``out_dir/tensorboard`` (a run that
+    starts afresh in its folder replaces them, as ``--overwrite`` replaces its other files)."""
+    folder = Path(out_dir) / FOLDER
+    if folder.is_dir():
+        for old in folder.glob("events.out.tfevents.*"):
+            old.unlink()
+
+
 class TensorBoardLog:
     """The writer of one run's event files in ``out_dir/tensorboard``.
 
-    fresh:      a run that starts now (not resumed): event files of an earlier run in the folder
-                are removed first, as ``--overwrite`` removes its other files
+    fresh:      a run that starts now (not resumed): it draws its first batch
     mean, std:  the per-channel normalisation, undone to draw the augmented batch
     """
 
     def __init__(self, out_dir, histogram_every: int, mean, std, fresh: bool):
         writer = _writer_class()
         self.folder = Path(out_dir) / FOLDER
-        if fresh and self.folder.is_dir():
-            for old in self.folder.glob("events.out.tfevents.*"):
-                old.unlink()
         self.writer = writer(logdir=str(self.folder), flush_secs=30)
         self.histogram_every = histogram_every
         self.mean = np.asarray(mean, np.float32).reshape(1, -1, 1, 1)

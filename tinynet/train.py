@@ -592,10 +592,15 @@ class Trainer:
                     self.loader.close()
 
     def _tensorboard(self):
-        """With config.tensorboard, rank 0's writer of out_dir/tensorboard/: a run that starts
-        afresh removes an earlier run's event files there, a resumed one adds its own."""
+        """With config.tensorboard, rank 0's writer of out_dir/tensorboard/. A run that starts
+        afresh removes an earlier run's event files there first (with or without the option,
+        as it replaces the other files); a resumed one adds its own."""
         c = self.config
-        if not c.tensorboard or self.group.rank != 0:
+        if self.group.rank != 0:
+            return None
+        if not self.history:
+            tensorboard_log.remove_events(self.out_dir)
+        if not c.tensorboard:
             return None
         return tensorboard_log.TensorBoardLog(
             self.out_dir, c.histogram_every, c.mean, c.std, fresh=not self.history
