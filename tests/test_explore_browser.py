@@ -96,6 +96,8 @@ def test_clicking_a_branch_s_conv_shows_its_shape(page):
     assert css(driver, "#node-shape")[0].text == shape
     assert css(driver, "#details canvas.histogram"), "no histogram of the activations"
     assert len(css(driver, "#details .maps canvas.map")) == 8, "no feature maps"
+    weights = css(driver, "#details table.parameters")[0].text.splitlines()
+    assert weights[1].startswith("weight (") and "(" in weights[1]  # its shape, mean and std
     assert console_errors(driver) == []
 
 

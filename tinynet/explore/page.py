@@ -222,8 +222,10 @@ def _leaf_entry(leaf: LeafRecord, values, gradients, summary, named) -> dict:
             entry["value"] = summary(value, signed=False)
         if leaf.id in gradients:
             entry["grad"] = summary(gradients[leaf.id], signed=True)
-    elif leaf.id in gradients:  # parameters: statistics only, no maps
-        entry["grad"] = summary.statistics(gradients[leaf.id])
+    else:  # parameters and buffers: statistics only, no maps
+        entry["value"] = summary.statistics(values[leaf.id])
+        if leaf.id in gradients:
+            entry["grad"] = summary.statistics(gradients[leaf.id])
     return entry
 
 

@@ -450,6 +450,9 @@
         return (n.op ? n.op + " " + k : n.kind + " " + n.name) + " " + shapeText(n.shape);
       });
       details.append(el("p", { class: "inputs", text: "inputs: " + ins.join("; ") }));
+      const weights = node.inputs.map(function (k) { return k === null ? null : nodes.get(k); })
+        .filter(function (n) { return n && (n.kind === "parameter" || n.kind === "buffer"); });
+      if (weights.length) details.append(parameterTable(weights, reached(id)));
     }
     if (node.value) details.append(summaryBlock("value", node.value, "#3b6db3"));
     if (node.grad && node.grad.shape) {
@@ -459,6 +462,20 @@
     const step = data.backward.find(function (s) { return s.node === id; });
     if (step && step.rule && reached(id)) details.append(ruleBlock(step.rule, node));
     paint();
+  }
+
+  /** The op's parameters: shape, value statistics and, after the backward, |gradient|. */
+  function parameterTable(weights, withGrad) {
+    const head = ["parameter", "shape", "mean", "std", "|grad|"];
+    const rows = weights.map(function (w) {
+      const grad = withGrad && w.grad ? fmt(w.grad.norm) : "";
+      return [w.name.split(".").pop(), shapeText(w.shape), fmt(w.value.mean), fmt(w.value.std), grad];
+    });
+    return el("table", { class: "stats parameters" },
+      el("tr", {}, ...head.map(function (h) { return el("th", { text: h }); })),
+      ...rows.map(function (row) {
+        return el("tr", { title: "" }, ...row.map(function (cell) { return el("td", { text: cell }); }));
+      }));
   }
 
   function ruleBlock(rule, node) {
