@@ -17,7 +17,7 @@ batch size; the graph is then walked as ``Tensor.backward`` walks it:
     op's own output gradient and its inputs' new gradients and the convolutions' im2col scratch
     (``tinynet.ops.conv``), less what the ops already walked have freed (``Context.release``)
 
-The optimizer state is measured the same way, by one update of a probe parameter: the momentum
+The optimizer state is measured, not looked up, by one update of a probe parameter: the momentum
 and moment buffers it keeps per parameter and the scratch of its largest update
 (``tinynet.optim.Workspace``). Not counted: the interpreter, NumPy, numba and their compiled
 kernels (what a process holds before it trains: the run's starting memory), the data set and the
@@ -133,8 +133,8 @@ def estimate_training_memory(
     parameters = list(model.parameters())
     weights = sum(p.data.nbytes for p in parameters)
     # 2 and 3, not 1 and 2: at one image some layout changes are free views, not copies
-    one, two = (_dry_graph(model, shape, n, loss_fn) for n in (2, 3))
-    activations, workspace = _backward_peak(one, two, batch_size)
+    at2, at3 = (_dry_graph(model, shape, n, loss_fn) for n in (2, 3))
+    activations, workspace = _backward_peak(at2, at3, batch_size)
     return MemoryEstimate(
         batch_size=batch_size,
         input_shape=shape,
@@ -255,25 +255,25 @@ def _at(two: int, three: int, batch: int) -> int:
     return max(0, two + (three - two) * (batch - 2))
 
 
-def _backward_peak(one: _Graph, two: _Graph, batch: int) -> tuple[int, int]:
+def _backward_peak(at2: _Graph, at3: _Graph, batch: int) -> tuple[int, int]:
     """(activations, workspace) at ``batch``: what the forward saved, and the most the backward
     holds beyond it at once, walking the ops in Tensor.backward's order."""
-    if len(one.ops) != len(two.ops) or len(one.buffers) != len(two.buffers):
+    if len(at2.ops) != len(at3.ops) or len(at2.buffers) != len(at3.buffers):
         raise ValueError(
             "estimate_training_memory: the model's graph differs between a batch of 2 and of 3 "
             "images; its memory cannot be extrapolated to other batch sizes"
         )
-    sizes = [_at(a, b, batch) for a, b in zip(one.buffers, two.buffers)]
+    sizes = [_at(a, b, batch) for a, b in zip(at2.buffers, at3.buffers)]
     holders = [0] * len(sizes)
-    for op in one.ops:
+    for op in at2.ops:
         for i in op.saved:
             holders[i] += 1
     activations = live = sum(sizes)
     pending = {0: 0}  # op index -> bytes of the gradient waiting for it (the loss's own)
     workspace = 0
-    for i, (op, op2) in enumerate(zip(one.ops, two.ops)):
-        own = pending.pop(i, 0) if i else _at(op.output, op2.output, batch)
-        new = [_at(a, b, batch) for a, b in zip(op.parent_bytes, op2.parent_bytes)]
+    for i, (op, op3) in enumerate(zip(at2.ops, at3.ops)):
+        own = pending.pop(i, 0) if i else _at(op.output, op3.output, batch)
+        new = [_at(a, b, batch) for a, b in zip(op.parent_bytes, op3.parent_bytes)]
         scratch = 0
         if op.conv is not None:
             patch, pixels, itemsize = op.conv
