@@ -375,3 +375,26 @@ def test_the_digits_example_writes_the_in_memory_split_as_jpegs(tmp_path):
     np.testing.assert_array_equal(labels[order], memory.test.arrays[1])
     error = np.abs(images[order] - memory.test.arrays[0]).mean(axis=(1, 2, 3))
     assert error.max() < 0.02  # each image within JPEG's quality-95 loss of the original
+
+
+@pytest.mark.parametrize(
+    "option, expected",
+    [(("--augment", "paper"), "augment must be one of ['paper', 'crop-flip', 'none'] (paper: with "
+      "image_folder"),
+     (("--workers", "2"), "workers must be an int in [0, 256] (with image_folder"),
+     (("--cache",), "cache must be True or False (True with image_folder only"),
+     (("--skip-bad-images",), "skip_bad_images must be True or False (True with image_folder"),
+     (("--workers", "-1"), "argument --workers: must be an int >= 0; got '-1'")],
+)  # fmt: skip
+def test_the_folder_options_are_refused_for_in_memory_data_naming_the_option(
+    tmp_path, capsys, option, expected
+):
+    from tinynet.cli import main
+
+    try:
+        code = main(["train", *option, "--out", str(tmp_path / "run")])
+    except SystemExit as leaving:  # argparse's refusals leave through SystemExit
+        code = leaving.code
+    assert code == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and expected in err
