@@ -398,3 +398,63 @@ def test_the_folder_options_are_refused_for_in_memory_data_naming_the_option(
     assert code == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and expected in err
+
+
+def _report_threads(dataset, out, task):
+    """A fill that writes what the worker's pools are: its BLAS threads and the environment."""
+    from threadpoolctl import threadpool_info
+
+    blas = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+    out[0, 0, 0, :2] = (max(blas, default=1), int(os.environ["OMP_NUM_THREADS"]))
+    return np.array([0]), []
+
+
+def test_a_worker_runs_its_own_pools_on_one_thread():
+    from tinynet.data.workers import WorkerPool
+
+    pool = WorkerPool(None, _report_threads, workers=1, slots=1, batch_shape=(1, 1, 1, 4))
+    try:
+        pool.submit(0, 0, ())
+        slot, kept, bad = pool.next_done()
+        assert pool.batch(slot, 1)[0, 0, 0, :2].tolist() == [1, 1]
+    finally:
+        pool.close()
+
+
+KILLED_RUN = """
+import sys
+import numpy as np
+from tinynet.data import StreamingLoader, image_files
+loader = StreamingLoader(image_files(sys.argv[1], 16).train, 2, workers=2)
+iterator = iter(loader)
+next(iterator)
+print(" ".join(str(p.pid) for p in loader._pool.processes), flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_workers_end_when_their_run_is_killed(folder):
+    """A run killed outright (SIGKILL: no finally runs) leaves no worker behind: the kernel ends
+    them with their parent, and Python's resource tracker unlinks the segments."""
+    run = subprocess.Popen([sys.executable, "-c", KILLED_RUN, str(folder)], stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        workers = [int(pid) for pid in run.stdout.readline().split()]
+        assert len(workers) == 2
+        run.kill()
+        run.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in workers):
+            time.sleep(0.1)
+        assert not any(Path(f"/proc/{p}").exists() for p in workers)
+        while time.monotonic() < deadline and _segments(run.pid):
+            time.sleep(0.1)
+        assert not _segments(run.pid)
+    finally:
+        if run.poll() is None:
+            run.kill()
+
+
+def _segments(pid: int) -> list[str]:
+    return [name for name in os.listdir("/dev/shm") if name.startswith(f"tinynet-{pid}-")]
