@@ -21,7 +21,7 @@ from tinynet import functional as F
 from tinynet import nn
 from tinynet.cli import main
 from tinynet.explore import PageView, network_page, page_data, render_html, write_page
-from tinynet.explore.network import fixed_sample, network_from
+from tinynet.explore.network import first_test_image, fixed_sample, network_from
 from tinynet.explore.rules import RULES
 from tinynet.testing.strategies import (
     batch_norm_cases,
@@ -31,6 +31,7 @@ from tinynet.testing.strategies import (
     lrn_cases,
     pool_cases,
 )
+from tinynet.train import TrainConfig
 
 from strategies import distinct, seeds, uniform
 
@@ -286,6 +287,16 @@ def test_the_command_explores_a_checkpoint_on_an_image(tmp_path, capsys):
     data = embedded_data(text)
     assert data["info"]["label (backward from)"] == "7 (7)"
     assert data["info"]["image"].startswith("seven.png, 1 x ")
+    assert main(["explore", str(run / "checkpoint.npz"), "--out", str(out)]) == 0
+    data = embedded_data(out.read_text("utf-8"))  # without --image: the run's first test image
+    assert re.fullmatch(r"test image 0 of digits \(class \d\), 1 x 32 x 32", data["info"]["image"])
+
+
+def test_a_checkpoint_whose_test_split_is_not_at_hand_says_why(tmp_path):
+    config = TrainConfig(dataset="mnist", data_dir=str(tmp_path))  # no files there
+    image, why = first_test_image(config, 28)
+    assert image is None and why.startswith("mnist: train-images-idx3-ubyte.gz is not in")
+    assert list(tmp_path.iterdir()) == []  # nothing downloaded
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ it predicts, so the backward shows what would make that prediction more certain.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,23 @@ def fixed_sample(channels: int, size: int) -> np.ndarray:
     return np.random.default_rng(SAMPLE_SEED).standard_normal((channels, size, size), np.float32)
 
 
+def first_test_image(config, size: int) -> tuple[np.ndarray | None, str]:
+    """A checkpoint's image when none is given: (the first image of its run's test split in
+    [0, 1], its name) if that split is held in memory and its files are at hand (nothing is
+    downloaded); else (None, why not)."""
+    from tinynet.data.dataset import TensorDataset
+    from tinynet.train import load_data
+
+    try:
+        test = load_data(dataclasses.replace(config, image_size=size, download=False)).test
+    except (OSError, ValueError, ImportError) as error:  # DatasetError is a ValueError
+        return None, (str(error).splitlines() or [type(error).__name__])[0]
+    if not isinstance(test, TensorDataset):
+        return None, "an image folder's test split: give one of its files as --image"
+    images, labels = test.arrays[:2]
+    return images[0], f"test image 0 of {config.dataset} (class {config.classes[labels[0]]})"
+
+
 def network_from(checkpoint=None, model: str | None = None) -> tuple[Module, dict]:
     """(eval-mode network, settings: name, channels, input_size, mean, std, classes) from a
     training checkpoint (loaded as ``tinynet evaluate`` loads it) or a registered model name
@@ -49,6 +67,7 @@ def network_from(checkpoint=None, model: str | None = None) -> tuple[Module, dic
             "mean": config.mean,
             "std": config.std,
             "classes": list(config.classes),
+            "config": config,
         }
     from tinynet.models.registry import model_entry
     from tinynet.rng import manual_seed
@@ -58,7 +77,7 @@ def network_from(checkpoint=None, model: str | None = None) -> tuple[Module, dic
     network = entry.build().eval()
     return network, {"name": f"{model} (random weights, seed {SAMPLE_SEED})", "channels": 3,
                      "input_size": entry.input_size, "mean": None, "std": None,
-                     "classes": None}  # fmt: skip
+                     "classes": None, "config": None}  # fmt: skip
 
 
 def network_page(
@@ -113,9 +132,9 @@ def write_network_page(
 ) -> Path:
     """What ``tinynet explore (CHECKPOINT | --model NAME) [--image IMAGE] [--label K]
     [--input-size S] --out page.html`` does: the page of the network for the image file
-    ``image`` (default: ``fixed_sample``), written to ``out``; returns its path. A checkpoint's
-    image is read and normalised as ``tinynet predict`` reads it; with --model, its pixels are
-    taken in [0, 1]."""
+    ``image``, written to ``out``; returns its path. A checkpoint's image is read and normalised
+    as ``tinynet predict`` reads it (by default: its run's first test image, if at hand); with
+    --model, its pixels are taken in [0, 1]; else ``fixed_sample``."""
     if out is None:
         raise ValueError("--out is needed: the .html file to write")
     out = Path(out)
@@ -126,16 +145,21 @@ def write_network_page(
         raise FileNotFoundError(f"--image {image}: no such file")
     network, settings = network_from(checkpoint, model)
     size = input_size or settings["input_size"]
-    if image is None:
-        pixels, image_name = fixed_sample(settings["channels"], size), SAMPLE_NAME
-    else:
+    pixels, why_not = None, ""
+    if image is not None:
         from tinynet.data import read_image
-        from tinynet.data import transforms as T
 
         mode = "L" if settings["channels"] == 1 else "RGB"
         pixels, image_name = read_image(image, size, mode), Path(image).name
-        if settings["mean"] is not None:
-            pixels = T.Normalize(settings["mean"], settings["std"])(pixels[None])[0]
+    elif settings["config"] is not None:
+        pixels, image_name = first_test_image(settings["config"], size)
+        why_not = "" if pixels is not None else f" (the run's test image: {image_name})"
+    if pixels is None:  # seeded noise, centred already
+        pixels, image_name = fixed_sample(settings["channels"], size), SAMPLE_NAME + why_not
+    elif settings["mean"] is not None:
+        from tinynet.data import transforms as T
+
+        pixels = T.Normalize(settings["mean"], settings["std"])(pixels[None])[0]
     title = f"tinynet explore: {settings['name']}"
     data = network_page(
         network, pixels, label, classes=settings["classes"], title=title, image_name=image_name
