@@ -687,7 +687,11 @@ def _explore_parser(commands):
     )
     p.add_argument("checkpoint", nargs="?", help="a training checkpoint (RUN/checkpoint.npz)")
     p.add_argument("--model", choices=sorted(MODELS), help="this network instead, seeded")
-    p.add_argument("--image", help="an image file (default: a fixed sample, seeded noise)")
+    p.add_argument(
+        "--image",
+        help="an image file (default: the run's first test image, if at hand; else a fixed "
+        "sample, seeded noise)",
+    )
     p.add_argument(
         "--label",
         type=_number(int, "a class index (an int >= 0)", lambda value: value >= 0),
