@@ -95,7 +95,7 @@ class StreamingLoader(DataLoader):
                 slots.append(slot)
                 yield batch
         except GeneratorExit:  # the epoch was left early: let the batches under way land
-            while waiting:
+            while waiting and self._pool is pool:  # (unless close() has ended the workers)
                 waiting.pop(pool.next_done()[0])
             raise
         except BaseException:  # an error or Ctrl-C: end the workers now

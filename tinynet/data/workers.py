@@ -80,6 +80,8 @@ class WorkerPool:
         """(slot, kept, bad) of the next batch a worker finished; a ``WorkerError`` if a worker
         failed or died, a ``DatasetError`` for an image it could not read."""
         while True:
+            if not self.processes:
+                raise WorkerError("the data workers were ended (close()) before the batch came")
             try:
                 slot, status, payload = self.done.get(timeout=POLL_SECONDS)
             except queue.Empty:
