@@ -18,7 +18,9 @@
     stopped: "stopped before its last epoch",
     ended: "not running",
   };
-  if (!data.ops) document.getElementById("explorer").style.display = "none"; // no network here
+  if (!data.ops) { // no network on this page: only the live panel
+    for (const id of ["header", "explorer"]) document.getElementById(id).style.display = "none";
+  }
   document.head.append(el("style", { text:
     "section#live { padding: 8px 14px; border-top: 1px solid #d5dce8; }" +
     ".live-row, .live-summaries { display: flex; flex-wrap: wrap; gap: 12px; }" +
