@@ -211,3 +211,15 @@ def test_the_page_works_inside_a_notebook_s_iframe(browser, scalar_file, tmp_pat
     finally:
         browser.switch_to.default_content()
     assert console_errors(browser) == []
+
+
+def test_play_steps_on_its_own_until_paused(scalar_page):
+    from selenium.webdriver.support.wait import WebDriverWait  # the fixture found selenium
+
+    driver, data = scalar_page
+    css(driver, "#bw-play")[0].click()
+    WebDriverWait(driver, 10).until(
+        lambda d: "(done)" in css(d, "#bw-status")[0].text, "play did not reach the input"
+    )
+    assert css(driver, "#bw-play")[0].text == "play"  # it stopped at the end
+    assert console_errors(driver) == []

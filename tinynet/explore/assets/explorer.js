@@ -194,7 +194,7 @@
     return node.op ? node.op : node.name;
   };
 
-  const state = { module: null, selected: null, step: -1, keyOf: new Map() };
+  const state = { module: null, selected: null, step: -1, keyOf: new Map(), timer: null };
 
   // ------------------------------------------------------------------ header
   const header = document.getElementById("header");
@@ -502,10 +502,22 @@
     el("button", { id: "bw-reset", text: "⟲ reset", onclick: function () { goTo(-1); } }),
     el("button", { id: "bw-prev", text: "◀ back", onclick: function () { goTo(state.step - 1); } }),
     el("button", { id: "bw-step", text: "step ▶", onclick: function () { goTo(state.step + 1); } }),
+    el("button", { id: "bw-play", text: "play", onclick: function () { play(!state.timer); } }),
     el("button", { id: "bw-end", text: "to the input", onclick: function () { goTo(data.backward.length - 1); } }),
     el("span", { id: "bw-status", text: "not started: the forward values are shown (→ steps)" }));
   const arrivals = el("div", { id: "bw-arrivals" });
   graphPanel.prepend(controls, arrivals);
+
+  /** Step on its own, one op every 0.6 s, until the input or until paused. */
+  function play(on) {
+    clearInterval(state.timer);
+    if (on && state.step >= data.backward.length - 1) goTo(-1); // from the top again
+    state.timer = on ? setInterval(function () {
+      goTo(state.step + 1);
+      if (state.step >= data.backward.length - 1) play(false);
+    }, 600) : null;
+    document.getElementById("bw-play").textContent = on ? "pause" : "play";
+  }
 
   function goTo(step) {
     state.step = Math.max(-1, Math.min(step, data.backward.length - 1));
