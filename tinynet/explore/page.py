@@ -17,7 +17,8 @@
   channels of largest mean magnitude, downsampled), and each op's backward rule written out
   with the numbers of one element (``tinynet.explore.rules``).
 
-The dict is plain JSON (lists, numbers, strings); ``render_html`` turns it into the page.
+The dict holds lists, numbers and strings (statistics of non-finite values are None, a rule's
+numbers may be NaN); ``render_html`` turns it into the page.
 """
 
 from __future__ import annotations
