@@ -336,27 +336,25 @@ def test_multi_crop_evaluation_reads_each_scale_from_the_files(tmp_path):
     )
 
 
-def test_a_folder_run_trains_resumes_and_evaluates_with_multi_crop_through_the_command(tmp_path):
+def test_a_folder_run_trains_resumes_and_evaluates_with_multi_crop_through_the_command(
+    tmp_path, capsys
+):
+    from tinynet.cli import main
+
     root = jpeg_folder(tmp_path / "photos", per_class=4)
     out = tmp_path / "run"
-    common = ("--dataset", "image_folder", "--data-dir", root, "--image-size", 16,
-              "--batch-size", 4, "--workers", 2, "--augment", "paper", "--cache")  # fmt: skip
-    run = _cli(*common, "--epochs", 1, "--out", out)
-    _, err = run.communicate(timeout=300)
-    assert run.returncode == 0, err
-    assert f"image cache: {out / 'image-cache'}" in err
-    run = _cli("--resume", "--epochs", 2, "--out", out)
-    _, err = run.communicate(timeout=300)
-    assert run.returncode == 0, err
+    common = ["--dataset", "image_folder", "--data-dir", str(root), "--image-size", "16",
+              "--batch-size", "4", "--workers", "2", "--augment", "paper", "--cache",
+              "--width", "0.125"]  # fmt: skip
+    assert main(["train", *common, "--epochs", "1", "--out", str(out)]) == 0
+    assert f"image cache: {out / 'image-cache'}" in capsys.readouterr().err
+    assert main(["train", "--resume", "--epochs", "2", "--out", str(out)]) == 0
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2] and all("data_wait_s" in r for r in records)
+    capsys.readouterr()
     for crops in ("10", "144"):
-        evaluated = subprocess.run(
-            [sys.executable, "-m", "tinynet", "evaluate", out / "checkpoint.npz", "--multi-crop",
-             crops], capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        assert evaluated.returncode == 0, evaluated.stderr
-        assert f"test images, {crops} crop(s) each" in evaluated.stdout
+        assert main(["evaluate", str(out / "checkpoint.npz"), "--multi-crop", crops]) == 0
+        assert f"test images, {crops} crop(s) each" in capsys.readouterr().out
 
 
 def test_the_digits_example_writes_the_in_memory_split_as_jpegs(tmp_path):
