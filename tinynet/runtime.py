@@ -13,8 +13,9 @@ and the benchmarks call ``configure()``, which applies, for the rest of the proc
   spinning for ~0.1 s after each GEMM (a numba kernel right after a GEMM otherwise waits for a
   core a spinning BLAS thread holds); every pool is sized to the cores this process is given
   (``TINYNET_NUM_THREADS``, the affinity mask, the cgroup's quota, the MPI ranks on the
-  machine); and runs of the same user on one machine share its cores while they train
-  (``_threads.share_cores``).
+  machine); runs of the same user on one machine share its cores while they train
+  (``_threads.share_cores``); and a run's data workers (``tinynet.data.streaming``) take their
+  cores out of its share, one thread each (``_threads.reserve_for_workers``).
 - Memory (``tinynet/_malloc.py``): glibc keeps freed blocks for the next step's arrays instead of
   unmapping them, so a training step does not fault every page of its arrays in again.
 
