@@ -81,7 +81,7 @@ def page_data(
         )
     order = _backward_order(output, record)  # before backward frees the graph
     gradients = _run_backward(output, record)
-    summary = _Summary(channels, map_size)
+    summary = ValueSummary(channels, map_size)
     steps = _backward_steps(record, differentiable, values, contexts, gradients, order)
     return {
         "title": title,
@@ -238,7 +238,7 @@ def _param_text(value) -> str:
     return repr(value)
 
 
-class _Summary:
+class ValueSummary:
     """A value's statistics, histogram and feature maps, as JSON."""
 
     def __init__(self, channels: int, map_size: int):

@@ -35,7 +35,7 @@ import numpy as np
 
 from tinynet import io
 from tinynet.capture import capture
-from tinynet.explore.page import _Summary
+from tinynet.explore.page import ValueSummary
 from tinynet.function import no_grad
 from tinynet.gradflow import GradientFlow
 from tinynet.nn import Conv2d
@@ -66,7 +66,7 @@ class SnapshotWriter:
         self.run = {**run, "every": every}
         image = np.asarray(image, np.float32)[None]
         self.input = normalize(image)
-        self.summary = _Summary(CHANNELS, MAP_SIZE)
+        self.summary = ValueSummary(CHANNELS, MAP_SIZE)
         self.input_summary = self.summary(image, signed=False)
         self.flow = GradientFlow(model)
         self.modules = _watched_modules(model)
