@@ -133,3 +133,18 @@ def test_crop_flip_pads_with_black_and_mirrors():
                         seen.add((top, left, flipped))
         assert found
     assert len(seen) == 18  # every offset of the 1-pixel padding, mirrored or not
+
+
+def test_crop_is_crop_flip_without_the_mirror():
+    square = np.arange(3 * 8 * 8, dtype=np.uint8).reshape(3, 8, 8)
+    for seed in range(40):
+        cropped = A.from_square(square, "crop", np.random.default_rng(seed))
+        flipped = A.from_square(square, "crop-flip", np.random.default_rng(seed))
+        assert np.array_equal(cropped, flipped) or np.array_equal(cropped, flipped[:, :, ::-1])
+        padded = np.pad(square, ((0, 0), (1, 1), (1, 1)))
+        assert any(
+            np.array_equal(cropped, padded[:, top : top + 8, left : left + 8])
+            for top in range(3)
+            for left in range(3)
+        )
+    assert A.from_square(square, "none", None) is square

@@ -65,7 +65,7 @@ def folder(tmp_path_factory) -> Path:
     return jpeg_folder(tmp_path_factory.mktemp("photos"))
 
 
-@pytest.mark.parametrize("augment", ["paper", "crop-flip", "none"])
+@pytest.mark.parametrize("augment", ["paper", "crop-flip", "crop", "none"])
 def test_the_batches_are_the_same_with_0_1_and_2_workers(folder, augment):
     train = image_files(folder, 16).train
     runs = [
@@ -377,8 +377,8 @@ def test_the_digits_example_writes_the_in_memory_split_as_jpegs(tmp_path):
 
 @pytest.mark.parametrize(
     "option, expected",
-    [(("--augment", "paper"), "augment must be one of ['paper', 'crop-flip', 'none'] (paper: with "
-      "image_folder"),
+    [(("--augment", "paper"), "augment must be one of ['paper', 'crop-flip', 'crop', 'none'] "
+      "(paper: with image_folder"),
      (("--workers", "2"), "workers must be an int in [0, 256] (with image_folder"),
      (("--cache",), "cache must be True or False (True with image_folder only"),
      (("--skip-bad-images",), "skip_bad_images must be True or False (True with image_folder"),

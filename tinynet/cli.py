@@ -162,10 +162,10 @@ def _train_parser(commands):
     g.add_argument("--grad-clip", type=float, help="clip the gradient norm to this value")
     g.add_argument(
         "--augment",
-        choices=("paper", "crop-flip", "none"),
+        choices=("paper", "crop-flip", "crop", "none"),
         help="paper (image folders): GoogLeNet's random-resized crops of 8-100%% of the area, "
         "photometric distortions and random interpolations; crop-flip (default): random crops "
-        "and mirroring; none: the evaluation view",
+        "and mirroring; crop: random crops alone (digits, letters); none: the evaluation view",
     )
     g.add_argument(
         "--no-augment", dest="augment", action="store_const", const="none", help="--augment none"
@@ -262,6 +262,8 @@ def _train(args) -> None:
     }
     if chosen.get("ema_decay") == 0.0:
         chosen["ema_decay"] = None
+    if "cache_dir" in chosen:
+        chosen["cache"] = True
     if "cache_dir" in chosen:
         chosen["cache"] = True
     out_dir = Path(chosen.pop("out_dir", f"runs/{chosen.get('dataset', 'digits')}"))

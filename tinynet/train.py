@@ -112,8 +112,9 @@ class TrainConfig:
                   constant; after warmup_epochs of linear warm-up
     ema_decay:    Polyak averaging of the weights for evaluation (None: off)
     augment:      crop-flip: random crops (4-pixel padding for 32px) and, for natural images,
-                  mirroring; none; paper (image_folder only): GoogLeNet's random-resized crops,
-                  photometric distortions and interpolations (tinynet.data.augment). True and
+                  mirroring; crop: the crops alone; none; paper (image_folder only): GoogLeNet's
+                  random-resized crops, photometric distortions and interpolations
+                  (tinynet.data.augment). True and
                   False (older checkpoints) mean crop-flip and none
     workers:      image_folder: processes decoding and augmenting the images while the step
                   runs (0: the main process; None: _threads.default_workers(), from the cores)
@@ -540,10 +541,11 @@ class Trainer:
 
     def _train_transform(self):
         steps = []
-        if self.config.augment == "crop-flip":
+        if self.config.augment in ("crop-flip", "crop"):
             size = self.data.image_size[0]
             steps.append(T.RandomCrop(size, padding=max(1, size // 8)))
-            if self.config.dataset in ("cifar10", "image_folder"):  # not for digits or letters
+            natural = self.config.dataset in ("cifar10", "image_folder")  # not digits or letters
+            if natural and self.config.augment == "crop-flip":
                 steps.append(T.RandomHorizontalFlip())
         steps.append(self.normalize)
         return T.Compose(steps)

@@ -11,6 +11,8 @@ Three recipes (``tinynet train --augment``), each giving a uint8 (C, size, size)
     crop-flip  the in-memory path's: the shorter side scaled to ``size`` and the centred square
                cut, then a random ``size`` window of it padded by ``max(1, size // 8)`` black
                pixels, mirrored with probability 1/2
+    crop       the same without mirroring (images whose mirror image is another thing: digits,
+               letters; what the in-memory digits get)
     none       evaluation's: the shorter side scaled to ``size``, the centred square
 
 Each step is the operation torchvision's transforms v1 define for PIL images, computed the same
@@ -25,7 +27,7 @@ import math
 
 import numpy as np
 
-AUGMENTATIONS = ("paper", "crop-flip", "none")
+AUGMENTATIONS = ("paper", "crop-flip", "crop", "none")
 AREA, ASPECT = (0.08, 1.0), (3 / 4, 4 / 3)  # the paper's crop: 8%-100% of the area
 # The paper's "photometric distortions" follow Howard (2013), without numbers; these are the
 # ranges torchvision's ImageNet recipes give ColorJitter: factors in [1 - 0.4, 1 + 0.4], hue
@@ -148,15 +150,23 @@ def paper(image, size: int, rng):
     return channels_first(color_jitter(out, jitter_factors(rng)))
 
 
-def crop_flip(square: np.ndarray, rng) -> np.ndarray:
+def crop_flip(square: np.ndarray, rng, mirror: bool = True) -> np.ndarray:
     """The in-memory path's augmentation of one (C, S, S) uint8 image: a random S x S window of
-    it padded by ``max(1, S // 8)`` zeros on each side, mirrored with probability 1/2."""
+    it padded by ``max(1, S // 8)`` zeros on each side, mirrored with probability 1/2 (if
+    ``mirror``; the coin is drawn either way)."""
     side = square.shape[1]
     pad = max(1, side // 8)
     top, left = (int(v) for v in rng.integers(0, 2 * pad + 1, size=2))
     padded = np.pad(square, ((0, 0), (pad, pad), (pad, pad)))
     out = padded[:, top : top + side, left : left + side]
-    return out[:, :, ::-1] if rng.random() < 0.5 else out
+    return out[:, :, ::-1] if rng.random() < 0.5 and mirror else out
+
+
+def from_square(square: np.ndarray, augment: str, rng) -> np.ndarray:
+    """The ``crop-flip``, ``crop`` or ``none`` recipe applied to an image's centred square."""
+    if augment == "none":
+        return square
+    return crop_flip(square, rng, mirror=augment == "crop-flip")
 
 
 def channels_first(image) -> np.ndarray:

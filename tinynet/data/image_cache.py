@@ -8,8 +8,8 @@ and the centred ``side`` x ``side`` square cut, uint8 (N, C, side, side), as a .
 ``np.load(mmap_mode="r")`` maps: the pages are the operating system's file cache, shared by the
 workers, not the process's memory. The side is the one the augmentation starts from:
 
-    crop-flip, none   the network's input size: the cached square is exactly the image the
-                      files give (``ImageFiles.square``), so a run's batches are the same with
+    crop-flip, crop,  the network's input size: the cached square is exactly the image the
+    none              files give (``ImageFiles.square``), so a run's batches are the same with
                       and without the cache
     paper             256/224 of the input size (256 for 224, ImageNet's usual resize): the
                       random-resized crop then samples the centred square at that size

@@ -93,14 +93,13 @@ class ImageFiles(Dataset):
                 from PIL import Image
 
                 return A.paper(Image.fromarray(_hwc(square)), self.image_size, rng)
-            return A.crop_flip(square, rng) if augment == "crop-flip" else square
+            return A.from_square(square, augment, rng)
         path = self.files[index]
         if augment == "paper":
             return A.paper(
                 full_image(path, self.mode, _pillow("image_files")), self.image_size, rng
             )
-        square = self.square(index, self.image_size)
-        return A.crop_flip(square, rng) if augment == "crop-flip" else square
+        return A.from_square(self.square(index, self.image_size), augment, rng)
 
     def resized(self, image_size: int) -> ImageFiles:
         """The same files at another ``image_size``, without a cache."""

@@ -36,7 +36,7 @@ from tinynet.data.workers import WorkerPool
 class StreamingLoader(DataLoader):
     """A DataLoader over an ``ImageFiles`` dataset (see the module docstring).
 
-    augment:  "paper", "crop-flip" or "none" (``tinynet.data.augment``)
+    augment:  "paper", "crop-flip", "crop" or "none" (``tinynet.data.augment``)
     workers:  worker processes (0: the main process decodes)
     prefetch: batches made ahead (default 2 per worker)
     skip_bad_images: leave an undecodable image out of its batch instead of stopping
