@@ -162,6 +162,22 @@ def test_an_exception_in_the_learners_file_is_that_exercise_s_failure(tmp_path):
     assert result.status == FAILING and "line 1: SyntaxError" in result.detail
     result = grade(tmp_path, "linear_backward", "import numpy as np\n")
     assert result.status == FAILING and "defines no linear_backward" in result.detail
+    # sys.exit() left in a file is that exercise's failure, not the end of the grader
+    result = grade(tmp_path, "im2col", "import sys\n\nsys.exit(3)\n")
+    assert result.status == FAILING
+    assert result.detail == "SystemExit: 3 (at im2col.py line 3: sys.exit(3))"
+
+
+def test_an_error_raised_during_the_check_names_its_line_in_the_learners_file(tmp_path):
+    text = wrong("conv2d_backward", "grad_weight[:, :, i, j] =", "grad_weight[:, :, i, j + 9] =")
+    result = grade(tmp_path, "conv2d_backward", text)
+    assert result.status == FAILING
+    line = next(i for i, s in enumerate(text.splitlines(), 1) if "j + 9" in s)
+    first = result.detail.splitlines()[0]
+    assert first.startswith("check_op('conv2d'): backward raised IndexError: index 9 is out")
+    assert first.endswith(f"(at conv2d_backward.py line {line}: grad_weight[:, :, i, j + 9] = "
+                          'np.einsum("nohw,nchw->oc", grad_output, x[tap]))')  # fmt: skip
+    assert "smallest failing case:" in result.detail
 
 
 def wrong(name, old, new):

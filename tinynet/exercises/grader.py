@@ -69,12 +69,14 @@ def grade_file(exercise: Exercise, path: Path, stub: str, max_examples: int, see
             if answer is None:
                 return Grade(name, FAILING, f"{path} defines no {exercise.entry}")
             exercise.check(answer, max_examples=max_examples, seed=seed)
-        except AssertionError as error:
-            return Grade(name, FAILING, str(error))
+        except AssertionError as error:  # a check's finding; if the learner's code raised, where
+            first, _, rest = str(error).partition("\n")
+            where = _where(error.__cause__, path) if error.__cause__ is not None else ""
+            return Grade(name, FAILING, first + where + ("\n" + rest if rest else ""))
         except NotImplementedError as error:
             where = _where(error, path)
             return Grade(name, FAILING, f"still raises NotImplementedError{where}")
-        except Exception as error:  # noqa: BLE001 - the learner's code failed: their grade
+        except (Exception, SystemExit) as error:  # noqa: BLE001 - the learner's code failed
             return Grade(name, FAILING, f"{type(error).__name__}: {error}{_where(error, path)}")
         finally:
             sys.modules.pop(module.__name__, None)
