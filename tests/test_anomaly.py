@@ -108,6 +108,15 @@ def test_functional_calls_outside_any_module_say_so():
     assert error.inputs[0].min == 0 and error.inputs[0].max == 2 and error.inputs[0].mean == 1
 
 
+def test_an_array_with_no_finite_value_says_so_rather_than_min_nan():
+    x = tinynet.tensor(np.zeros(3, dtype=np.float32))
+    with np.errstate(divide="ignore"), pytest.raises(AnomalyError) as caught:
+        with detect_anomaly():
+            F.log(x)
+    assert "output: shape (3,) float32, no finite value, 0 NaN, 3 inf" in str(caught.value)
+    assert "nan" not in str(caught.value)
+
+
 class Shared(nn.Module):
     """One Linear called twice; a second one registered under two names; a functional op in the
     top-level forward."""

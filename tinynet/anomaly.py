@@ -124,9 +124,14 @@ class ArrayStats:
         return cls(name, array.shape, array.dtype, low, high, mean, nans, infs)
 
     def __str__(self) -> str:
+        values = (
+            "no finite value"  # not "min nan": a reader would count a NaN that is not there
+            if math.isnan(self.min)
+            else f"min {self.min:.4g}, max {self.max:.4g}, mean {self.mean:.4g}"
+        )
         return (
-            f"{self.name}: shape {self.shape} {self.dtype}, min {self.min:.4g}, max "
-            f"{self.max:.4g}, mean {self.mean:.4g}, {self.nans:,} NaN, {self.infs:,} inf"
+            f"{self.name}: shape {self.shape} {self.dtype}, {values}, {self.nans:,} NaN, "
+            f"{self.infs:,} inf"
         )
 
 
