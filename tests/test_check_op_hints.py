@@ -207,3 +207,73 @@ def test_softmax_backward_with_the_diagonal_only():
 
     message = check_failure("softmax", None, diagonal)
     assert "the Jacobian's diagonal only" in message
+
+
+def test_right_values_in_the_wrong_shape():
+    def kept_dims(grad_output, input, weight, bias, stride, padding):  # noqa: A002
+        grads = numpy_ops.conv2d_backward(grad_output, input, weight, bias, stride, padding)
+        return grads[0], grads[1], None if bias is None else grads[2].reshape(1, -1, 1, 1)
+
+    message = check_failure("conv2d", None, kept_dims)
+    assert "hint: grad_bias holds the right values in shape (1, 1, 1, 1); return it" in message
+    got = backward_of(numpy_ops.conv2d_backward, "conv2d", CONV)[2]
+    wrong = finding("conv2d", CONV, "grad_bias", noise(got).reshape(1, -1, 1, 1))
+    assert hints.right_values_wrong_shape(wrong) is None
+
+
+def test_kernel_flipped():
+    def convolution(input, weight, bias, stride, padding):  # noqa: A002 - the textbook's
+        return numpy_ops.conv2d(input, weight[:, :, ::-1, ::-1], bias, stride, padding)
+
+    message = check_failure("conv2d", convolution)
+    assert "output is that of a conv2d whose kernel is" in message
+    assert "PyTorch's conv2d is a cross-correlation" in message
+    got = convolution(**case_arguments("conv2d", CONV))
+    assert "rotated 180°" in hints.kernel_flipped(finding("conv2d", CONV, "output", got))
+    assert hints.kernel_flipped(finding("conv2d", CONV, "output", noise(got))) is None
+
+
+def test_batch_norm_with_the_unbiased_variance():
+    def unbiased(input, running_mean, running_var, weight, bias, training, momentum, eps):  # noqa: A002
+        output = numpy_ops.batch_norm(
+            input, running_mean, running_var, weight, bias, training, momentum, eps
+        )  # for the running statistics, which take the unbiased variance as they should
+        if not training:
+            return output
+        axes = (0,) + tuple(range(2, input.ndim))
+        shape = (1, -1) + (1,) * (input.ndim - 2)
+        x_hat = (input - input.mean(axes, keepdims=True)) / np.sqrt(
+            input.var(axes, ddof=1, keepdims=True) + eps
+        )
+        if weight is None:
+            return x_hat
+        return weight.reshape(shape) * x_hat + bias.reshape(shape)
+
+    message = check_failure("batch_norm", unbiased)
+    assert "hint: output uses the unbiased batch variance (divided by m - 1)" in message
+    got = unbiased(**case_arguments("batch_norm", BN))
+    assert hints.batch_norm_unbiased_variance(finding("batch_norm", BN, "output", got))
+    wrong = finding("batch_norm", BN, "output", noise(got))
+    assert hints.batch_norm_unbiased_variance(wrong) is None
+
+
+def test_max_pool_padded_with_zeros():
+    def zeros_around(grad_output, input, kernel_size, stride, padding, ceil_mode):  # noqa: A002
+        (ph, pw), (h, w) = padding, input.shape[2:]
+        x = np.pad(input, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+        grad = numpy_ops.max_pool2d_backward(grad_output, x, kernel_size, stride, (0, 0), ceil_mode)
+        return grad[:, :, ph : ph + h, pw : pw + w]
+
+    case = Case(Pool("max_pool2d", (1, 2, 4, 4), (2, 2), (2, 2), (1, 1), False), 0)
+    arguments = case_arguments("max_pool2d", case)
+    arguments["input"] = -np.abs(arguments["input"]) - 0.1  # every corner window's max is a pad
+    got = zeros_around(case_grad_output("max_pool2d", case), **arguments)
+    right = finding("max_pool2d", case, "grad_input", got)
+    right.arguments = arguments
+    assert "a padded pixel must never win a window, so pad with -inf" in (
+        hints.max_pool_zero_padding(right)
+    )
+    right.got = noise(got)
+    assert hints.max_pool_zero_padding(right) is None
+    message = check_failure("max_pool2d", None, zeros_around)
+    assert "grad_input is that of max pooling over zeros as padding" in message

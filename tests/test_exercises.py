@@ -209,6 +209,18 @@ MISTAKES = [
         "ConvReLU(ch5x5red, ch5x5, 3, padding=1)",
         "branch3 is a 1x1 conv to ch5x5red",
     ),
+    (
+        "conv2d_forward",
+        "weight[:, :, i, j])",
+        "weight[:, :, kh - 1 - i, kw - 1 - j])",
+        "PyTorch's conv2d is a cross-correlation",
+    ),
+    (
+        "batch_norm_backward",
+        "var = input.var(axis=axes, keepdims=True)",
+        "var = input.var(axis=axes, keepdims=True, ddof=1)",
+        "uses the unbiased batch variance",
+    ),
     ("inception_block", "self.branch4 = ", "self.pool_branch = ", "name the layers"),
     (
         "training_loop",

@@ -458,7 +458,96 @@ def softmax_jacobian_diagonal(finding: Finding) -> str | None:
     return None
 
 
+def right_values_wrong_shape(finding: Finding) -> str | None:
+    """The expected values, in another shape (a sum with keepdims=True, a row for a column)."""
+    got, want = finding.got, finding.want
+    if got is None or want is None or got.shape == want.shape or got.size != want.size:
+        return None
+    if _same(got.reshape(want.shape), want):
+        return (
+            f"{finding.label} holds the right values in shape {got.shape}; return it in the "
+            f"shape of its {finding.label.removeprefix('grad_')}, {want.shape} (a sum taken "
+            "with keepdims=True, or an array left unreshaped)"
+        )
+    return None
+
+
+def kernel_flipped(finding: Finding) -> str | None:
+    """conv2d computed as a textbook convolution: the kernel flipped (rotated 180° or mirrored)."""
+    if finding.op != "conv2d" or finding.label not in ("output", "grad_input"):
+        return None
+    weight = finding.arguments["weight"]
+    turns = (((2, 3), "rotated 180°"), ((2,), "flipped upside down"), ((3,), "mirrored"))
+    for axes, how in turns:
+        flipped = np.flip(weight, axes)
+        if not np.array_equal(flipped, weight) and _same(
+            finding.got, _reference_with(finding, weight=flipped)
+        ):
+            return (
+                f"{finding.label} is that of a conv2d whose kernel is {how}: PyTorch's "
+                "conv2d is a cross-correlation, y[p, q] = Σ W[i, j] · x[p·s + i, q·s + j], with "
+                "W as it is given, no flip"
+            )
+    return None
+
+
+def batch_norm_unbiased_variance(finding: Finding) -> str | None:
+    """BatchNorm in training normalised with the unbiased batch variance (m - 1)."""
+    arguments = finding.arguments
+    if finding.op != "batch_norm" or finding.label not in ("output", "grad_input"):
+        return None
+    x = arguments["input"]
+    axes = (0,) + tuple(range(2, x.ndim))
+    m = x.size // x.shape[1]
+    if not arguments["training"] or m < 2:
+        return None
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    gamma = 1.0 if arguments["weight"] is None else arguments["weight"].reshape(shape)
+    beta = 0.0 if arguments["bias"] is None else arguments["bias"].reshape(shape)
+    unbiased = x.var(axes, keepdims=True) * m / (m - 1)
+    inv_std = 1 / np.sqrt(unbiased + arguments["eps"])
+    x_hat = (x - x.mean(axes, keepdims=True)) * inv_std
+    if finding.label == "output":
+        candidates = [gamma * x_hat + beta]
+    else:  # the biased formula fed with the unbiased statistics, and the exact gradient of it
+        g = finding.grad_output * gamma
+        centred = g - g.mean(axes, keepdims=True)
+        along = x_hat * (g * x_hat).mean(axes, keepdims=True)
+        candidates = [(centred - along) * inv_std, (centred - along * m / (m - 1)) * inv_std]
+    if any(_same(finding.got, candidate) for candidate in candidates):
+        return (
+            f"{finding.label} uses the unbiased batch variance (divided by m - 1): in training "
+            "BatchNorm normalises with the biased one, mean((x - μ)²) over the m values of a "
+            "channel; only the running variance is updated with the unbiased one"
+        )
+    return None
+
+
+def max_pool_zero_padding(finding: Finding) -> str | None:
+    """max_pool2d padded with zeros, where the padding must never win a window (-inf)."""
+    arguments = finding.arguments
+    if finding.op != "max_pool2d" or finding.label not in ("output", "grad_input"):
+        return None
+    (ph, pw), (h, w) = arguments["padding"], arguments["input"].shape[2:]
+    if (ph, pw) == (0, 0):
+        return None
+    zeros = np.pad(arguments["input"], ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    padded = dict(arguments, input=zeros, padding=(0, 0))
+    if finding.label == "output":
+        candidate = expected("max_pool2d", padded).output
+    else:
+        candidate = _gradient(finding, padded)[:, :, ph : ph + h, pw : pw + w]
+    if _same(finding.got, candidate):
+        return (
+            f"{finding.label} is that of max pooling over zeros as padding: a padded pixel must "
+            "never win a window, so pad with -inf (a window of negative pixels has a negative "
+            "maximum)"
+        )
+    return None
+
+
 HINTS: tuple[Callable[[Finding], str | None], ...] = (
+    right_values_wrong_shape,
     exp_overflow,
     transposed_weight,
     every_tied_maximum,
@@ -466,6 +555,9 @@ HINTS: tuple[Callable[[Finding], str | None], ...] = (
     running_var_biased,
     bias_wrong_axes,
     padding_one_side,
+    kernel_flipped,
+    batch_norm_unbiased_variance,
+    max_pool_zero_padding,
     relu_at_zero,
     cross_entropy_sum,
     label_smoothing_ignored,
