@@ -255,7 +255,11 @@ def test_the_command_end_to_end(tmp_path, capsys):
 
     assert main(["exercises", "check", str(folder), "im2col", "--max-examples", "3"]) == 1
     out = capsys.readouterr().out
-    assert "im2col  not started" in out and "0 of 1 passed" in out
+    assert out.splitlines()[:3] == ["exercise  status", "--------  -------------",
+                                    "im2col    not started"]  # fmt: skip
+    assert "0 of 1 passed" in out
+    assert main(["exercises", "check", str(folder), "im2col", "im2col"]) == 1  # graded once
+    assert capsys.readouterr().out.count("im2col    not started") == 1
 
     assert main(["exercises", "solution", "im2col"]) == 0
     (folder / "im2col.py").write_text(capsys.readouterr().out)
@@ -275,6 +279,15 @@ def test_the_command_end_to_end(tmp_path, capsys):
     assert (
         err.startswith("tinynet exercises: error: no exercise 'no_such'") and err.count("\n") == 1
     )
+    a_file = folder / "im2col.py"
+    for action, target, said in (
+        ("check", tmp_path / "nowhere", "exercises check: no folder"),
+        ("check", a_file, f"exercises check: {a_file} is a file, not a folder"),
+        ("start", a_file / "sub", f"exercises start: cannot create {a_file / 'sub'} (Not a dir"),
+    ):
+        assert main(["exercises", action, str(target)]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"tinynet exercises: error: {said}") and err.count("\n") == 1, err
 
 
 def test_the_command_in_its_own_process(tmp_path):

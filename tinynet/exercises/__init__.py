@@ -73,7 +73,10 @@ def start(directory) -> list[tuple[Path, bool]]:
     folder = Path(directory)
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"exercises start: {folder} is a file, not a folder")
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"exercises start: cannot create {folder} ({error.strerror})") from None
     done = []
     for name in EXERCISES:
         path = folder / f"{name}.py"
@@ -89,9 +92,12 @@ def start(directory) -> list[tuple[Path, bool]]:
 def check(directory, names=None, *, max_examples: int = MAX_EXAMPLES, seed: int = 0) -> list[Grade]:
     """Grade ``directory/<name>.py`` for each of ``names`` (default: every exercise)."""
     folder = Path(directory)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"exercises check: {folder} is a file, not a folder")
     if not folder.is_dir():
         raise ValueError(f"exercises check: no folder {folder} (tinynet exercises start writes it)")
     names = list(EXERCISES) if not names else [exercise(name).name for name in names]
+    names = list(dict.fromkeys(names))  # a name given twice is graded once
     return [
         grade_file(EXERCISES[name], folder / f"{name}.py", stub_text(name), max_examples, seed)
         for name in names

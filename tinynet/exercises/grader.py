@@ -115,7 +115,7 @@ def _host_kept(folder: Path):
 
 def report(grades: list[Grade]) -> str:
     """The table of statuses, then each failing exercise's case and hint."""
-    width = max(len(g.name) for g in grades)
+    width = max(len("exercise"), *(len(g.name) for g in grades))
     lines = [f"{'exercise':<{width}}  status", f"{'-' * width}  {'-' * 13}"]
     lines += [f"{g.name:<{width}}  {g.status}" for g in grades]
     passed = sum(g.status == PASSED for g in grades)
