@@ -173,6 +173,10 @@ def test_the_scalar_graph_steps_through_every_node(scalar_page):
     grads = {names[key]: text.split("grad ")[1] for key, text in after.items() if key in names}
     assert grads == {"a": "-1.5", "b": "2", "c": "1", "d": "1"}
     assert "= 0.5" in after[data["output"]]
+    relu = next(op["id"] for op in data["ops"] if op["op"] == "ReLU")
+    css(driver, f'svg.graph g.node[data-node="{relu}"]')[0].click()
+    rule = css(driver, "#details .rule")[0].text  # a scalar's rule, without empty brackets
+    assert "input 0 (Add)\ngrad_in = grad_out · [x > 0]\n= 1 · [1 > 0]" in rule, rule
 
 
 def test_the_inception_v3_page_opens_a_block_and_steps_to_the_input(browser, tmp_path):

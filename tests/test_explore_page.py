@@ -74,7 +74,7 @@ def test_the_scalar_graph_has_every_value_and_gradient_of_lesson_1():
     assert order[:5] == [op["id"] for op in reversed(data["ops"])]
     assert sorted(data["leaves"][int(key[4:])]["name"] for key in order[5:]) == list("abcd")
     relu = next(step for step in data["backward"] if step["node"] == data["ops"][2]["id"])
-    assert relu["rule"]["lines"][:2] == ["grad_in[] = grad_out[] · [x[] > 0]", "= 1 · [1 > 0]"]
+    assert relu["rule"]["lines"][:2] == ["grad_in = grad_out · [x > 0]", "= 1 · [1 > 0]"]
 
 
 def test_each_op_s_rule_gives_what_its_backward_gave(network_data):

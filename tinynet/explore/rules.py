@@ -55,7 +55,8 @@ def _f(v) -> str:
 
 
 def _at(element) -> str:
-    return "[" + ", ".join(str(int(i)) for i in element) + "]"
+    """'[i, j]' for an array's element; nothing for a scalar's (lesson 1's grad_in = grad_out)."""
+    return "[" + ", ".join(str(int(i)) for i in element) + "]" if len(element) else ""
 
 
 def _terms(terms: list[tuple[str, float]], name: str) -> tuple[list[str], float]:

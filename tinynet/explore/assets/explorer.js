@@ -483,7 +483,8 @@
     if (rule.element) {
       const input = nodes.get(node.inputs[rule.input]);
       block.append(el("p", { class: "note", text: "input " + rule.input + " (" +
-        (input.op ? input.op : input.name) + "), element [" + rule.element.join(", ") + "]" }));
+        (input.op ? input.op : input.name) + ")" +
+        (rule.element.length ? ", element [" + rule.element.join(", ") + "]" : "") }));
     }
     block.append(el("pre", { text: rule.lines.join("\n") }),
       el("p", { class: "note", text: "g = grad_out: dL/d(this op's output), as it arrived" }));
