@@ -166,6 +166,10 @@ def test_an_exception_in_the_learners_file_is_that_exercise_s_failure(tmp_path):
     result = grade(tmp_path, "im2col", "import sys\n\nsys.exit(3)\n")
     assert result.status == FAILING
     assert result.detail == "SystemExit: 3 (at im2col.py line 3: sys.exit(3))"
+    # the learner's own assert is their error, with its line, not an empty finding of the check
+    result = grade(tmp_path, "im2col", "import numpy as np\n\nassert 1 == 2\n")
+    assert result.status == FAILING
+    assert result.detail == "AssertionError (at im2col.py line 3: assert 1 == 2)"
 
 
 def test_an_error_raised_during_the_check_names_its_line_in_the_learners_file(tmp_path):

@@ -70,6 +70,8 @@ def grade_file(exercise: Exercise, path: Path, stub: str, max_examples: int, see
                 return Grade(name, FAILING, f"{path} defines no {exercise.entry}")
             exercise.check(answer, max_examples=max_examples, seed=seed)
         except AssertionError as error:  # a check's finding; if the learner's code raised, where
+            if _raised_in(error, path):  # the learner's own assert statement
+                return Grade(name, FAILING, _said(error) + _where(error, path))
             first, _, rest = str(error).partition("\n")
             where = _where(error.__cause__, path) if error.__cause__ is not None else ""
             return Grade(name, FAILING, first + where + ("\n" + rest if rest else ""))
@@ -77,7 +79,7 @@ def grade_file(exercise: Exercise, path: Path, stub: str, max_examples: int, see
             where = _where(error, path)
             return Grade(name, FAILING, f"still raises NotImplementedError{where}")
         except (Exception, SystemExit) as error:  # noqa: BLE001 - the learner's code failed
-            return Grade(name, FAILING, f"{type(error).__name__}: {error}{_where(error, path)}")
+            return Grade(name, FAILING, _said(error) + _where(error, path))
         finally:
             sys.modules.pop(module.__name__, None)
     return Grade(name, PASSED)
@@ -85,6 +87,17 @@ def grade_file(exercise: Exercise, path: Path, stub: str, max_examples: int, see
 
 def _normalised(text: str) -> str:
     return "\n".join(line.rstrip() for line in text.replace("\r\n", "\n").strip().splitlines())
+
+
+def _said(error: BaseException) -> str:
+    """'ValueError: its message', or the bare name of an error raised without one."""
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
+def _raised_in(error: BaseException, path: Path) -> bool:
+    """Whether ``error`` was raised by a line of the learner's file (not by tinynet's check)."""
+    frames = traceback.extract_tb(error.__traceback__)
+    return bool(frames) and frames[-1].filename == str(path)
 
 
 def _where(error: BaseException, path: Path) -> str:
