@@ -218,6 +218,13 @@ def test_a_forward_that_writes_into_its_input_is_named():
 
     assert "forward changed its argument input in place; it must not" in failure("relu", relu)
 
+    def relu_backward(grad_output, input):  # noqa: A002 - right values, in grad_output's memory
+        np.multiply(grad_output, input > 0, out=grad_output)
+        return grad_output
+
+    message = failure("relu", None, relu_backward)
+    assert "backward changed its argument grad_output in place; it must not" in message
+
 
 def test_batch_norm_checks_the_running_statistics_updated_in_place():
     def forgets_the_update(input, running_mean, running_var, weight, bias, training, momentum, eps):  # noqa: A002

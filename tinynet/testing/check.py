@@ -170,8 +170,9 @@ def check_case(name: str, forward, backward, case: Case) -> Failure | None:
     if backward is not None:
         want = expected(name, arguments, grad_output).grads
         given_arguments = _copies(arguments)
+        given_grad_output = grad_output.copy()
         try:
-            grads = backward(grad_output.copy(), **given_arguments)
+            grads = backward(given_grad_output, **given_arguments)
         except Exception as error:  # noqa: BLE001
             return _raised("backward", error)
         if name == "cat":  # one gradient per tensor of tensors (a bare array for one tensor)
@@ -199,7 +200,13 @@ def check_case(name: str, forward, backward, case: Case) -> Failure | None:
                 failure = compare(label, got, want_one)
             if failure:
                 return failure
-        return _changed_in_place("backward", arguments, given_arguments, {})
+        # grad_output too: a framework passes the same gradient on to every input of an op
+        return _changed_in_place(
+            "backward",
+            {"grad_output": grad_output, **arguments},
+            {"grad_output": given_grad_output, **given_arguments},
+            {},
+        )
     return None
 
 
