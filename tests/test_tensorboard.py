@@ -172,6 +172,16 @@ def test_the_histogram_interval_is_checked():
         TrainConfig(histogram_every=0)
 
 
+def test_a_histogram_interval_without_tensorboard_is_named(tmp_path, capsys):
+    code = main(["train", "--histogram-every", "5", "--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and err == [
+        "tinynet train: error: --histogram-every 5 sets how often --tensorboard writes "
+        "histograms; add --tensorboard, or drop it"
+    ]
+    assert not any(tmp_path.iterdir())
+
+
 def test_neither_tinynet_nor_tensorboard_s_reader_imports_what_they_need_not():
     code = (
         "import sys, tinynet, tinynet.train, tinynet.cli\n"

@@ -264,8 +264,11 @@ def _train(args) -> None:
         chosen["ema_decay"] = None
     if "cache_dir" in chosen:
         chosen["cache"] = True
-    if "cache_dir" in chosen:
-        chosen["cache"] = True
+    if "histogram_every" in chosen and not chosen.get("tensorboard"):
+        raise ValueError(
+            f"--histogram-every {chosen['histogram_every']} sets how often --tensorboard writes "
+            f"histograms; add --tensorboard, or drop it"
+        )
     out_dir = Path(chosen.pop("out_dir", f"runs/{chosen.get('dataset', 'digits')}"))
     epochs = chosen.pop("epochs", None) if args.resume else None
     if args.resume and chosen:
