@@ -162,6 +162,20 @@ def test_a_forward_that_raises_is_named_with_its_error():
     assert isinstance(raised.value.__cause__, IndexError)  # its traceback stays reachable
 
 
+def test_a_function_with_other_parameter_names_is_told_the_names_it_is_called_with():
+    message = failure("conv2d", None, lambda g, x, w, b, stride, padding: (x, w, b))
+    assert "backward raised TypeError" in message
+    assert (
+        "hint: check_op calls backward(grad_output, input, weight, bias, stride, padding) by "
+        "keyword, with torch.nn.functional's argument names" in message
+    )
+
+    def inner(input):  # noqa: A002 - a TypeError from inside the function: no such hint
+        return np.maximum(input, 0, 1, 2, 3)
+
+    assert "hint: check_op calls" not in failure("relu", inner)
+
+
 def test_a_wrong_output_shape_names_both_shapes():
     message = failure("relu", lambda input: input[..., None])
     assert re.match(

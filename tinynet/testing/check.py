@@ -19,6 +19,7 @@ wrong, its worst element, and a hint where a classic mistake explains the number
 from __future__ import annotations
 
 import textwrap
+import traceback
 import warnings
 from collections.abc import Callable
 from typing import NamedTuple
@@ -323,6 +324,12 @@ def _changed_in_place(role, arguments, given_arguments, updated) -> Failure | No
     return None
 
 
+def _refused_the_call(error) -> bool:
+    """A TypeError raised by the call itself (the function never ran): its parameters' names."""
+    frames = traceback.extract_tb(error.__traceback__) if isinstance(error, TypeError) else []
+    return len(frames) == 1
+
+
 def _raised(role: str, error: Exception) -> Failure:
     return Failure(role, f"{role} raised {type(error).__name__}: {error}", raised=error)
 
@@ -390,6 +397,12 @@ def failure_message(name, forward, backward, case: Case, failure: Failure) -> st
             passes=lambda other: check_case(name, forward, backward, other) is None,
         )
         lines += [f"hint: {hint}" for hint in hints.diagnose(finding)]
+    elif _refused_the_call(failure.raised):
+        first = "grad_output, " if failure.label == "backward" else ""
+        lines.append(
+            f"hint: check_op calls {failure.label}({first}{', '.join(arguments)}) by keyword, "
+            "with torch.nn.functional's argument names: your function must take those names"
+        )
     forward_name, backward_name = (
         _name_of(function, role)
         for function, role in ((forward, "forward"), (backward, "backward"))
