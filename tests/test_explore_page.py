@@ -269,6 +269,7 @@ def test_the_command_writes_the_page_of_a_registered_network(tmp_path, capsys):
     data = embedded_data(text)
     assert data["info"]["label (backward from)"] == "3"
     assert data["info"]["image"] == "a fixed sample (seeded noise), 3 x 32 x 32"
+    assert data["info"]["mode"] == "eval (BatchNorm on its running statistics, no dropout)"
 
 
 def test_the_command_explores_a_checkpoint_on_an_image(tmp_path, capsys):

@@ -117,6 +117,9 @@ def network_page(
         "predicted class": name(predicted),
         "label (backward from)": name(int(label)),
         "loss": f"{loss.item():.6g}",
+        # said on the page: with random weights and fresh running statistics (mean 0, var 1)
+        # BatchNorm normalises nothing, and the values shrink block after block
+        "mode": "eval (BatchNorm on its running statistics, no dropout)",
     }
     data = page_data(loss, model, title=title, names={"image": x}, info=info, **options)
     return data
