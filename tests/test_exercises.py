@@ -170,6 +170,15 @@ def test_an_exception_in_the_learners_file_is_that_exercise_s_failure(tmp_path):
     result = grade(tmp_path, "im2col", "import numpy as np\n\nassert 1 == 2\n")
     assert result.status == FAILING
     assert result.detail == "AssertionError (at im2col.py line 3: assert 1 == 2)"
+    # reusing one's own im2col.py: the file is graded alone, and the message says so
+    result = grade(tmp_path, "conv2d_forward", "from im2col import im2col\n")
+    assert result.status == FAILING
+    assert result.detail.splitlines() == [
+        "ModuleNotFoundError: No module named 'im2col' (at conv2d_forward.py line 1: from im2col "
+        "import im2col)",
+        "hint: each exercise file is graded alone (so only what it holds is read as your work): "
+        "copy what you need from im2col.py into conv2d_forward.py",
+    ]
 
 
 def test_an_error_raised_during_the_check_names_its_line_in_the_learners_file(tmp_path):

@@ -79,7 +79,14 @@ def grade_file(exercise: Exercise, path: Path, stub: str, max_examples: int, see
             where = _where(error, path)
             return Grade(name, FAILING, f"still raises NotImplementedError{where}")
         except (Exception, SystemExit) as error:  # noqa: BLE001 - the learner's code failed
-            return Grade(name, FAILING, _said(error) + _where(error, path))
+            detail = _said(error) + _where(error, path)
+            sibling = getattr(error, "name", None) if isinstance(error, ImportError) else None
+            if sibling and (path.parent / f"{sibling}.py").is_file():
+                detail += (
+                    f"\nhint: each exercise file is graded alone (so only what it holds is read "
+                    f"as your work): copy what you need from {sibling}.py into {path.name}"
+                )
+            return Grade(name, FAILING, detail)
         finally:
             sys.modules.pop(module.__name__, None)
     return Grade(name, PASSED)
