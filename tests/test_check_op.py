@@ -275,6 +275,9 @@ def test_name_and_functions_are_checked_first():
         check_op("conv2d", numpy_ops.conv2d, (1, 2))
     with pytest.raises(ValueError, match=r"values must be one of \('uniform', 'ties'\); got 'tie'"):
         check_op("relu", numpy_ops.relu, case=Case((2, 3), 0, "tie"))
+    for count in (0, 2.5, True):  # not hypothesis' own error, which names its settings
+        with pytest.raises(ValueError, match=rf"max_examples must be an int >= 1 .*; got {count}"):
+            check_op("relu", numpy_ops.relu, max_examples=count)
 
 
 def test_importing_tinynet_loads_neither_the_checker_nor_hypothesis():

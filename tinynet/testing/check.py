@@ -104,6 +104,11 @@ def check_op(
                 f"check_op({name!r}): {role} must be a function or None; "
                 f"got {type(function).__name__}"
             )
+    if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 1:
+        raise ValueError(
+            f"check_op({name!r}): max_examples must be an int >= 1 (how many cases to draw); "
+            f"got {max_examples!r}"
+        )
 
     def check(one: Case) -> None:
         failure = check_case(name, forward, backward, one)
