@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import itertools
 import json
 import math
 import sys
@@ -366,17 +365,23 @@ def _streamed(dataset) -> bool:
     return ALIASES.get(dataset, dataset) == "image_folder"
 
 
-STATISTICS_SAMPLE = 512  # images of a file-backed training split that give its mean and std
+STATISTICS_SAMPLE = 512  # training images that give BatchNorm's (and a folder's mean and std)
+
+
+def statistics_sample(dataset) -> np.ndarray:
+    """The sorted indices of ``STATISTICS_SAMPLE`` images of ``dataset`` (all if it has fewer)
+    picked by a fixed seed. Not the first ones: an image folder with train/ and test/ lists its
+    images class by class, so its first 512 may be a few classes, or one."""
+    return np.sort(np.random.default_rng(0).permutation(len(dataset))[:STATISTICS_SAMPLE])
 
 
 def statistics_images(dataset) -> np.ndarray:
     """The images whose per-channel mean and std normalise a run: all of an in-memory split;
-    of an image folder, ``STATISTICS_SAMPLE`` of them picked by a fixed seed (decoding every
-    photograph first would cost an epoch)."""
+    of an image folder, its ``statistics_sample`` (decoding every photograph first would cost an
+    epoch)."""
     if not isinstance(dataset, ImageFiles):
         return dataset.arrays[0]
-    pick = np.random.default_rng(0).permutation(len(dataset))[:STATISTICS_SAMPLE]
-    return dataset[np.sort(pick)][0]  # with skip_bad_images, without the undecodable ones
+    return dataset[statistics_sample(dataset)][0]  # skip_bad_images: without undecodable ones
 
 
 def _skip_bad_images(data: DataSplits, skip: bool) -> None:
@@ -728,13 +733,13 @@ class Trainer:
 
     def evaluate(self, dataset, batch_size: int = 256) -> dict:
         """Loss, top-1 and top-5 accuracy on ``dataset`` in eval mode, with the averaged weights
-        if EMA is on, and BatchNorm statistics measured for them on the first 512 training
-        images, un-augmented (``ExponentialMovingAverage.update_bn``)."""
+        if EMA is on, and BatchNorm statistics measured for them on the training split's
+        ``statistics_sample``, un-augmented (``ExponentialMovingAverage.update_bn``)."""
         if self.ema is not None:
-            # seed given: the loader draws nothing from the run's generator (it needs no seed)
-            training = DataLoader(self.data.train, batch_size, transform=self.normalize, seed=0)
-            count = min(-(-512 // batch_size), self.config.max_batches or len(training))
-            self.ema.update_bn(itertools.islice(training, count))
+            pick, train = statistics_sample(self.data.train), self.data.train
+            starts = range(0, len(pick), batch_size)[: self.config.max_batches]
+            batches = (train[pick[start : start + batch_size]][0] for start in starts)
+            self.ema.update_bn(self.normalize(images) for images in batches)
         averaged = self.ema.average_parameters() if self.ema else contextlib.nullcontext()
         with averaged:
             return evaluate(
