@@ -94,11 +94,11 @@ def test_the_checkpoint_gives_back_the_evaluated_network(tmp_path, data):
 def test_the_averaged_network_has_batchnorm_statistics_of_its_own_weights(tmp_path, data):
     """After a first epoch at learning rate 0.1 the running statistics lag the weights far
     behind (hundreds of standard deviations here); the averaged network a run evaluates and
-    checkpoints has them measured for its own weights on the (first 512) training images."""
+    checkpoints has them measured for its own weights on the training images (all 96 here)."""
     Trainer(tiny(tmp_path, epochs=1), data, log=quiet).fit()
     model, config = load_trained_model(tmp_path / CHECKPOINT)
     inputs = {}
-    for name, module in model.named_modules():
+    for module in model.modules():
         if isinstance(module, BatchNorm2d):
             module.register_forward_hook(
                 lambda module, args, output: inputs.__setitem__(module, args[0].data)
