@@ -163,17 +163,24 @@ def every_tied_maximum(finding: Finding) -> str | None:
     return None
 
 
+def _per_channel(arguments: dict):
+    """BatchNorm's layout of ``arguments["input"]`` x: the axes its statistics average over
+    (every axis but the channels'), the shape that lays a per-channel vector along x, and γ in
+    that shape (1 without a weight)."""
+    x, weight = arguments["input"], arguments["weight"]
+    axes, shape = (0,) + tuple(range(2, x.ndim)), (1, -1) + (1,) * (x.ndim - 2)
+    return axes, shape, 1.0 if weight is None else weight.reshape(shape)
+
+
 def batch_norm_statistics_constant(finding: Finding) -> str | None:
     """BatchNorm's training backward that treats the batch mean and/or variance as constants."""
     arguments = finding.arguments
     if finding.op != "batch_norm" or finding.label != "grad_input" or not arguments["training"]:
         return None
     x, dy = arguments["input"], finding.grad_output
-    axes = (0,) + tuple(range(2, x.ndim))
-    shape = (1, -1) + (1,) * (x.ndim - 2)
+    axes, _, gamma = _per_channel(arguments)
     mu = x.mean(axes, keepdims=True)
     inv_std = 1 / np.sqrt(x.var(axes, keepdims=True) + arguments["eps"])
-    gamma = 1.0 if arguments["weight"] is None else arguments["weight"].reshape(shape)
     x_hat = (x - mu) * inv_std
     d_hat = dy * gamma
     without_both = d_hat * inv_std
@@ -200,7 +207,7 @@ def running_var_biased(finding: Finding) -> str | None:
     if finding.op != "batch_norm" or not finding.label.startswith("running_var"):
         return None
     x = arguments["input"]
-    axes = (0,) + tuple(range(2, x.ndim))
+    axes, _, _ = _per_channel(arguments)
     momentum = arguments["momentum"]
     biased = (1 - momentum) * arguments["running_var"] + momentum * x.var(axes)
     if _same(finding.got, biased):
@@ -497,12 +504,10 @@ def batch_norm_unbiased_variance(finding: Finding) -> str | None:
     if finding.op != "batch_norm" or finding.label not in ("output", "grad_input"):
         return None
     x = arguments["input"]
-    axes = (0,) + tuple(range(2, x.ndim))
+    axes, shape, gamma = _per_channel(arguments)
     m = x.size // x.shape[1]
     if not arguments["training"] or m < 2:
         return None
-    shape = (1, -1) + (1,) * (x.ndim - 2)
-    gamma = 1.0 if arguments["weight"] is None else arguments["weight"].reshape(shape)
     beta = 0.0 if arguments["bias"] is None else arguments["bias"].reshape(shape)
     unbiased = x.var(axes, keepdims=True) * m / (m - 1)
     inv_std = 1 / np.sqrt(unbiased + arguments["eps"])
