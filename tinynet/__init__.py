@@ -21,6 +21,7 @@ from tinynet.capture import capture
 from tinynet.function import Function, enable_grad, is_grad_enabled, no_grad
 from tinynet.gradcheck import GradcheckError, check_gradients, gradcheck
 from tinynet.graph import draw_graph
+from tinynet.inference import inference  # the function; the package stays in sys.modules
 from tinynet.io import load, save
 from tinynet.reference import use_reference
 from tinynet.rng import manual_seed
@@ -41,6 +42,7 @@ __all__ = [
     "enable_grad",
     "functional",
     "gradcheck",
+    "inference",
     "is_grad_enabled",
     "load",
     "manual_seed",

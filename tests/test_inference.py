@@ -1,0 +1,251 @@
+"""tinynet.inference: a plan gives the eager eval outputs on every registered network, leaves the
+model alone, checks its input; each rewrite alone is exact."""
+
+from __future__ import annotations
+
+from collections import namedtuple
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import tinynet
+import tinynet.functional as F
+from tinynet import nn
+from tinynet.function import no_grad
+from tinynet.inference.program import arena_offsets
+from tinynet.kernels.activation import add_bias, relu
+from tinynet.kernels.epilogue import bias_relu
+from tinynet.models.registry import MODELS
+
+
+def _randomise_statistics(model, rng) -> None:
+    """Running statistics far from (0, 1), so folding BatchNorm changes the weights."""
+    for name, buffer in model.named_buffers():
+        if name.endswith("running_mean"):
+            buffer[...] = rng.normal(0, 0.2, buffer.shape)
+        elif name.endswith("running_var"):
+            buffer[...] = rng.uniform(0.5, 2.0, buffer.shape)
+
+
+def _eager(model, x):
+    with no_grad():
+        return model.eval()(x).data
+
+
+def _relative_error(got, want) -> float:
+    return float(np.abs(got - want).max() / np.abs(want).max())
+
+
+def _input_size(name: str) -> int:
+    if name.endswith("small"):
+        return 32
+    return 40 if name in ("paper", "torchvision") else 75
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_plan_equals_eager_on_every_network(name):
+    rng = np.random.default_rng(0)
+    options = {} if name.endswith("small") else {"width": 0.25}
+    model = MODELS[name].build(num_classes=10, **options)
+    _randomise_statistics(model, rng)
+    size = _input_size(name)
+    x = rng.random((2, 3, size, size))
+    # float32: within float32 rounding (the folded weights round differently)
+    x32 = x.astype(np.float32)
+    plan = tinynet.inference(model, x32)
+    assert _relative_error(plan(x32).data, _eager(model, x32)) < 2e-5
+    # float64: tight, so every rewrite is exact in real arithmetic; and a second batch size
+    model.to(np.float64)
+    plan = tinynet.inference(model, x)
+    for batch in (x, x[:1], x[:1], x):
+        out = plan(batch)
+        assert not out.requires_grad
+        assert _relative_error(out.data, _eager(model, batch)) < 1e-10
+
+
+def test_plan_rewrites_googlenet_inception_block():
+    model = MODELS["small"].build()
+    plan = tinynet.inference(model, np.zeros((2, 3, 32, 32), np.float32))
+    steps = [op for op in plan.ops if "inception3a" in op.scope]
+    # 4 convs + stacked 1x1 + 2 row views + pool + concat; no BatchNorm, ReLU left
+    assert [op.op for op in steps].count("Conv2d") == 5
+    assert not {"BatchNorm", "ReLU"} & {op.op for op in plan.ops}
+    text = plan.describe("inception3a")
+    assert "20 traced ops" in text and "9 planned steps" in text
+    assert "writes channels 0:16 of" in text
+    with pytest.raises(ValueError, match="no op ran in a module named 'nope'"):
+        plan.describe("nope")
+
+
+def test_plan_snapshots_weights_and_leaves_the_model_alone():
+    rng = np.random.default_rng(1)
+    model = MODELS["small"].build()
+    _randomise_statistics(model, rng)
+    model.train()
+    before = {k: v.copy() for k, v in model.state_dict().items()}
+    x = rng.random((2, 3, 32, 32)).astype(np.float32)
+    plan = tinynet.inference(model, x)
+    first = plan(x).data
+    assert model.training
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(value, before[key])
+    model.conv1.conv.weight.data[...] = 0  # the plan keeps the weights it was made with
+    np.testing.assert_array_equal(plan(x).data, first)
+    # outputs are fresh arrays: the next call does not overwrite them
+    a, b = plan(x).data, plan(x * 2).data
+    assert not np.shares_memory(a, b)
+    np.testing.assert_array_equal(a, first)
+
+
+def test_plan_checks_its_input():
+    plan = tinynet.inference(MODELS["small"].build(), np.zeros((2, 3, 32, 32), np.float32))
+    with pytest.raises(ValueError, match=r"x must have 3 channels .* got shape \(2, 1, 32, 32\)"):
+        plan(np.zeros((2, 1, 32, 32), np.float32))
+    with pytest.raises(ValueError, match=r"x must have 4 dimensions .* got shape \(3, 32, 32\)"):
+        plan(np.zeros((3, 32, 32), np.float32))
+    with pytest.raises(TypeError, match="x has dtype float64 but the plan was made for float32"):
+        plan(np.zeros((2, 3, 32, 32)))
+    with pytest.raises(TypeError, match="model must be a tinynet Module"):
+        tinynet.inference(lambda x: x, np.zeros((1, 3, 8, 8)))
+
+
+class _TwoHeads(nn.Module):
+    """Returns a namedtuple with a None item, through ops the plan runs by their Function."""
+
+    Out = namedtuple("Out", "main skipped extra")
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        y = self.conv(x)
+        z = F.relu(y * 2.0 + y)  # the conv feeds two readers: no ReLU fused into it
+        pooled = F.max_pool2d(z, 3, stride=2, padding=1, ceil_mode=True)
+        return self.Out(self.fc(F.flatten(F.adaptive_avg_pool2d(pooled, 1), 1)), None, pooled)
+
+
+def test_plan_keeps_the_output_structure_and_runs_any_op():
+    model = _TwoHeads().to(np.float64)
+    x = np.random.default_rng(2).random((2, 3, 9, 9))
+    plan = tinynet.inference(model, x)
+    out, want = plan(x), None
+    with no_grad():
+        want = model.eval()(x)
+    assert type(out) is _TwoHeads.Out and out.skipped is None
+    for got, expected in ((out.main, want.main), (out.extra, want.extra)):
+        np.testing.assert_allclose(got.data, expected.data, rtol=1e-12, atol=1e-12)
+    ops = [op.op for op in plan.ops]
+    assert ops.index("MaxPool2d") < ops.index("ReLU")  # the ReLU moved after the pool
+
+
+# ------------------------------------------------------------------ each rewrite alone
+class _ConvBn(nn.Module):
+    def __init__(self, bias, pool):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 5, 3, padding=1, bias=bias)
+        self.bn = nn.BatchNorm2d(5)
+        self.pool = pool
+
+    def forward(self, x):
+        y = self.bn(self.conv(x))
+        return F.max_pool2d(F.relu(y * 1.0), *self.pool) if self.pool else F.relu(y)
+
+
+@given(
+    bias=st.booleans(),
+    seed=st.integers(0, 2**16),
+    pool=st.sampled_from(
+        [None, (2, 2, 0, False), (3, 2, 1, True), (3, 2, 0, True), (2, 3, 1, True)]
+    ),
+    passes=st.sampled_from([("fold_batch_norm",), ("fuse_relu",), ("relu_after_max_pool",), None]),
+)
+def test_each_rewrite_alone_is_exact(bias, seed, pool, passes):
+    """BatchNorm folded, ReLU fused, ReLU after max pool (ceil_mode and padding: the windows
+    clipped at the edge), each alone and all together, in float64 against eager."""
+    rng = np.random.default_rng(seed)
+    model = _ConvBn(bias, pool).to(np.float64)
+    _randomise_statistics(model, rng)
+    model.bn.weight.data[...] = rng.normal(size=5)
+    x = rng.normal(size=(2, 3, 7, 8))
+    plan = tinynet.inference(model, x, passes=passes)
+    np.testing.assert_allclose(plan(x).data, _eager(model, x), rtol=1e-10, atol=1e-12)
+
+
+class _SharedInput(nn.Module):
+    """Three 1x1 convolutions of one input (two stacked, one writing into the concat) and a
+    nested concatenation."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = nn.Conv2d(4, 3, 1), nn.Conv2d(4, 2, 1), nn.Conv2d(4, 5, 1)
+        self.d = nn.Conv2d(2, 3, 3, padding=1)
+
+    def forward(self, x):
+        inner = F.cat([F.relu(self.a(x)), self.d(F.relu(self.b(x)))], dim=1)
+        return F.cat([inner, F.relu(self.c(x)), F.max_pool2d(x, 3, 1, 1)], dim=1)
+
+
+@pytest.mark.parametrize("passes", [("stack_pointwise",), ("stack_pointwise", "fuse_relu"), ()])
+def test_stacked_pointwise_and_concat_in_place(passes):
+    model = _SharedInput().to(np.float64)
+    x = np.random.default_rng(3).normal(size=(2, 4, 5, 6))
+    plan = tinynet.inference(model, x, passes=passes)
+    np.testing.assert_allclose(plan(x).data, _eager(model, x), rtol=1e-12, atol=1e-12)
+    ops = [op.op for op in plan.ops]
+    assert ("Rows" in ops) == ("stack_pointwise" in passes)
+
+
+@given(seed=st.integers(0, 2**16), block=st.sampled_from([None, 7, 64, 1000]))
+def test_column_blocks_change_nothing(seed, block):
+    rng = np.random.default_rng(seed)
+    model = _ConvBn(True, None).to(np.float64)
+    _randomise_statistics(model, rng)
+    x = rng.normal(size=(3, 3, 9, 9))
+    plan = tinynet.inference(model, x, column_block=block)
+    np.testing.assert_allclose(plan(x).data, _eager(model, x), rtol=1e-12, atol=1e-12)
+
+
+@given(
+    rows=st.integers(1, 9),
+    columns=st.integers(1, 300),
+    with_bias=st.booleans(),
+    with_relu=st.booleans(),
+    dtype=st.sampled_from([np.float32, np.float64]),
+)
+def test_epilogue_is_add_bias_then_relu_bitwise(rows, columns, with_bias, with_relu, dtype):
+    rng = np.random.default_rng(rows * 1000 + columns)
+    wide = rng.normal(size=(rows, columns + 5)).astype(dtype)
+    wide[0, 0] = -0.0
+    bias = rng.normal(size=rows).astype(dtype)
+    want = wide[:, 2 : 2 + columns].copy()
+    if with_bias:
+        add_bias(want, bias)
+    if with_relu:
+        want = relu(want)
+    block = wide[:, 2 : 2 + columns]  # a strided column block, as the plan passes it
+    bias_relu(block, bias, with_bias, with_relu)
+    np.testing.assert_array_equal(block, want)
+    assert np.array_equal(np.signbit(block), np.signbit(want))
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(1, 5000), st.integers(0, 20), st.integers(0, 20)),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_arena_never_overlaps_buffers_alive_together(requests):
+    buffers = {f"b{i}": (size, min(a, b), max(a, b)) for i, (size, a, b) in enumerate(requests)}
+    offsets, total = arena_offsets(buffers)
+    items = list(buffers.items())
+    for i, (key, (size, first, last)) in enumerate(items):
+        assert offsets[key] % 64 == 0 and offsets[key] + size <= total
+        for other, (size2, first2, last2) in items[i + 1 :]:
+            if first <= last2 and first2 <= last:
+                a, b = offsets[key], offsets[other]
+                assert a + size <= b or b + size2 <= a

@@ -1,0 +1,20 @@
+"""Inference plans: a model's eval forward traced once, rewritten and run without autograd.
+
+    plan = tinynet.inference(model, example_input)
+    outputs = plan(x)
+
+See ``tinynet.inference.plan`` for what a plan promises, ``passes`` for the graph rewrites and
+``program`` for where the values live.
+"""
+
+from tinynet.inference.plan import Plan, PlannedOp
+
+
+def inference(model, example_input, passes=None, column_block=None) -> Plan:
+    """A callable plan of ``model``'s eval-mode forward for inputs like ``example_input``:
+    ``plan(x)`` returns what ``model.eval()(x)`` returns, computed from a snapshot of the
+    weights taken now (see ``tinynet.inference.plan``)."""
+    return Plan(model, example_input, passes=passes, column_block=column_block)
+
+
+__all__ = ["Plan", "PlannedOp", "inference"]

@@ -1,0 +1,206 @@
+"""``tinynet.inference(model, example_input)``: the eval-mode forward planned once, then run.
+
+    plan = tinynet.inference(model, images[:8])
+    logits = plan(images[:8])            # what model.eval()(images[:8]) returns
+    print(plan.describe("inception3a"))  # the traced ops, then the planned steps
+
+Planning copies the model (``copy.deepcopy``: the plan's snapshot of its weights; the model
+itself is neither mutated nor switched to eval mode), traces the copy's eval forward on the
+example (``tinynet.trace``), rewrites the graph (``tinynet.inference.passes``) and lowers it to
+a ``Program`` (``tinynet.inference.program``): every argument check, shape computation, window
+table and buffer of the forward is settled there, once. A call then checks the input once and
+runs the prepared steps, recording no graph.
+
+Snapshot semantics: change the model's weights and the plan still computes with the old ones;
+build a new plan. An input of another shape (the last, smaller batch of an evaluation) gets its
+own program, traced from the same snapshot on first use (that call returns the traced forward's
+own outputs) and kept by shape. A plan runs one call at a time: its buffers are reused by
+every call, so concurrent calls from several threads take turns (a lock).
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from tinynet.function import enable_grad
+from tinynet.inference.graph import INPUT, Constant, Step, from_trace
+from tinynet.inference.passes import PASSES
+from tinynet.inference.program import Program
+from tinynet.nn.module import Module
+from tinynet.tensor import Tensor, as_array
+from tinynet.trace import trace
+
+
+@dataclass(frozen=True)
+class PlannedOp:
+    """One entry of ``Plan.ops`` / ``Plan.traced_ops``: a step's id, op name, inputs (ids, or
+    the names of constants), output shape, the module it ran in and what was fused into it."""
+
+    id: str
+    op: str
+    inputs: tuple[str, ...]
+    shape: tuple[int, ...]
+    scope: tuple[str, ...]
+    fused: tuple[str, ...] = ()
+
+    @property
+    def module(self) -> str:
+        return self.scope[-1] if self.scope else ""
+
+    def line(self) -> str:
+        fused = f"  [{'; '.join(self.fused)}]" if self.fused else ""
+        inputs = ", ".join(self.inputs)
+        return f"{self.id:>8} {self.op:<18} ({inputs}) -> {self.shape}  {self.module}{fused}"
+
+
+class Plan:
+    """A callable inference plan of ``model`` for inputs like ``example_input``; see the module
+    docstring. ``passes``: the names of the graph rewrites to apply (default all of
+    ``tinynet.inference.passes.PASSES``); ``column_block``: columns per GEMM block whose
+    bias/ReLU epilogue runs right after it (None: one epilogue per im2col chunk)."""
+
+    def __init__(self, model, example_input, passes=None, column_block: int | None = None):
+        if not isinstance(model, Module):
+            raise TypeError(
+                f"inference: model must be a tinynet Module; got {type(model).__name__}"
+            )
+        x = _input_array(example_input, "example_input")
+        self.passes = tuple(PASSES) if passes is None else tuple(passes)
+        unknown = [name for name in self.passes if name not in PASSES]
+        if unknown:
+            raise ValueError(f"inference: passes must be among {sorted(PASSES)}; got {unknown}")
+        self.column_block = column_block
+        self.dtype, self.example_shape = x.dtype, x.shape
+        self._model = copy.deepcopy(model).eval()
+        self._programs: dict[tuple[int, ...], Program] = {}
+        self._traced: dict[tuple[int, ...], list[PlannedOp]] = {}
+        self._lock = threading.Lock()
+        self._plan(x)
+
+    def __call__(self, x):
+        """The model's eval-mode outputs for ``x`` (a Tensor or an ndarray), as the model
+        returns them: a Tensor, or a tuple (namedtuple) of them; none requires grad."""
+        x = self._check(_input_array(x, "x"))
+        with self._lock:
+            program = self._programs.get(x.shape)
+            outputs = self._plan(x) if program is None else program.run(x)
+        return self._structure(outputs)
+
+    # ------------------------------------------------------------------ inspection
+    @property
+    def ops(self) -> list[PlannedOp]:
+        """The planned steps for the example input's shape, in the order they run."""
+        return _planned_ops(self._programs[self.example_shape])
+
+    @property
+    def traced_ops(self) -> list[PlannedOp]:
+        """The eval forward's ops as traced, before any rewrite."""
+        return self._traced[self.example_shape]
+
+    def describe(self, scope: str | None = None) -> str:
+        """The traced ops, then the planned steps, of the modules named ``scope`` (and those
+        inside it; everything when None): what the plan did to that part of the graph."""
+        inside = lambda op: (
+            scope is None or any(name == scope or name.startswith(scope + ".") for name in op.scope)
+        )
+        before = [op.line() for op in self.traced_ops if inside(op)]
+        after = [op.line() for op in self.ops if inside(op)]
+        if not before and not after:
+            modules = sorted({name for op in self.traced_ops for name in op.scope[:1]})
+            raise ValueError(f"describe: no op ran in a module named {scope!r}; top-level "
+                             f"modules: {modules}")  # fmt: skip
+        title = "the whole network" if scope is None else scope
+        return "\n".join(
+            [f"{title}: {len(before)} traced ops", *before,
+             f"{title}: {len(after)} planned steps", *after]
+        )  # fmt: skip
+
+    @property
+    def arena_bytes(self) -> int:
+        """The bytes of the example shape's buffer arena."""
+        return self._programs[self.example_shape].arena_bytes
+
+    # ------------------------------------------------------------------ planning
+    def _plan(self, x: np.ndarray) -> list[np.ndarray]:
+        """Trace the snapshot on ``x``, build and keep its program; the traced outputs."""
+        with enable_grad():  # the trace needs the recorded graph, even inside no_grad()
+            traced_input = Tensor(x, requires_grad=True)
+            output = self._model(traced_input)
+        tensors, self._layout = _flatten(output)
+        record = trace(tensors, self._model)
+        input_id = next(
+            (leaf.id for leaf in record.leaves if leaf.value is traced_input), "no input"
+        )
+        graph = from_trace(record, input_id)
+        self._traced[x.shape] = _planned_ops_of(graph.steps, graph.outputs)
+        for name in self.passes:
+            PASSES[name](graph)
+        self._programs[x.shape] = Program(graph, x.shape, x.dtype, self.column_block)
+        return [t.data for t in tensors]
+
+    def _check(self, x: np.ndarray) -> np.ndarray:
+        expected = self.example_shape
+        if x.dtype != self.dtype:
+            raise TypeError(f"plan(x): x has dtype {x.dtype} but the plan was made for "
+                            f"{self.dtype} inputs (the example input's)")  # fmt: skip
+        if x.ndim != len(expected):
+            raise ValueError(f"plan(x): x must have {len(expected)} dimensions like the example "
+                             f"input {expected}; got shape {x.shape}")  # fmt: skip
+        if len(expected) > 1 and x.shape[1] != expected[1]:
+            raise ValueError(f"plan(x): x must have {expected[1]} channels (dim 1) like the "
+                             f"example input {expected}; got shape {x.shape}")  # fmt: skip
+        return x
+
+    def _structure(self, arrays: list[np.ndarray]):
+        kind, slots = self._layout
+        values = iter(Tensor._from_op(a, None) for a in arrays)
+        if kind is None:
+            return next(values)
+        items = [None if slot is None else next(values) for slot in slots]
+        return kind(*items) if hasattr(kind, "_fields") else kind(items)
+
+
+def _input_array(x, name: str) -> np.ndarray:
+    array = as_array(x)
+    if not isinstance(array, np.ndarray) or not np.issubdtype(array.dtype, np.floating):
+        raise TypeError(f"inference: {name} must be a float Tensor or ndarray; got "
+                        f"{type(x).__name__} of {getattr(array, 'dtype', None)}")  # fmt: skip
+    return array
+
+
+def _flatten(output):
+    """(the output's Tensors, (its type or None for one Tensor, one slot per item: None where
+    the item is None)), so ``Plan._structure`` rebuilds what the model returned."""
+    if isinstance(output, Tensor):
+        return [output], (None, None)
+    if isinstance(output, (tuple, list)):
+        tensors = [item for item in output if item is not None]
+        if all(isinstance(t, Tensor) for t in tensors) and tensors:
+            return tensors, (type(output), [None if i is None else 1 for i in output])
+    raise TypeError(f"inference: the model must return a Tensor or a tuple of Tensors; got "
+                    f"{type(output).__name__}")  # fmt: skip
+
+
+def _name(value) -> str:
+    if isinstance(value, Constant):
+        return value.name
+    return "None" if value is None else value
+
+
+def _planned_ops_of(steps: list[Step], outputs) -> list[PlannedOp]:
+    return [
+        PlannedOp(s.id, s.op, tuple(_name(v) for v in s.inputs), tuple(s.shape), s.scope,
+                  tuple(s.fused))
+        for s in steps
+    ]  # fmt: skip
+
+
+def _planned_ops(program: Program) -> list[PlannedOp]:
+    return _planned_ops_of(program.graph.steps, program.graph.outputs)
+
+
+__all__ = ["INPUT", "Plan", "PlannedOp"]
