@@ -159,12 +159,14 @@ def _special(seed, shape, dtype):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("height, width", [(1, 1), (1, 5), (5, 1), (2, 2), (2, 7), (3, 3), (6, 5)])
 def test_max_pool_3x3_same_argmax_is_the_scan(dtype, height, width):
-    """Inception's 3x3/1 pad-1 pool with a gradient (two separable passes) records the same
-    maxima, bit for bit, and the same window offsets as the row-by-row scan."""
+    """Inception's 3x3/1 pad-1 pool with a gradient (two separable passes, then the winners
+    found from the maxima over runs of several planes at once) records the same maxima, bit for
+    bit, and the same window offsets as the row-by-row scan."""
     from tinynet.kernels import pool
     from tinynet.ops.pool import _sliding_windows
 
-    x = _special(height * width, (3, 40, height, width), dtype)
+    planes = 3 * pool.PLANE_GROUPS + 5  # runs of 3 and 4 planes
+    x = _special(height * width, (3, planes // 3, height, width), dtype)
     rows = _sliding_windows(height, 3, 1, 1, height, True)[:2]
     cols = _sliding_windows(width, 3, 1, 1, width, True)[:2]
     out, argmax = np.empty_like(x), np.empty(x.shape, dtype=np.int8)

@@ -218,73 +218,128 @@ def _max_3x3_same_plane(src, dst, row_max, width):
         dst[bottom + j] = b if (b > a) | (b != b) else a
 
 
-@njit(cache=True, inline="always")
-def _argmax3(a, b, c):
-    """(winner, index 0-2) of a, b, c scanned in that order with the scan's rule."""
-    take_b = (b > a) | (b != b)
-    best, where = (b, 1) if take_b else (a, 0)
-    take_c = (c > best) | (c != c)
-    return (c, 2) if take_c else (best, where)
-
-
-@njit(cache=True, inline="always")
-def _argmax2(a, b):
-    """(winner, index 0-1) of a, b scanned in that order with the scan's rule."""
-    return (b, 1) if (b > a) | (b != b) else (a, 0)
-
-
 @parallel(cost=MAX_POOL_COST)
 def max_pool2d_3x3_same_argmax(x, out, argmax):
     """``max_pool2d_3x3_same`` that also records argmax as ``max_pool2d_forward`` does: the
     winner's offset dy·3 + dx in its window, counted from the window's clipped top-left corner.
 
-    The row pass keeps each row's winner and its column dx, the column pass picks among three
-    row_max top to bottom and composes dy·3 + dx, both with the scan's rule. This is the scan's
-    winner: without NaN, the first row holding the window's maximum and that row's first
-    occurrence of it, which is the first in row-by-row order; with NaN, the last row holding a
-    NaN and its last NaN, which is the last NaN in row-by-row order.
+    The maxima come from the separable passes of ``max_pool2d_3x3_same``; the winner is then the
+    one the row-by-row scan picks, found from the maximum: without NaN the first tap equal to it
+    (of equal maxima the scan keeps the first, and -0.0 equals 0.0), with NaN the last NaN. The
+    windows the plane does not clip are done for a whole run of planes at once, as one long
+    branch-free loop over nine shifted views (``_first_equal_taps``), then the windows at a
+    plane's edges, which that loop gets wrong (it reads across the edge), one by one
+    (``_edge_offsets``); where a maximum is NaN, its window is scanned again (``_nan_offsets``).
     """
     xs, outs, args = _planes(x), _planes(out), _planes(argmax)
     height, width = xs.shape[1], xs.shape[2]
     size = height * width
+    flat_x, flat_out, flat_arg = x.reshape(x.size), out.reshape(out.size), argmax.reshape(x.size)
     groups = _plane_groups(xs.shape[0])
     for g in prange(len(groups) - 1):
         row_max = np.empty(size, dtype=xs.dtype)
-        row_argmax = np.empty(size, dtype=argmax.dtype)
         for p in range(groups[g], groups[g + 1]):
-            src, dst, arg = xs[p].reshape(size), outs[p].reshape(size), args[p].reshape(size)
-            _argmax_3x3_same_plane(src, dst, arg, row_max, row_argmax, width)
+            _max_3x3_same_plane(xs[p].reshape(size), outs[p].reshape(size), row_max, width)
+        run = slice(groups[g] * size, groups[g + 1] * size)
+        nan = _first_equal_taps(flat_x[run], flat_out[run], flat_arg[run], width)
+        for p in range(groups[g], groups[g + 1]):
+            nan |= _edge_offsets(xs[p], outs[p], args[p])
+        if nan:
+            for p in range(groups[g], groups[g + 1]):
+                _nan_offsets(xs[p], outs[p], args[p])
 
 
 @njit(cache=True, inline="always")
-def _argmax_3x3_same_plane(src, dst, arg, row_max, row_argmax, width):
-    """One flat plane of ``max_pool2d_3x3_same_argmax``, its row winners and their columns in
-    the scratch ``row_max`` and ``row_argmax``."""
-    size = len(src)
-    height = size // width
-    for k in range(1, size - 1):
-        row_max[k], row_argmax[k] = _argmax3(src[k - 1], src[k], src[k + 1])
+def _first_equal_taps(src, dst, arg, width):
+    """arg[k] = the offset dy·3 + dx of the first of the nine taps src[k + (dy - 1)·width + dx - 1]
+    (row by row) equal to dst[k], for the flat positions k that have all nine; the taps are
+    tried last to first, so the first equal one is written last. Returns whether a dst[k] it
+    read is NaN (then no tap equals it: ``_nan_offsets`` finds the winner)."""
+    lo, hi = width + 1, len(src) - width - 1
+    if hi <= lo:
+        return False
+    w = width
+    s0, s1, s2 = src[lo - w - 1 : hi - w - 1], src[lo - w : hi - w], src[lo - w + 1 : hi - w + 1]
+    s3, s4, s5 = src[lo - 1 : hi - 1], src[lo:hi], src[lo + 1 : hi + 1]
+    s6, s7 = src[lo + w - 1 : hi + w - 1], src[lo + w : hi + w]
+    best, offsets = dst[lo:hi], arg[lo:hi]
+    nan = False
+    for t in range(hi - lo):
+        b = best[t]
+        nan |= b != b
+        o = 8
+        o = 7 if s7[t] == b else o
+        o = 6 if s6[t] == b else o
+        o = 5 if s5[t] == b else o
+        o = 4 if s4[t] == b else o
+        o = 3 if s3[t] == b else o
+        o = 2 if s2[t] == b else o
+        o = 1 if s1[t] == b else o
+        o = 0 if s0[t] == b else o
+        offsets[t] = o
+    return nan
+
+
+@njit(cache=True, inline="always")
+def _edge_offsets(plane, dst, arg):
+    """arg of the windows in the first and last row and column of one (H, W) plane, which the
+    plane clips (``_clipped_first_equal_tap``); returns whether one of their maxima is NaN."""
+    height, width = plane.shape
+    nan = False
     for y in range(height):
-        first, last = y * width, y * width + width - 1
-        if width == 1:
-            row_max[first], row_argmax[first] = src[first], 0
-            continue
-        row_max[first], row_argmax[first] = _argmax2(src[first], src[first + 1])
-        row_max[last], row_argmax[last] = _argmax2(src[last - 1], src[last])
-    if height == 1:
-        dst[:], arg[:] = row_max, row_argmax
-        return
-    for k in range(width, size - width):
-        best, dy = _argmax3(row_max[k - width], row_max[k], row_max[k + width])
-        source = k + (dy - 1) * width
-        dst[k], arg[k] = best, dy * 3 + row_argmax[source]
-    bottom = size - width
-    for j in range(width):
-        best, dy = _argmax2(row_max[j], row_max[width + j])
-        dst[j], arg[j] = best, dy * 3 + row_argmax[j + dy * width]
-        k = bottom + j
-        best, dy = _argmax2(row_max[k - width], row_max[k])
-        dst[k], arg[k] = best, dy * 3 + row_argmax[k + (dy - 1) * width]
+        step = 1 if y == 0 or y == height - 1 else max(width - 1, 1)
+        for x_ in range(0, width, step):
+            best = dst[y, x_]
+            arg[y, x_] = _clipped_first_equal_tap(plane, y, x_, best)
+            nan |= best != best
+    return nan
+
+
+@njit(cache=True, inline="always")
+def _nan_offsets(plane, dst, arg):
+    """arg of the windows of one (H, W) plane whose maximum is NaN: the scan's last NaN."""
+    height, width = plane.shape
+    for y in range(height):
+        for x_ in range(width):
+            if dst[y, x_] != dst[y, x_]:
+                top, left = max(y - 1, 0), max(x_ - 1, 0)
+                bottom, right = min(y + 2, height), min(x_ + 2, width)
+                arg[y, x_] = _winner_offset(plane, top, bottom, left, right, dst[y, x_])
+
+
+@njit(cache=True, inline="always")
+def _clipped_first_equal_tap(plane, y, x, best):
+    """The offset (row - top)·3 + (column - left) of the first tap equal to ``best`` in the 3x3
+    window around (y, x) clipped to the plane, as straight-line code: a clipped row or column is
+    read as its neighbour inside again, which comes later in the scan and has the same
+    offset, so the first equal tap is the same."""
+    height, width = plane.shape
+    top, bottom = max(y - 1, 0), min(y + 1, height - 1)
+    left, right = max(x - 1, 0), min(x + 1, width - 1)
+    dy1, dy2, dx1, dx2 = y - top, bottom - top, x - left, right - left
+    where = dy2 * 3 + dx2
+    where = dy2 * 3 + dx1 if plane[bottom, x] == best else where
+    where = dy2 * 3 if plane[bottom, left] == best else where
+    where = dy1 * 3 + dx2 if plane[y, right] == best else where
+    where = dy1 * 3 + dx1 if plane[y, x] == best else where
+    where = dy1 * 3 if plane[y, left] == best else where
+    where = dx2 if plane[top, right] == best else where
+    where = dx1 if plane[top, x] == best else where
+    return 0 if plane[top, left] == best else where
+
+
+@njit(cache=True, inline="always")
+def _winner_offset(plane, top, bottom, left, right, best):
+    """The offset (y - top)·3 + (x - left) of the scan's winner of the 3-wide window [top,
+    bottom) x [left, right) whose maximum is ``best``: the first tap equal to it, or if it is
+    NaN the last NaN (a window without NaN has none), without a branch per tap."""
+    where = -1
+    for y in range(top, bottom):
+        for x_ in range(left, right):
+            value = plane[y, x_]
+            take = ((value == best) & (where < 0)) | (value != value)
+            where = (y - top) * 3 + (x_ - left) if take else where
+    return where
 
 
 @parallel
