@@ -149,15 +149,15 @@ def test_chunks_and_threads_give_the_same_result(case, seed, chunk_bytes, thread
     x, weight, bias = arrays(case, seed % 2**30, np.float64)
     whole = run(x, weight, bias)
     c, o, n, h, w = case
-    before = winograd.CHUNK_BYTES, numba.get_num_threads()
+    before = winograd.CHUNK_BYTES, winograd.LANE_MACS, numba.get_num_threads()
     try:
-        winograd.CHUNK_BYTES = chunk_bytes
+        winograd.CHUNK_BYTES, winograd.LANE_MACS = chunk_bytes, 1  # a thread for any work
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
         scratch = np.empty(scratch_size(c, o, h, w, n, threads), np.float64)
         chunked = run(x, weight, bias, scratch=scratch)
     finally:
-        winograd.CHUNK_BYTES = before[0]
-        numba.set_num_threads(before[1])
+        winograd.CHUNK_BYTES, winograd.LANE_MACS = before[:2]
+        numba.set_num_threads(before[2])
     np.testing.assert_allclose(chunked, whole, rtol=0, atol=2 * error_bound(x, weight, bias).max())
 
 
@@ -174,12 +174,12 @@ def test_filter_transform_threaded_and_serial_give_the_same_bits():
 def test_use_winograd_follows_its_rule():
     """The rule of its docstring, on the paper GoogLeNet's layers at 224 and at its edges."""
     assert use_winograd(64, 192, 56, 56, 1) and use_winograd(96, 128, 28, 28, 1)  # conv2, 3a
-    assert use_winograd(160, 320, 14, 14, 8) and not use_winograd(160, 320, 14, 14, 1)  # 4e
-    assert not use_winograd(192, 384, 7, 7, 8) and use_winograd(192, 384, 7, 7, 16)  # 5b
-    assert use_winograd(32, 32, 28, 28, 1) and not use_winograd(16, 32, 28, 28, 8)
-    assert not use_winograd(32, 16, 28, 28, 8)
-    assert not use_winograd(64, 64, 5, 5, 64) and not use_winograd(64, 64, 1, 1, 1024)  # waste
-    assert not use_winograd(64, 64, 1000, 1, 1)  # width 1: each 2x2 tile keeps 2 outputs
+    assert use_winograd(160, 320, 14, 14, 1) and use_winograd(192, 384, 7, 7, 8)  # 4e, 5b
+    assert use_winograd(32, 32, 28, 28, 8) and not use_winograd(16, 32, 28, 28, 8)  # channels
+    assert not use_winograd(32, 16, 28, 28, 8) and not use_winograd(3, 64, 56, 56, 1)
+    assert not use_winograd(32, 64, 7, 7, 1) and use_winograd(32, 64, 7, 7, 8)  # 2²² MACs
+    assert use_winograd(64, 64, 5, 5, 64) and not use_winograd(64, 64, 3, 3, 64)  # 1.44, 1.78
+    assert not use_winograd(64, 64, 1, 1, 1024) and not use_winograd(64, 64, 1000, 1, 1)  # 2, 4
 
 
 # ------------------------------------------------------------------ what it refuses

@@ -28,7 +28,8 @@ version (issue 15) transformed all tiles, then made the 16 GEMMs with OpenBLAS's
 transformed back: each of the 16 calls woke OpenBLAS's sleeping thread (~8 ms each while another
 process held the second core), and V and M (100 MB for the 56x56 layer at batch 8) went through
 memory twice. Chunks of 1, 2, 4, 8 and 16 MiB took 0.69, 0.64, 0.62, 0.72 and 0.75 of im2col's
-time on GoogLeNet's ten layers at batch 8 (one interleaved run on the shared VM below).
+time on GoogLeNet's ten layers at batch 8 (one interleaved run, 2 threads, on the VM that
+``use_winograd`` names).
 
 The float32 error bound. With u the unit roundoff (2⁻²⁴ in float32) and γ_n = n·u / (1 - n·u),
 each term of the expansion of y[o, p, q] passes through at most C + 11 roundings: 4 in G g Gᵀ
@@ -69,6 +70,11 @@ A_T = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=float)
 # Each thread's V and M for one chunk of rows of tiles: small enough to stay in cache between
 # the transforms and the GEMMs, large enough that each of the 16 GEMMs is not all overhead.
 CHUNK_BYTES = 4 * 2**20
+# A call takes one more thread per this many multiply-adds of the direct convolution
+# (9·C·O·N·H·W): handing chunks to a second thread cost ~0.1 ms on the loaded 2-core VM, which
+# made layers of 4-15 million multiply-adds 1.2-1.7x slower on 2 threads than on one, and those
+# of 23-35 million 0.95-0.98x.
+LANE_MACS = 2**24
 
 
 def filter_transform(weight: np.ndarray, stride=1, padding=1) -> np.ndarray:
@@ -130,7 +136,8 @@ def winograd_conv3x3(x, U, bias, relu: bool, out, scratch=None):
             f"{getattr(scratch, 'dtype', type(scratch).__name__)} "
             f"{getattr(scratch, 'shape', '')}"
         )
-    threads = min(threads, scratch.size // per_thread)
+    macs = 9 * channels * out_channels * batch * height * width
+    threads = max(1, min(threads, scratch.size // per_thread, macs // LANE_MACS))
     chunk = _chunk_rows(channels, out_channels, height, width, batch, threads)
     tile_columns = (width + 1) // 2
     rows = batch * ((height + 1) // 2)
@@ -146,9 +153,8 @@ def winograd_conv3x3(x, U, bias, relu: bool, out, scratch=None):
             np.matmul(U, V, out=M)
             kernels.output_transform(M, b, relu, first, height, width, out)
 
-    if threads == 1:
-        run(0)
-        return out
+    # The BLAS runs at 1 thread even when the call does: woken for each small GEMM, its other
+    # threads cost more than they bring (issue 15's 16 calls of ~8 ms under load).
     with _lock, _one_blas_thread():
         futures = [_pool(threads - 1).submit(run, lane) for lane in range(1, threads)]
         run(0)
@@ -189,31 +195,37 @@ def gamma(n: int, dtype) -> float:
 
 
 def use_winograd(in_channels: int, out_channels: int, height: int, width: int, batch: int) -> bool:
-    """Whether ``winograd_conv3x3`` measured faster than im2col + one GEMM (+ the bias pass) for a
-    stride-1, padding-1 3x3 convolution of this size, float32, with the default 2 threads:
+    """Whether ``winograd_conv3x3`` measured faster than im2col + one GEMM + the bias and ReLU
+    epilogue (each as the inference plan runs them, buffers made beforehand) for a stride-1,
+    padding-1 3x3 convolution of this size in float32:
 
-    - at least 32 channels in and out: with 16 on either side it was never faster (1.0-2.9x
-      im2col's time; the transforms cost (C + O) per tile, the GEMMs save in proportion to C·O);
-    - at least 784 outputs per channel (N·H·W, one 28x28 image): below, the 16 GEMMs of each chunk
-      are too small to pay for the transforms (14x14 at batch 1: 1.0-1.8x; 7x7 at batch 8:
-      1.1-1.6x; 8x8 at batch 8: 0.72x with 384-448 channels but 1.2x with 48-96);
-    - partial last tiles computing at most a third more outputs than are kept (7x7 computes 64
-      for 49, 5x5 36 for 25).
+    - at least 32 channels in and out: the transforms cost (C + O) per tile, the GEMMs save in
+      proportion to C·O; with 3 input channels Winograd took 1.7-3.0x im2col's time, with 8-24
+      0.78-1.18x, with 16 0.84-0.97x;
+    - at least 2²² multiply-adds (9·C·O·N·H·W): below, the fixed costs of 16 GEMM calls per
+      chunk dominate (32 -> 64 channels at 7x7, batch 1, 0.9 million: 1.09x);
+    - partial last tiles computing at most 1.5 times the outputs kept (a 7x7 output computes
+      64 for 49, 5x5 36 for 25: 0.71-0.79x; 3x3 16 for 9: 0.92x; 1x1 4 for 1: 1.06x).
 
-    Measured (benchmarks/bench_winograd.py and a sweep of C, O in 16-448, sides 7-56, batches
-    1-64) on a 2-core AMD EPYC VM, AVX2, OpenBLAS 0.3.31 (Haswell kernel), 2026-12-07, while
-    other runs shared the machine (load average 1.5-4), so each figure is the fastest of 7-27
-    alternating runs: Winograd took 0.59-0.88 of im2col's time at 28x28 and 56x56 with
-    32-384 channels (batch 1 and 8), 0.30-0.63 at 14x14, batch 8, 128-384 channels (0.89-1.06
-    with 32-64), 0.71-0.74 at 35x35 and 0.91-0.95 at 7x7, batch 32. Under load im2col's
-    2-thread GEMM slowed far more than Winograd's independent chunks (to 5-30x its quiet time
-    where Winograd's stayed within 1-3x), which this rule, from the fastest runs, does not count.
+    Measured on a 2-core AMD EPYC VM, AVX2, OpenBLAS 0.3.31 (Haswell kernel), 2026-12-07, on the
+    paper GoogLeNet's ten layers at batch 1 and 8 and 41 other shapes (C, O 3-448, sides 1-56,
+    batches 1-256), the two paths alternating, 7 runs each. Other runs held the machine (load
+    average 3-5 on its 2 cores), so the rule is drawn from one thread per path, where medians
+    and minima agreed within 5% (but for two shapes): every shape that passes it took 0.56-0.79
+    of im2col's time there (GoogLeNet's: 0.57-0.69, 0.71-0.77 at 7x7), those it refuses
+    0.78-3.0. With the default 2 threads the load decided: over the same layers Winograd / im2col
+    ranged from 0.04 to 4.3 in three runs, im2col's GEMM (whose two OpenBLAS threads wait on each
+    other) taking up to 30x its one-thread time whenever the other core was taken, Winograd's
+    chunks (which meet only at the end) up to 7x. Both spread the same work over the cores, so
+    the one-thread ratios are the rule; benchmarks/bench_winograd.py gives the GoogLeNet table
+    on a quiet machine.
     """
     computed = 4 * ((height + 1) // 2) * ((width + 1) // 2)
+    macs = 9 * in_channels * out_channels * batch * height * width
     return (
         min(in_channels, out_channels) >= 32
-        and batch * height * width >= 784
-        and 3 * computed <= 4 * height * width
+        and macs >= 2**22
+        and 2 * computed <= 3 * height * width
     )
 
 
@@ -280,7 +292,8 @@ def _stack(buffer: np.ndarray, rows: int, columns: int) -> np.ndarray:
     C-contiguous, the matrices an odd number of 64-byte lines apart (at most 32 elements more
     than rows·columns). The output transform reads, and the input transform writes, the 16 at
     once: at a multiple of 4 KiB apart they fell in the same cache sets (a 32x32 image has
-    16 tiles a row, and O·16·4 bytes is 4 KiB for O = 64), which made those layers 1.5x slower."""
+    16 tiles a row, and O·16·4 bytes is 4 KiB for O = 64), which made such layers (32x32 and
+    16x16, 16-64 channels) 1.2-1.7x slower."""
     line = 64 // buffer.itemsize
     lines = -(-rows * columns // line)
     stride = (lines + 1 - lines % 2) * line
