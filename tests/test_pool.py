@@ -392,3 +392,45 @@ def test_adaptive_output_size_errors(output_size, error):
 def test_input_errors(name, x, error, match):
     with pytest.raises(error, match=f"{name}: {match}"):
         getattr(F, name)(x, 1)
+
+
+def _three_training_steps():
+    """Losses, weights and gradients after three SGD steps of the small GoogLeNet (its nine
+    Inception pool branches and three 3x3/2 pools) on seeded batches of four 32x32 images."""
+    from tinynet.models import googlenet_loss, googlenet_small
+    from tinynet.optim import SGD
+
+    tinynet.manual_seed(0)
+    model = googlenet_small()
+    optimizer = SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    data = np.random.default_rng(1)
+    losses = []
+    for _ in range(3):
+        images = data.standard_normal((4, 3, 32, 32), dtype=np.float32)
+        optimizer.zero_grad()
+        loss = googlenet_loss(model(images), data.integers(0, 10, 4), 0.3)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.data)
+    grads = [p.grad for p in model.parameters()]
+    return [*losses, *model.state_dict().values(), *grads]
+
+
+def test_training_steps_are_the_general_scans_bit_for_bit(monkeypatch):
+    """Three training steps with the max-pool kernels ``kernels.pool.max_pool2d`` picks by shape
+    (the separable 3x3/1 kernels with their winners found from the maxima) give the losses,
+    weights and gradients, bit for bit, of the same steps with every max pool run by the general
+    row-by-row scan: ReLU's zeros make many ties, which must go where the scan sends them."""
+    from tinynet.kernels import pool
+
+    fast = _three_training_steps()
+
+    def scan(x, out, y_windows, x_windows, kernel, stride, with_argmax):
+        argmax = np.empty(out.shape if with_argmax else (0, 0, 0, 0), dtype=np.int8)
+        pool.max_pool2d_forward(x, out, argmax, y_windows, x_windows, kernel[1], stride[1])
+        return argmax
+
+    monkeypatch.setattr(pool, "max_pool2d", scan)
+    scanned = _three_training_steps()
+    assert len(fast) == len(scanned)
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(fast, scanned))
