@@ -48,6 +48,11 @@ C >= 88, 16/9 for large C). Measured on random data it is far below (1), and abo
 im2col's own error (benchmarks/bench_winograd.py: err/bound 0.001-0.004, err/im2col 0.6-1.4).
 
 Where it pays (``use_winograd``): see its docstring for the rule and the measurements.
+F(4x4, 3x3) (6x6 tiles, 36 GEMMs, 4 times fewer multiply-adds than im2col) was tried in the same
+chunks and not kept: on one thread it took 0.84-0.98 of F(2x2, 3x3)'s time on GoogLeNet's 28x28
+and 56x56 layers, 0.71-1.43 at 14x14 and 1.45-1.58 at 7x7 (batch 1; fastest of 7 runs on the
+loaded VM), with ten times the error (largest difference from im2col 2.5-4.5e-5 against
+F(2x2, 3x3)'s 1.9-3.3e-6).
 """
 
 from __future__ import annotations
