@@ -177,33 +177,75 @@ def test_max_pool_3x3_same_argmax_is_the_scan(dtype, height, width):
     assert same_out.tobytes() == out.tobytes()  # -0.0 and NaN payloads included
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("height, width", [(1, 1), (2, 2), (2, 7), (3, 3), (6, 5), (9, 11)])
+@pytest.mark.parametrize("stride", [2, 3])
+@pytest.mark.parametrize("padding", [0, 1])
+@pytest.mark.parametrize("ceil_mode", [False, True])
+def test_max_pool_3x3_subsampled_is_the_scan(dtype, height, width, stride, padding, ceil_mode):
+    """A 3x3 pool whose windows are the 3x3/1 pad-1 pool's around some pixels (GoogLeNet's
+    3x3/2) records, from that pool's maxima, the same maxima bit for bit and the same window
+    offsets as the row-by-row scan, with a gradient and without; the other 3x3 pools have no
+    such pixels."""
+    from tinynet.kernels import pool
+    from tinynet.ops.pool import _sliding_windows, pool_output_size
+
+    x = _special(height * width + stride, (3, 40, height, width), dtype)
+    out_size = [pool_output_size(n, 3, stride, padding, ceil_mode) for n in (height, width)]
+    if min(out_size) <= 0:
+        return  # the op refuses an input smaller than the kernel
+    rows = _sliding_windows(height, 3, stride, padding, out_size[0], True)[:2]
+    cols = _sliding_windows(width, 3, stride, padding, out_size[1], True)[:2]
+    centres = pool._centres(rows, height), pool._centres(cols, width)
+    if any(c is None for c in centres):
+        assert stride == 3 or padding == 1  # 3x3/3 skips pixels; pad 1 may start in the padding
+        return
+    out, argmax = np.empty((3, 40, *out_size), dtype), np.empty((3, 40, *out_size), np.int8)
+    pool.max_pool2d_forward(x, out, argmax, rows, cols, 3, stride)
+    fast_out, fast_argmax = np.empty_like(out), np.empty_like(argmax)
+    pool.max_pool2d_3x3_subsampled(x, fast_out, fast_argmax, *centres)
+    np.testing.assert_array_equal(fast_argmax, argmax)
+    assert fast_out.tobytes() == out.tobytes()
+    pool.max_pool2d_3x3_subsampled(x, fast_out, np.empty((0, 0, 0, 0), np.int8), *centres)
+    assert fast_out.tobytes() == out.tobytes()
+
+
 @pytest.mark.parametrize("with_grad", [False, True])
 @pytest.mark.parametrize(
     "kwargs, kernel",
     [
         (dict(kernel_size=3, stride=1, padding=1), "3x3 same"),
         (dict(kernel_size=3, stride=1, padding=1, ceil_mode=True), "3x3 same"),
-        (dict(kernel_size=3, stride=2, padding=1), "general"),
-        (dict(kernel_size=3, stride=1), "general"),
+        (dict(kernel_size=3, stride=2, padding=1), "3x3 subsampled"),
+        (dict(kernel_size=3, stride=2, ceil_mode=True), "3x3 subsampled"),
+        (dict(kernel_size=3, stride=1), "3x3 subsampled"),
+        (dict(kernel_size=3, stride=2, padding=1, ceil_mode=True), "general"),
         (dict(kernel_size=(3, 2), stride=1, padding=1), "general"),
     ],
 )
 def test_max_pool_kernel_is_chosen_by_shape_in_kernels(monkeypatch, kwargs, kernel, with_grad):
     """``kernels.pool.max_pool2d`` runs the separable 3x3 kernels for a 3x3/1 pool whose output
     keeps the input's size (Inception's pool branch; with argmax only when a gradient will be
-    asked for) and the general scan for every other pool."""
+    asked for), the subsampled 3x3 kernel for a 3x3 pool whose windows are that pool's around
+    some pixels (not where the last window starts in the padding: 6 rows, 3x3/2, padding 1,
+    ceil mode) and the general scan for every other pool."""
     from tinynet.kernels import pool
 
     ran = []
-    for name in ("max_pool2d_forward", "max_pool2d_3x3_same", "max_pool2d_3x3_same_argmax"):
+    kernels = ("max_pool2d_forward", "max_pool2d_3x3_same", "max_pool2d_3x3_same_argmax")
+    for name in (*kernels, "max_pool2d_3x3_subsampled"):
         kernel_function = getattr(pool, name)
         monkeypatch.setattr(
             pool, name, lambda *a, f=kernel_function, n=name: (ran.append(n), f(*a))[1]
         )
     x = tinynet.tensor(uniform(0, (2, 3, 6, 7)), requires_grad=with_grad)
     F.max_pool2d(x, **kwargs)
-    same = "max_pool2d_3x3_same_argmax" if with_grad else "max_pool2d_3x3_same"
-    assert ran == [same if kernel == "3x3 same" else "max_pool2d_forward"]
+    names = {
+        "3x3 same": "max_pool2d_3x3_same_argmax" if with_grad else "max_pool2d_3x3_same",
+        "3x3 subsampled": "max_pool2d_3x3_subsampled",
+        "general": "max_pool2d_forward",
+    }
+    assert ran == [names[kernel]]
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

@@ -10,7 +10,8 @@ The windows come as tables, one per axis, computed by the op (``tinynet.ops.pool
 appears here. For the means, ``y_windows[2][i] * x_windows[2][j]`` is the window's divisor.
 Average and adaptive average pooling differ only in these tables, so both use the two mean
 kernels. Max pooling has a general
-kernel and a faster one for Inception's 3x3/1 pad-1 pool; ``max_pool2d`` picks between them.
+kernel, a faster one for Inception's 3x3/1 pad-1 pool, and one for the other 3x3 pools whose
+windows are some of that pool's (GoogLeNet's 3x3/2); ``max_pool2d`` picks between them.
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ def max_pool2d(x, out, y_windows, x_windows, kernel, stride, with_argmax: bool) 
     x (C, N, H, W) and out (C, N, OH, OW); y_windows, x_windows: the window tables; kernel,
     stride: (h, w).
     A 3x3, stride-1 pool whose output keeps the input's size (padding 1: Inception's pool branch)
-    runs the separable ``max_pool2d_3x3_same`` kernels, every other the general
-    ``max_pool2d_forward``; both pick the same winner. With ``with_argmax``, argmax holds each
+    runs the separable ``max_pool2d_3x3_same`` kernels; another 3x3 pool whose clipped windows are
+    each that pool's window around some pixel (a 3x3/2 pool with padding 0, or 1 where the last
+    window does not start in the padding) ``max_pool2d_3x3_subsampled``; every other the general
+    ``max_pool2d_forward``; all pick the same winner. With ``with_argmax``, argmax holds each
     window's winner as its offset in the window (int8 for kernels of up to 127 elements), as
     ``max_pool2d_backward`` takes it; otherwise it is empty and not computed.
     Reference twin: ``tinynet.reference.max_pool2d``.
@@ -44,13 +47,29 @@ def max_pool2d(x, out, y_windows, x_windows, kernel, stride, with_argmax: bool) 
     else:
         argmax = np.empty((0, 0, 0, 0), dtype=np.int8)
     same_3x3 = kernel == (3, 3) and stride == (1, 1) and out.shape[2:] == x.shape[2:]
+    rows = columns = None
+    if kernel == (3, 3) and not same_3x3:
+        rows, columns = _centres(y_windows, x.shape[2]), _centres(x_windows, x.shape[3])
     if same_3x3 and argmax.size:
         max_pool2d_3x3_same_argmax(x, out, argmax)
     elif same_3x3:
         max_pool2d_3x3_same(x, out)
+    elif rows is not None and columns is not None:
+        max_pool2d_3x3_subsampled(x, out, argmax, rows, columns)
     else:
         max_pool2d_forward(x, out, argmax, y_windows, x_windows, kernel[1], stride[1])
     return argmax
+
+
+def _centres(windows, size: int):
+    """The pixel c of each window (start, end) of a 3-wide window table along an axis of ``size``
+    such that the window is [c - 1, c + 2) clipped to [0, size), the window of the 3x3/1 pad-1
+    pool at c; None if a window is not such a window."""
+    starts, ends = windows[0], windows[1]
+    centres = np.where(starts > 0, starts + 1, np.maximum(ends - 2, 0))
+    clipped = np.maximum(centres - 1, 0), np.minimum(centres + 2, size)
+    inside = (centres < size) & (clipped[0] == starts) & (clipped[1] == ends)
+    return centres if inside.all() else None
 
 
 @njit(cache=True)
@@ -340,6 +359,47 @@ def _winner_offset(plane, top, bottom, left, right, best):
             take = ((value == best) & (where < 0)) | (value != value)
             where = (y - top) * 3 + (x_ - left) if take else where
     return where
+
+
+@parallel(cost=MAX_POOL_COST)
+def max_pool2d_3x3_subsampled(x, out, argmax, rows, columns):
+    """``max_pool2d_forward`` for a 3x3 pool whose window (i, j) is the 3x3/1 pad-1 pool's window
+    around pixel (rows[i], columns[j]) (``_centres``): out[p, i, j] is that pool's maximum there,
+    from the separable passes of ``max_pool2d_3x3_same`` over the whole plane, which for small
+    planes beats scanning the strided windows; the same windows give the same winner. With
+    argmax (pass an empty array to skip it), argmax[p, i, j] is the winner's offset from the
+    clipped window's top-left corner, found from the maximum as in
+    ``max_pool2d_3x3_same_argmax``: the first tap equal to it, or the last NaN.
+    """
+    xs, outs = _planes(x), _planes(out)
+    with_argmax = argmax.size > 0
+    args = _planes(argmax)
+    height, width = xs.shape[1], xs.shape[2]
+    size = height * width
+    groups = _plane_groups(xs.shape[0])
+    for g in prange(len(groups) - 1):
+        row_max, same = np.empty(size, dtype=xs.dtype), np.empty(size, dtype=xs.dtype)
+        for p in range(groups[g], groups[g + 1]):
+            plane, o = xs[p], outs[p]
+            _max_3x3_same_plane(plane.reshape(size), same, row_max, width)
+            for i in range(len(rows)):
+                for j in range(len(columns)):
+                    o[i, j] = same[rows[i] * width + columns[j]]
+            if not with_argmax:
+                continue
+            a, nan = args[p], False
+            for i in range(len(rows)):
+                for j in range(len(columns)):
+                    a[i, j] = _clipped_first_equal_tap(plane, rows[i], columns[j], o[i, j])
+                    nan |= o[i, j] != o[i, j]
+            if nan:
+                for i in range(len(rows)):
+                    for j in range(len(columns)):
+                        if o[i, j] != o[i, j]:
+                            y, x_ = rows[i], columns[j]
+                            top, left = max(y - 1, 0), max(x_ - 1, 0)
+                            bottom, right = min(y + 2, height), min(x_ + 2, width)
+                            a[i, j] = _winner_offset(plane, top, bottom, left, right, o[i, j])
 
 
 @parallel
