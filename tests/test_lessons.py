@@ -32,7 +32,7 @@ def test_the_lessons_are_each_a_percent_format_notebook():
     assert SCRIPTS == [
         "01_scalar_graph.py", "02_conv_im2col.py", "03_inception_block.py",
         "04_train_digits.py", "05_vanishing_gradients.py", "06_multicrop.py",
-        "07_write_a_function.py", "08_training_loop.py",
+        "07_write_a_function.py", "08_training_loop.py", "09_inference_plan.py",
     ]  # fmt: skip
     for script in SCRIPTS:
         text = (LESSONS / script).read_text(encoding="utf-8")
@@ -130,3 +130,10 @@ def test_lesson_4_quotes_the_recorded_run():
     final = re.search(r"final test\s+top-1 \*\*(\d+\.\d+%)\*\* \((\d+) of 359", record)
     assert final and f"{final[1]} test top-1 ({final[2]} of 359" in " ".join(lesson.split())
     assert quoted[1:] == table[:3], "lesson 4's first three epochs are digits.md's"
+
+
+def test_lesson_9_inference_plan(tmp_path):
+    stdout = run("09_inference_plan.py", cwd=tmp_path)
+    assert "inception3a: 14 traced ops -> 9 planned steps" in stdout
+    assert "conv then BatchNorm vs one folded conv: max difference" in stdout
+    assert list(tmp_path.iterdir()) == []  # it writes nothing

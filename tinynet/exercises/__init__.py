@@ -18,6 +18,7 @@ from tinynet.exercises import (
     batch_norm_backward,
     conv2d_backward,
     conv2d_forward,
+    fold_batch_norm,
     im2col,
     inception_block,
     linear_backward,
@@ -42,6 +43,7 @@ EXERCISES: dict[str, Exercise] = {
         batch_norm_backward,
         inception_block,
         training_loop,
+        fold_batch_norm,
     )
 }
 MAX_EXAMPLES = 100  # cases drawn per op exercise by check_op
