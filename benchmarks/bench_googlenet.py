@@ -15,7 +15,10 @@ do (``tinynet.runtime.configure()``: OPENBLAS_THREAD_TIMEOUT, OMP_WAIT_POLICY=PA
 thresholds), except ``tinynet-library``, which imports tinynet as a library and changes nothing;
 importing tinynet changes nothing in the PyTorch worker either. Of the configured workers,
 ``tinynet`` imports NumPy first, as most users' code does, ``tinynet-first`` imports tinynet
-first; the ratio of the two is printed after the table (no import-order rule: <= 1.03). With
+first; the ratio of the two is printed after the table (no import-order rule: <= 1.03). Both run
+the eval rows through an inference plan (``tinynet.inference(model, x)``, as ``tinynet predict``
+and ``tinynet evaluate`` do); ``tinynet-eager`` runs them op by op under ``no_grad()``, as every
+eval ran before issue 28, and the ratio plan / eager is printed too. With
 ``--library`` the library worker runs too and its time over the configured one's is printed
 (what the policy is worth); its spinning BLAS threads slow the worker after it, so the other
 rows of such a run are not compared with anything. The workers
@@ -152,13 +155,13 @@ def _data(side, batch, classes):
 class TinynetFramework(Framework):
     name = "tinynet"
 
-    def __init__(self, weights, configure=True):
+    def __init__(self, weights, configure=True, plan=True):
         import tinynet
         from tinynet.models import googlenet_paper, googlenet_small
 
         if configure:  # as tinynet's commands and Trainer run; without: a library user's process
             tinynet.runtime.configure()
-        self.tinynet = tinynet
+        self.tinynet, self.plan = tinynet, plan
         self.models = {}
         for net, build in (("paper", googlenet_paper), ("small", googlenet_small)):
             tinynet.manual_seed(0)
@@ -181,12 +184,17 @@ class TinynetFramework(Framework):
         x, target = _data(side, batch, model.config.num_classes)
         if what == "eval":
             model.eval()
+            if self.plan:  # as tinynet predict and evaluate run a network
+                plan = tinynet.inference(model, x)
+                return lambda: plan(x)
 
             def run():
                 with tinynet.no_grad():
                     model(x)
 
             return run
+        if not self.plan:
+            return None  # the eager worker is only for the eval rows: training has no plan
         model.train()
         optimizer = SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
 
@@ -568,7 +576,8 @@ def fmt_ms(times):
 def run_table(args, selected, weights):
     notes = []
     # NumPy imported before tinynet, and after; with --library, tinynet without the policy
-    kinds = ["tinynet", "tinynet-first", *(["tinynet-library"] if args.library else []), "torch"]
+    kinds = ["tinynet", "tinynet-first", "tinynet-eager"]
+    kinds += [*(["tinynet-library"] if args.library else []), "torch"]
     if "ort" in selected and any(r in selected for r in ORT_ROWS):
         kinds.append("onnxruntime")
     workers = start_workers(kinds, args, weights, notes)
@@ -610,7 +619,8 @@ def print_row(row, times, flops, peak, batch, header):
     for kind, ts in times.items():
         med = statistics.median(ts)
         ratio = f"{med / ref:7.2f}" if ref else f"{'-':>7}"
-        gemm = f"{100 * flops / med / 1e9 / peak:5.0f}%" if peak and kind == "tinynet" else ""
+        counted = peak and kind in ("tinynet", "tinynet-eager")
+        gemm = f"{100 * flops / med / 1e9 / peak:5.0f}%" if counted else ""
         print(f"{ROW_LABELS[row]:<24} {kind:<13} {fmt_ms(ts)} {batch / med:8.1f} {ratio} {gemm:>6}")
 
 
@@ -622,6 +632,18 @@ def print_import_order(results):
         if "tinynet" in times and "tinynet-first" in times:
             ratio = statistics.median(times["tinynet"]) / statistics.median(times["tinynet-first"])
             print(f"  {ROW_LABELS[row]:<24} {ratio:5.2f}")
+    print("\nInference plan: tinynet (tinynet.inference) / tinynet-eager (op by op, no_grad)")
+    for row, (times, _, _) in results.items():
+        if "tinynet" in times and "tinynet-eager" in times:
+            ratio = statistics.median(times["tinynet"]) / statistics.median(times["tinynet-eager"])
+            print(f"  {ROW_LABELS[row]:<24} {ratio:5.2f}")
+    print("\nAgainst ONNX Runtime: tinynet (plan) / onnxruntime, and tinynet-eager / onnxruntime")
+    for row, (times, _, _) in results.items():
+        if "onnxruntime" in times:
+            ort = statistics.median(times["onnxruntime"])
+            ratios = [f"{k} {statistics.median(times[k]) / ort:5.2f}x"
+                      for k in ("tinynet", "tinynet-eager") if k in times]  # fmt: skip
+            print(f"  {ROW_LABELS[row]:<24} {', '.join(ratios)}")
     print("\nRuntime policy: tinynet-library (no tinynet.runtime.configure()) / tinynet (with it)")
     for row, (times, _, _) in results.items():
         if "tinynet" in times and "tinynet-library" in times:
@@ -695,6 +717,10 @@ def worker_main(args):
         serve(lambda: TinynetFramework(None))
     elif kind == "tinynet-first":
         serve(lambda: TinynetFramework(None))  # tinynet imports NumPy itself
+    elif kind == "tinynet-eager":
+        import numpy  # noqa: F401
+
+        serve(lambda: TinynetFramework(None, plan=False))  # eval op by op, as before issue 28
     elif kind == "tinynet-library":
         import numpy  # noqa: F401
 
