@@ -219,15 +219,17 @@ def test_column_blocks_change_nothing(seed, block):
 def test_epilogue_is_add_bias_then_relu_bitwise(rows, columns, with_bias, with_relu, dtype):
     rng = np.random.default_rng(rows * 1000 + columns)
     wide = rng.normal(size=(rows, columns + 5)).astype(dtype)
-    wide[0, 0] = -0.0
+    wide[0, 2] = -0.0  # passes through without bias and ReLU alike
     bias = rng.normal(size=rows).astype(dtype)
     want = wide[:, 2 : 2 + columns].copy()
     if with_bias:
         add_bias(want, bias)
     if with_relu:
         want = relu(want)
-    block = wide[:, 2 : 2 + columns]  # a strided column block, as the plan passes it
-    bias_relu(block, bias, with_bias, with_relu)
+    outside = np.delete(wide, np.s_[2 : 2 + columns], axis=1)
+    bias_relu(wide, 2, 2 + columns, bias, with_bias, with_relu)  # a block of columns
+    block = wide[:, 2 : 2 + columns]
+    np.testing.assert_array_equal(np.delete(wide, np.s_[2 : 2 + columns], axis=1), outside)
     np.testing.assert_array_equal(block, want)
     assert np.array_equal(np.signbit(block), np.signbit(want))
 
@@ -249,3 +251,14 @@ def test_arena_never_overlaps_buffers_alive_together(requests):
             if first <= last2 and first2 <= last:
                 a, b = offsets[key], offsets[other]
                 assert a + size <= b or b + size2 <= a
+
+
+def test_plan_without_example_plans_on_its_first_call():
+    model = _ConvBn(True, (3, 2, 1, True)).to(np.float64)
+    plan = tinynet.inference(model)
+    with pytest.raises(RuntimeError, match="nothing is planned yet"):
+        plan.describe()
+    x = np.random.default_rng(4).normal(size=(3, 3, 8, 8))
+    for batch in (x, x, x[:2], x):  # planned, run, planned (another shape), run
+        np.testing.assert_allclose(plan(batch).data, _eager(model, batch), rtol=1e-10)
+    assert plan.example_shape == x.shape

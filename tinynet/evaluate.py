@@ -21,10 +21,12 @@ from tinynet.data.formats import to_unit_float
 from tinynet.data.image_files import ImageFiles
 from tinynet.data.multicrop import PAPER_SCALES, ten_crop
 from tinynet.function import no_grad
+from tinynet.inference import inference
 from tinynet.metrics import topk_correct
 from tinynet.train import TrainConfig, check_data_fits, evaluate, load_data, load_trained_model
 
 MULTI_CROP = ("none", "10", "144")
+PREDICT_BATCH = 64  # images per forward of ``predict_files``: memory stays bounded for many files
 
 
 def crops_of(batch: np.ndarray, size: int, multi_crop: str) -> np.ndarray:
@@ -88,6 +90,7 @@ def evaluate_checkpoint(
     if multi_crop == "none":
         return {**evaluate(model, test, normalize, batch_size), "crops": 1}
     loss = top1 = top5 = seen = 0
+    plan = inference(model)  # one plan for every crop batch
     with no_grad():
         for start in range(0, len(test), batch_size):
             indices = np.arange(start, min(start + batch_size, len(test)))
@@ -97,7 +100,7 @@ def evaluate_checkpoint(
             else:
                 images, labels = test[indices]
                 crops = crops_of(images, config.input_size, multi_crop)
-            logits = np.stack([model(normalize(c)).data for c in crops])
+            logits = np.stack([plan(normalize(c)).data for c in crops])
             probabilities = average_softmax(logits)
             chosen = probabilities[np.arange(len(labels)), labels]
             loss -= float(np.log(np.maximum(chosen, np.finfo(chosen.dtype).tiny)).sum())
@@ -118,8 +121,11 @@ def predict_files(
     model, config = load(path)
     mode = "L" if config.channels == 1 else "RGB"
     batch = np.stack([read_image(f, config.input_size, mode) for f in files])
+    images = T.Normalize(config.mean, config.std)(batch)
+    plan = inference(model)  # the same plan for every chunk of PREDICT_BATCH images
     with no_grad(), np.errstate(all="ignore"):  # a NaN or inf is refused below, in one line
-        logits = model(T.Normalize(config.mean, config.std)(batch)).data
+        logits = np.concatenate([plan(images[start : start + PREDICT_BATCH]).data
+                                 for start in range(0, len(images), PREDICT_BATCH)])  # fmt: skip
     if logits.shape != (len(files), len(config.classes)):  # an ONNX file's declared shape lied
         raise ValueError(f"{path}: the model gives scores of shape {logits.shape} for "
                          f"{len(files)} images of {len(config.classes)} classes")  # fmt: skip

@@ -48,6 +48,7 @@ from tinynet.data.streaming import StreamingLoader, attach_cache
 from tinynet.function import no_grad
 from tinynet.functional import cross_entropy
 from tinynet.gradflow import GradientFlow, is_record, nonfinite
+from tinynet.inference import inference
 from tinynet.memory_estimate import available_memory, estimate_training_memory, memory_warning
 from tinynet.metrics import topk_correct
 from tinynet.models.registry import MODELS, model_entry
@@ -840,6 +841,7 @@ def evaluate(
         dataset, max_batches = distributed.DatasetShard(dataset, group.shard(count)), None
     was_training = model.training
     model.eval()
+    plan = inference(model)  # this call's weights; the first batch plans, the last its own
     loss = top1 = top5 = seen = 0
     try:
         with no_grad():
@@ -847,7 +849,7 @@ def evaluate(
             for step, (images, labels) in enumerate(loader):
                 if max_batches is not None and step == max_batches:
                     break
-                logits = model(images)
+                logits = plan(images)
                 loss += cross_entropy(logits, labels, reduction="sum").item()
                 top1 += topk_correct(logits.data, labels, 1)
                 top5 += topk_correct(logits.data, labels, 5)

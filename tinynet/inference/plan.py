@@ -14,8 +14,9 @@ runs the prepared steps, recording no graph.
 Snapshot semantics: change the model's weights and the plan still computes with the old ones;
 build a new plan. An input of another shape (the last, smaller batch of an evaluation) gets its
 own program, traced from the same snapshot on first use (that call returns the traced forward's
-own outputs) and kept by shape. A plan runs one call at a time: its buffers are reused by
-every call, so concurrent calls from several threads take turns (a lock).
+own outputs) and kept by shape. Without an example input the first call plans: a loop over
+batches (an evaluation) then runs no forward twice. A plan runs one call at a time: its buffers
+are reused by every call, so concurrent calls from several threads take turns (a lock).
 """
 
 from __future__ import annotations
@@ -63,23 +64,23 @@ class Plan:
     ``tinynet.inference.passes.PASSES``); ``column_block``: columns per GEMM block whose
     bias/ReLU epilogue runs right after it (None: one epilogue per im2col chunk)."""
 
-    def __init__(self, model, example_input, passes=None, column_block: int | None = None):
+    def __init__(self, model, example_input=None, passes=None, column_block: int | None = None):
         if not isinstance(model, Module):
             raise TypeError(
                 f"inference: model must be a tinynet Module; got {type(model).__name__}"
             )
-        x = _input_array(example_input, "example_input")
         self.passes = tuple(PASSES) if passes is None else tuple(passes)
         unknown = [name for name in self.passes if name not in PASSES]
         if unknown:
             raise ValueError(f"inference: passes must be among {sorted(PASSES)}; got {unknown}")
         self.column_block = column_block
-        self.dtype, self.example_shape = x.dtype, x.shape
+        self.dtype = self.example_shape = None  # set by the first input planned
         self._model = copy.deepcopy(model).eval()
         self._programs: dict[tuple[int, ...], Program] = {}
         self._traced: dict[tuple[int, ...], list[PlannedOp]] = {}
         self._lock = threading.Lock()
-        self._plan(x)
+        if example_input is not None:
+            self._plan(_input_array(example_input, "example_input"))
 
     def __call__(self, x):
         """The model's eval-mode outputs for ``x`` (a Tensor or an ndarray), as the model
@@ -94,12 +95,18 @@ class Plan:
     @property
     def ops(self) -> list[PlannedOp]:
         """The planned steps for the example input's shape, in the order they run."""
-        return _planned_ops(self._programs[self.example_shape])
+        return _planned_ops(self._programs[self._first_shape()])
 
     @property
     def traced_ops(self) -> list[PlannedOp]:
         """The eval forward's ops as traced, before any rewrite."""
-        return self._traced[self.example_shape]
+        return self._traced[self._first_shape()]
+
+    def _first_shape(self) -> tuple[int, ...]:
+        if self.example_shape is None:
+            raise RuntimeError("inference plan: nothing is planned yet; call the plan once, or "
+                               "pass example_input to tinynet.inference")  # fmt: skip
+        return self.example_shape
 
     def describe(self, scope: str | None = None) -> str:
         """The traced ops, then the planned steps, of the modules named ``scope`` (and those
@@ -122,11 +129,13 @@ class Plan:
     @property
     def arena_bytes(self) -> int:
         """The bytes of the example shape's buffer arena."""
-        return self._programs[self.example_shape].arena_bytes
+        return self._programs[self._first_shape()].arena_bytes
 
     # ------------------------------------------------------------------ planning
     def _plan(self, x: np.ndarray) -> list[np.ndarray]:
         """Trace the snapshot on ``x``, build and keep its program; the traced outputs."""
+        if self.example_shape is None:
+            self.dtype, self.example_shape = x.dtype, x.shape
         with enable_grad():  # the trace needs the recorded graph, even inside no_grad()
             traced_input = Tensor(x, requires_grad=True)
             output = self._model(traced_input)
@@ -144,6 +153,8 @@ class Plan:
 
     def _check(self, x: np.ndarray) -> np.ndarray:
         expected = self.example_shape
+        if expected is None:
+            return x
         if x.dtype != self.dtype:
             raise TypeError(f"plan(x): x has dtype {x.dtype} but the plan was made for "
                             f"{self.dtype} inputs (the example input's)")  # fmt: skip

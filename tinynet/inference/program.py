@@ -311,10 +311,9 @@ class Program:
                 x = read(env)
                 x_rows = x.reshape(len(x), -1)
                 for block in blocks:
-                    target = out_rows[:, block]
-                    np.matmul(W, x_rows[:, block], out=target)
+                    np.matmul(W, x_rows[:, block], out=out_rows[:, block])
                     if epilogue:
-                        bias_relu(target, bias, with_bias, relu)
+                        bias_relu(out_rows, block.start, block.stop, bias, with_bias, relu)
 
             return run
         n, c, _, _ = self.shapes[step.inputs[0]]
@@ -338,10 +337,9 @@ class Program:
             for n0, n1, cols, blocks in chunks:
                 im2col(x[:, n0:n1], kernel, stride, (top, left), out_size, cols)
                 for local, block in blocks:
-                    target = out_rows[:, block]
-                    np.matmul(W, cols[:, local], out=target)
+                    np.matmul(W, cols[:, local], out=out_rows[:, block])
                     if epilogue:
-                        bias_relu(target, bias, with_bias, relu)
+                        bias_relu(out_rows, block.start, block.stop, bias, with_bias, relu)
 
         return run
 

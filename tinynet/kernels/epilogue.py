@@ -7,8 +7,7 @@ wrote it, while the block is still in cache, so the two elementwise steps cost o
 
     rows[o, p] = max(rows[o, p] + bias[o], 0)       (ReLU's rule: NaN and -0.0 pass through)
 
-``rows`` is a (O, P) block of a C-contiguous matrix (its rows may be strided: a column block of a
-wider matrix). Each rule is the eager one applied to the same values in the same order, so the
+The kernel works on a block of columns of a C-contiguous (O, P) matrix. Each rule is the eager one applied to the same values in the same order, so the
 result is bitwise that of ``add_bias`` followed by ``relu``.
 """
 
@@ -20,22 +19,24 @@ from tinynet.kernels import parallel
 
 
 @parallel
-def bias_relu(rows, bias, with_bias, with_relu):
-    """In place: rows[o, :] += bias[o] if with_bias, then max(., 0) if with_relu. rows (O, P),
-    bias (O,) (any array when with_bias is False). Returns rows."""
+def bias_relu(rows, start, stop, bias, with_bias, with_relu):
+    """In place, on columns [start, stop) of the C-contiguous (O, P) matrix rows:
+    rows[o, p] += bias[o] if with_bias, then max(., 0) if with_relu. bias (O,) (any array when
+    with_bias is False). The whole matrix is passed, not a strided block of it, so numba sees
+    contiguous rows and vectorises the loops. Returns rows."""
     for o in prange(rows.shape[0]):
         row = rows[o]
         if with_bias:
             b = bias[o]
             if with_relu:
-                for p in range(row.shape[0]):
+                for p in range(start, stop):
                     value = row[p] + b
                     row[p] = 0 if value < 0 else value
             else:
-                for p in range(row.shape[0]):
+                for p in range(start, stop):
                     row[p] += b
         elif with_relu:
-            for p in range(row.shape[0]):
+            for p in range(start, stop):
                 if row[p] < 0:
                     row[p] = 0
     return rows
