@@ -36,13 +36,15 @@ up, and then the workers are driven in rounds: each round every worker times eac
 machine hits every library alike.
 
 How to read it. The machine line first, then each worker's library line (version, kernel,
-threading), then one table per thread count: a row per distinct product (M x K x N; layout: N or
-T per operand, as in op(A)·op(B), and * where a window of a wider matrix is read or written),
-its count in each network row, OpenBLAS's median GFLOP/s, and for each other library its median
-GFLOP/s and its median time over OpenBLAS's (below 1: faster than OpenBLAS). Last, per network
-row and thread count, the sum of count x median time (and x min) per library and its ratio to
-OpenBLAS's: the GEMM time of one forward or training step. Times on a shared machine are noisy:
-compare ratios within one run.
+threading), then per thread count and network row a table of its products, largest share of
+OpenBLAS's GEMM time first: M x K x N; layout, N or T per operand as in op(A)·op(B) and * where
+a window of a wider matrix is read or written; its count n; OpenBLAS's median and best GFLOP/s;
+for each other library its median GFLOP/s, its median time over OpenBLAS's (x; below 1: faster
+than OpenBLAS) and its min time over OpenBLAS's (x min). Last, per network row and thread count,
+the sum of count x median time (and x min) per library and its ratio to OpenBLAS's: the GEMM time
+of one forward or training step. Times on a shared machine are noisy: compare ratios within one
+run, and at 2 threads read the mins (when another process holds a core, OpenBLAS's 2-thread
+GEMMs wait for it: their medians then measure the load, not the kernels).
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import NamedTuple
 
 import bench_googlenet
 
@@ -84,7 +87,12 @@ def parse_args(argv=None):
     parser.add_argument("--mkl-lib", help="folder holding libmkl_rt.so (default: sys.prefix/lib)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    args.thread_counts = [int(t) for t in args.threads.split(",")]
+    try:
+        args.thread_counts = [int(t) for t in args.threads.split(",")]
+    except ValueError:
+        args.thread_counts = []
+    if not args.thread_counts or min(args.thread_counts) < 1:
+        parser.error(f"--threads must be positive integers separated by commas; got {args.threads}")
     args.lib_list = [lib for lib in args.libs.split(",") if lib]
     unknown = set(args.lib_list) - set(LIBS)
     if unknown or "openblas" not in args.lib_list:
@@ -93,18 +101,41 @@ def parse_args(argv=None):
 
 
 # ================================================================================ the GEMMs
-# A product: op(A) (M, K) · op(B) (K, N) -> C (M, N). ta/tb: the operand is the transpose of a
-# C-contiguous (K, M) / (N, K) matrix; lda/ldb/ldc: the row length of the matrix each is stored
-# in (larger than its width for a window of columns).
-def product(m, k, n, ta=False, tb=False, ldb=None, ldc=None) -> tuple:
-    a_width, b_width = (m if ta else k), (k if tb else n)
-    return (m, k, n, ta, tb, a_width, ldb or b_width, ldc or n)
+class Product(NamedTuple):
+    """op(A) (M, K) · op(B) (K, N) -> C (M, N). ta/tb: the operand is the transpose of a
+    C-contiguous (K, M) / (N, K) matrix; lda/ldb/ldc: the row length of the matrix each is stored
+    in (larger than its width for a window of columns)."""
+
+    m: int
+    k: int
+    n: int
+    ta: bool
+    tb: bool
+    lda: int
+    ldb: int
+    ldc: int
+
+    @property
+    def a_rows(self) -> int:
+        return self.k if self.ta else self.m
+
+    @property
+    def b_rows(self) -> int:
+        return self.n if self.tb else self.k
+
+    @property
+    def layout(self) -> str:
+        """'NN', 'NT', 'TN' as in op(A)·op(B), with '*' where B or C is a window."""
+        window = self.ldb != (self.k if self.tb else self.n) or self.ldc != self.n
+        return ("T" if self.ta else "N") + ("T" if self.tb else "N") + ("*" if window else "")
+
+    def gflops(self, seconds) -> float:
+        return 2 * self.m * self.k * self.n / seconds / 1e9
 
 
-def layout_tag(p) -> str:
-    m, k, n, ta, tb, lda, ldb, ldc = p
-    b_window = ldb != (k if tb else n)
-    return ("T" if ta else "N") + ("T" if tb else "N") + ("*" if b_window or ldc != n else "")
+def product(m, k, n, ta=False, tb=False, ldb=None, ldc=None) -> Product:
+    """A product whose operands are stored contiguously unless ldb/ldc say otherwise."""
+    return Product(m, k, n, ta, tb, m if ta else k, ldb or (k if tb else n), ldc or n)
 
 
 def conv_products(x_shape, w_shape, stride, padding, train, input_grad) -> list[tuple]:
@@ -184,22 +215,19 @@ class Operands:
     def __init__(self, products):
         import numpy as np
 
-        def size(rows, width):
-            return rows * width
-
-        a = max(size(*((p[1], p[0]) if p[3] else (p[0], p[1]))) for p in products)
-        b = max(size(p[2] if p[4] else p[1], p[6]) for p in products)
-        c = max(size(p[0], p[7]) for p in products)
+        a = max(p.a_rows * p.lda for p in products)
+        b = max(p.b_rows * p.ldb for p in products)
+        c = max(p.m * p.ldc for p in products)
         rng = np.random.default_rng(0)
         self.a, self.b = (rng.standard_normal(s, dtype=np.float32) for s in (a, b))
         self.c = np.zeros(c, dtype=np.float32)
 
-    def views(self, p):
-        m, k, n, ta, tb, lda, ldb, ldc = p
-        a = self.a[: (k if ta else m) * lda].reshape(-1, lda)
-        b = self.b[: (n if tb else k) * ldb].reshape(-1, ldb)[:, : (k if tb else n)]
-        c = self.c[: m * ldc].reshape(m, ldc)[:, :n]
-        return (a.T if ta else a), (b.T if tb else b), c
+    def views(self, p: Product):
+        """(A, B, C) as tinynet passes them: transposed views, windows of wider matrices."""
+        a = self.a[: p.a_rows * p.lda].reshape(p.a_rows, p.lda)
+        b = self.b[: p.b_rows * p.ldb].reshape(p.b_rows, p.ldb)[:, : (p.k if p.tb else p.n)]
+        c = self.c[: p.m * p.ldc].reshape(p.m, p.ldc)[:, : p.n]
+        return (a.T if p.ta else a), (b.T if p.tb else b), c
 
 
 def strides(view) -> tuple[int, int]:
@@ -352,7 +380,7 @@ def worker(args) -> None:
         command = json.loads(line)
         try:
             if command["cmd"] == "setup":
-                products = [tuple(p) for p in command["products"]]
+                products = [Product(*p) for p in command["products"]]
                 operands = Operands(products)
                 problems = [operands.views(p) for p in products]
                 for p, views in zip(products, problems):
@@ -416,38 +444,34 @@ def available(lib, args) -> str | None:
     return None
 
 
-def gflops(p, seconds) -> float:
-    return 2 * p[0] * p[1] * p[2] / seconds / 1e9
-
-
 def print_tables(products, counts, times, threads, libs):
     """Per network row, its products by their share of OpenBLAS's GEMM time, largest first."""
-    others = [lib for lib in libs if lib != "openblas"]
-    medians = {
-        key: [statistics.median(t) for t in per] for key, per in times.items() if key[1] == threads
-    }
-    base = medians["openblas", threads]
-    head = f"{'M':>5} {'K':>6} {'N':>6} {'lay':<4} {'n':>3} {'share':>6} {'openblas':>9}"
-    head += "".join(f" {lib:>10} {'x':>5}" for lib in others)
+    others = [lib for lib in libs if lib != "openblas" and (lib, threads) in times]
+    measured = ["openblas", *others]
+    median = {lib: [statistics.median(t) for t in times[lib, threads]] for lib in measured}
+    best = {lib: [min(t) for t in times[lib, threads]] for lib in measured}
+    base, base_best = median["openblas"], best["openblas"]
+    head = (
+        f"{'M':>5} {'K':>6} {'N':>6} {'lay':<4} {'n':>3} {'share':>6} {'openblas':>9} {'best':>6}"
+    )
+    head += "".join(f" {lib:>10} {'x':>5} {'x min':>5}" for lib in others)
     for row in ROWS:
         used = [i for i, p in enumerate(products) if counts[row].get(p)]
         total = sum(counts[row][products[i]] * base[i] for i in used)
         print(
-            f"\n{row}, {threads} thread(s): median GFLOP/s; share = of OpenBLAS's GEMM time; "
-            "x = median time / OpenBLAS's"
+            f"\n{row}, {threads} thread(s): median (and best) GFLOP/s; share = of OpenBLAS's GEMM "
+            "time; x = median time / OpenBLAS's, x min = min time / OpenBLAS's"
         )
         print(head)
         print("-" * len(head))
         for i in sorted(used, key=lambda i: -counts[row][products[i]] * base[i]):
             p, n = products[i], counts[row][products[i]]
-            line = f"{p[0]:>5} {p[1]:>6} {p[2]:>6} {layout_tag(p):<4} {n:>3}"
-            line += f" {100 * n * base[i] / total:>5.1f}% {gflops(p, base[i]):>9.1f}"
+            line = f"{p.m:>5} {p.k:>6} {p.n:>6} {p.layout:<4} {n:>3}"
+            line += f" {100 * n * base[i] / total:>5.1f}% {p.gflops(base[i]):>9.1f}"
+            line += f" {p.gflops(base_best[i]):>6.1f}"
             for lib in others:
-                if (lib, threads) in medians:
-                    median = medians[lib, threads][i]
-                    line += f" {gflops(p, median):>10.1f} {median / base[i]:>5.2f}"
-                else:
-                    line += f" {'-':>10} {'-':>5}"
+                line += f" {p.gflops(median[lib][i]):>10.1f} {median[lib][i] / base[i]:>5.2f}"
+                line += f" {best[lib][i] / base_best[i]:>5.2f}"
             print(line)
 
 
