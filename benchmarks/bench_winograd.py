@@ -114,8 +114,9 @@ def main():
                 for n0, n1 in chunks:
                     columns = cols[:, : (n1 - n0) * side * side]
                     im2col(x_cm[:, n0:n1], (3, 3), (1, 1), (1, 1), (side, side), columns)
-                    block = out[:, n0 * side * side : n1 * side * side]
-                    bias_relu(np.matmul(W, columns, out=block), b, True, True)
+                    first, last = n0 * side * side, n1 * side * side
+                    np.matmul(W, columns, out=out[:, first:last])
+                    bias_relu(out, first, last, b, True, True)
 
             def winograd_path():
                 winograd.winograd_conv3x3(x_cm, U, b, True, out, scratch)
