@@ -262,3 +262,35 @@ def test_plan_without_example_plans_on_its_first_call():
     for batch in (x, x, x[:2], x):  # planned, run, planned (another shape), run
         np.testing.assert_allclose(plan(batch).data, _eager(model, batch), rtol=1e-10)
     assert plan.example_shape == x.shape
+
+
+class _Wide3x3(nn.Module):
+    """A 3x3 stride-1 padding-1 convolution big enough for ``use_winograd``, into a concat."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(32, 32, 3, padding=1)
+        self.side = nn.Conv2d(32, 8, 1)
+
+    def forward(self, x):
+        return F.cat([self.side(x), F.relu(self.conv(x))], dim=1)
+
+
+def test_winograd_steps_stay_within_their_error_bound():
+    from tinynet.inference.winograd import error_bound
+
+    model = _Wide3x3()
+    x = np.random.default_rng(5).normal(size=(2, 32, 16, 16)).astype(np.float32)
+    plan = tinynet.inference(model, x)
+    assert any("Winograd F(2x2,3x3)" in f for op in plan.ops for f in op.fused)
+    got = plan(x).data[:, 8:]
+    x64, weight = x.astype(np.float64), model.conv.weight.data.astype(np.float64)
+    exact = F.conv2d(x64, weight, model.conv.bias.data.astype(np.float64), padding=1).data
+    exact = np.maximum(exact, 0)  # ReLU moves no value further from another
+    bound = error_bound(x64.transpose(1, 0, 2, 3), weight, model.conv.bias.data, np.float32)
+    bound = bound.reshape(32, 2, 16, 16).transpose(1, 0, 2, 3)
+    assert (np.abs(got - exact) <= bound).all()
+    direct = tinynet.inference(model, x, winograd=False)
+    assert not any("Winograd" in f for op in direct.ops for f in op.fused)
+    np.testing.assert_allclose(got, direct(x).data[:, 8:], rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(plan(x).data[:, :8], direct(x).data[:, :8])

@@ -10,15 +10,17 @@ See ``tinynet.inference.plan`` for what a plan promises, ``passes`` for the grap
 from tinynet.inference.plan import Plan, PlannedOp
 
 
-def inference(model, example_input=None, passes=None, column_block=None) -> Plan:
+def inference(model, example_input=None, passes=None, column_block=None, winograd=True) -> Plan:
     """A callable plan of ``model``'s eval-mode forward for inputs like ``example_input``:
     ``plan(x)`` returns what ``model.eval()(x)`` returns, computed from a snapshot of the
     weights taken now (see ``tinynet.inference.plan``). Without ``example_input`` the first
     call plans (and returns the traced forward's outputs): for a loop over batches.
     passes: the names of the rewrites to apply (default all of
     ``tinynet.inference.passes.PASSES``); column_block: GEMM columns per bias/ReLU epilogue
-    block (default: one block per im2col chunk)."""
-    return Plan(model, example_input, passes=passes, column_block=column_block)
+    block (default: one block per im2col chunk); winograd: run the 3x3 stride-1 padding-1
+    convolutions where ``tinynet.inference.winograd.use_winograd`` measured it faster by
+    Winograd's F(2x2, 3x3) (within that module's error bound of the direct convolution)."""
+    return Plan(model, example_input, passes=passes, column_block=column_block, winograd=winograd)
 
 
 __all__ = ["Plan", "PlannedOp", "inference"]

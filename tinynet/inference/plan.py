@@ -62,9 +62,17 @@ class Plan:
     """A callable inference plan of ``model`` for inputs like ``example_input``; see the module
     docstring. ``passes``: the names of the graph rewrites to apply (default all of
     ``tinynet.inference.passes.PASSES``); ``column_block``: columns per GEMM block whose
-    bias/ReLU epilogue runs right after it (None: one epilogue per im2col chunk)."""
+    bias/ReLU epilogue runs right after it (None: one epilogue per im2col chunk); ``winograd``:
+    Winograd's F(2x2, 3x3) where ``tinynet.inference.winograd.use_winograd`` picks it."""
 
-    def __init__(self, model, example_input=None, passes=None, column_block: int | None = None):
+    def __init__(
+        self,
+        model,
+        example_input=None,
+        passes=None,
+        column_block: int | None = None,
+        winograd: bool = True,
+    ):
         if not isinstance(model, Module):
             raise TypeError(
                 f"inference: model must be a tinynet Module; got {type(model).__name__}"
@@ -73,7 +81,7 @@ class Plan:
         unknown = [name for name in self.passes if name not in PASSES]
         if unknown:
             raise ValueError(f"inference: passes must be among {sorted(PASSES)}; got {unknown}")
-        self.column_block = column_block
+        self.column_block, self.winograd = column_block, bool(winograd)
         self.dtype = self.example_shape = None  # set by the first input planned
         self._model = copy.deepcopy(model).eval()
         self._programs: dict[tuple[int, ...], Program] = {}
@@ -148,7 +156,7 @@ class Plan:
         self._traced[x.shape] = _planned_ops_of(graph.steps, graph.outputs)
         for name in self.passes:
             PASSES[name](graph)
-        self._programs[x.shape] = Program(graph, x.shape, x.dtype, self.column_block)
+        self._programs[x.shape] = Program(graph, x.shape, x.dtype, self.column_block, self.winograd)
         return [t.data for t in tensors]
 
     def _check(self, x: np.ndarray) -> np.ndarray:

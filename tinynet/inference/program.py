@@ -22,11 +22,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from tinynet.function import Context
+from tinynet.inference import winograd
 from tinynet.inference.graph import INPUT, Constant, Graph, Step
-from tinynet.kernels import pool
+from tinynet.kernels import KERNEL_DTYPES, pool
 from tinynet.kernels.activation import relu_forward
 from tinynet.kernels.epilogue import bias_relu
 from tinynet.kernels.im2col import im2col
@@ -70,10 +72,12 @@ def arena_offsets(buffers: dict[str, tuple[int, int, int]]) -> tuple[dict[str, i
 class Program:
     """``graph`` prepared for inputs of ``input_shape`` and ``dtype``: ``run(x)`` returns the
     outputs' arrays (fresh copies). column_block: columns per GEMM block whose epilogue runs
-    right after it (None: one epilogue per im2col chunk)."""
+    right after it (None: one epilogue per im2col chunk). winograd: run each 3x3 stride-1
+    padding-1 convolution that ``winograd.use_winograd`` picks by F(2x2, 3x3)."""
 
-    def __init__(self, graph: Graph, input_shape, dtype, column_block: int | None = None):
+    def __init__(self, graph: Graph, input_shape, dtype, column_block=None, winograd=False):
         self.graph, self.dtype, self.column_block = graph, np.dtype(dtype), column_block
+        self.winograd = winograd
         self.input_shape = tuple(input_shape)
         self.shapes = {INPUT: self.input_shape, **{s.id: s.shape for s in graph.steps}}
         self.slot = {v: i for i, v in enumerate(self.shapes)}
@@ -222,10 +226,14 @@ class Program:
         return views, arena
 
     def _scratch_elements(self, step: Step) -> int:
-        """Elements of the im2col matrix of a conv step's largest chunk (0: none needed)."""
+        """Elements of the im2col matrix of a conv step's largest chunk, or of Winograd's
+        transformed tiles for all threads (0: none needed)."""
         if step.fn is not None or step.op != "Conv2d" or _pointwise(step):
             return 0
-        n, c, _, _ = self.shapes[step.inputs[0]]
+        n, c, h, w = self.shapes[step.inputs[0]]
+        if self._winograd(step):
+            threads = numba.get_num_threads()
+            return winograd.scratch_size(c, len(step.params["weight"]), h, w, n, threads)
         patch = c * step.params["kernel"][0] * step.params["kernel"][1]
         pixels = step.shape[2] * step.shape[3]
         n0, n1 = _chunks(n, patch, pixels, self.dtype.itemsize)[0]
@@ -296,7 +304,30 @@ class Program:
 
         return run
 
+    def _winograd(self, step: Step) -> bool:
+        """Whether this conv step runs by Winograd's F(2x2, 3x3): asked for, a 3x3 stride-1
+        padding-1 convolution, and ``use_winograd`` measured it faster at this size."""
+        p = step.params
+        if not self.winograd or self.dtype not in KERNEL_DTYPES:
+            return False
+        if p["kernel"] != (3, 3) or p["stride"] != (1, 1) or p["padding"] != ((1, 1), (1, 1)):
+            return False
+        n, c, h, w = self.shapes[step.inputs[0]]
+        return winograd.use_winograd(c, len(p["weight"]), h, w, n)
+
+    def _winograd_runner(self, step: Step, out):
+        """out = act(conv3x3(x) + b) by F(2x2, 3x3) into the step's rows (maybe a slab of a
+        concatenation), the transformed filters U made here, once."""
+        W, bias, relu = step.params["weight"], step.params["bias"], step.params["relu"]
+        U = winograd.filter_transform(W.reshape(len(W), -1, 3, 3))
+        read = self._channel_major_reader(step.inputs[0])
+        out_rows, scratch = out.reshape(len(out), -1), self.scratch[step.id]
+        step.fused.append("Winograd F(2x2,3x3)")
+        return lambda env: winograd.winograd_conv3x3(read(env), U, bias, relu, out_rows, scratch)
+
     def _conv_runner(self, step: Step, out):
+        if self._winograd(step):
+            return self._winograd_runner(step, out)
         W, bias, relu = step.params["weight"], step.params["bias"], step.params["relu"]
         with_bias = bias is not None
         bias = bias if with_bias else W[:0, 0]
