@@ -7,7 +7,8 @@ each figure is the median, so a noisy shared machine shifts them all alike.
 Cases: paper-8 and paper-1 (googlenet_paper, 224x224, batch 8 / 1), small-64 (googlenet_small,
 32x32, batch 64); every model in float32, eval mode, random weights and BatchNorm statistics.
 Variants: eager (``no_grad`` forward), plan (every rewrite), 'plan -X' (every rewrite but X;
-'concat' is the concatenation in place), 'plan block=B' (B GEMM columns per epilogue block).
+'concat' is the concatenation in place, 'winograd' Winograd's F(2x2, 3x3)), 'plan block=B' (B
+GEMM columns per epilogue block).
 Also the plan's share of time inside GEMM (np.matmul timed in one extra run).
 """
 
@@ -77,6 +78,7 @@ def variants(model, x, blocks):
             others = [p for p in PASSES if p != name]
             found[f"plan -{name}"] = tinynet.inference(model, x, passes=others)
         found["plan -concat"] = without_concat_in_place(model, x)
+        found["plan -winograd"] = tinynet.inference(model, x, winograd=False)
     for block in blocks:
         found[f"plan block={block}"] = tinynet.inference(model, x, column_block=block)
     return {name: (lambda run=run: run(x)) for name, run in found.items()}

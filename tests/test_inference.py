@@ -294,3 +294,17 @@ def test_winograd_steps_stay_within_their_error_bound():
     assert not any("Winograd" in f for op in direct.ops for f in op.fused)
     np.testing.assert_allclose(got, direct(x).data[:, 8:], rtol=1e-4, atol=1e-4)
     np.testing.assert_array_equal(plan(x).data[:, :8], direct(x).data[:, :8])
+
+
+def test_plan_runs_a_model_read_from_onnx(tmp_path):
+    pytest.importorskip("onnx", reason="tinynet.onnx reads ONNX files with the onnx package")
+    from tinynet.onnx import export, load
+
+    rng = np.random.default_rng(6)
+    source = MODELS["small"].build()
+    _randomise_statistics(source, rng)
+    x = rng.random((2, 3, 32, 32)).astype(np.float32)
+    model = load(export(source, x, tmp_path / "small.onnx"))
+    plan = tinynet.inference(model, x)
+    assert _relative_error(plan(x).data, _eager(model, x)) < 2e-5
+    assert _relative_error(plan(x[:1]).data, _eager(model, x[:1])) < 2e-5
