@@ -160,8 +160,9 @@ def _special(seed, shape, dtype):
 @pytest.mark.parametrize("height, width", [(1, 1), (1, 5), (5, 1), (2, 2), (2, 7), (3, 3), (6, 5)])
 def test_max_pool_3x3_same_argmax_is_the_scan(dtype, height, width):
     """Inception's 3x3/1 pad-1 pool with a gradient (two separable passes, then the winners
-    found from the maxima over runs of several planes at once) records the same maxima, bit for
-    bit, and the same window offsets as the row-by-row scan."""
+    found from the maxima, over runs of several planes at once) records the same maxima, bit for
+    bit, and the same window offsets as the row-by-row scan; without a gradient, the same
+    maxima."""
     from tinynet.kernels import pool
     from tinynet.ops.pool import _sliding_windows
 
@@ -175,6 +176,8 @@ def test_max_pool_3x3_same_argmax_is_the_scan(dtype, height, width):
     pool.max_pool2d_3x3_same_argmax(x, same_out, same_argmax)
     np.testing.assert_array_equal(same_argmax, argmax)
     assert same_out.tobytes() == out.tobytes()  # -0.0 and NaN payloads included
+    pool.max_pool2d_3x3_same(x, same_out)  # without argmax (evaluation)
+    assert same_out.tobytes() == out.tobytes()
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

@@ -25,6 +25,10 @@ PLANE_GROUPS = 256  # enough runs of planes to keep many cores evenly busy
 # A max-pool forward costs about 16 ReLUs per element on small planes (with argmax, 8x8 planes:
 # 3.5 ms for 524,288 elements on one core), so it gets the threads from 16,384 elements on.
 MAX_POOL_COST = 16
+# The 3x3/1 max pool runs its passes over this many elements of whole planes at once: long loops
+# for small planes (4x4: 0.97 -> 0.56 ms for 13,312 planes on one core), while the scratch stays
+# in the first-level cache.
+SAME_RUN = 1024
 
 
 def max_pool2d(x, out, y_windows, x_windows, kernel, stride, with_argmax: bool) -> np.ndarray:
@@ -193,29 +197,36 @@ def max_pool2d_3x3_same(x, out):
 
     The 3x3 maximum is separable: the row maxima, then the maxima of three of them down each
     column, each pass with the scan's rule, which picks the same value (-0.0 and NaN included)
-    as the row-by-row scan. Both passes run over the whole plane as one flat loop (an output
-    row's neighbours are one row length away), so the loops are long and branch-free; the
-    clipped windows of the first and last column and row are redone after each pass.
+    as the row-by-row scan. Both passes run over a run of whole planes as one flat loop (an
+    output row's neighbours are one row length away), so the loops are long and branch-free
+    even on 4x4 planes; the clipped windows of each plane's first and last column and row are
+    redone after each pass (``_max_3x3_same_planes``).
     """
-    xs, outs = _planes(x), _planes(out)
-    height, width = xs.shape[1], xs.shape[2]
+    height, width = x.shape[2], x.shape[3]
     size = height * width
-    groups = _plane_groups(xs.shape[0])
+    flat_x, flat_out = x.reshape(x.size), out.reshape(out.size)
+    groups = _plane_groups(x.shape[0] * x.shape[1])
+    step = max(1, SAME_RUN // size)
     for g in prange(len(groups) - 1):
-        row_max = np.empty(size, dtype=xs.dtype)
-        for p in range(groups[g], groups[g + 1]):
-            _max_3x3_same_plane(xs[p].reshape(size), outs[p].reshape(size), row_max, width)
+        row_max = np.empty(step * size, dtype=x.dtype)
+        for p in range(groups[g], groups[g + 1], step):
+            run = slice(p * size, min(p + step, groups[g + 1]) * size)
+            _max_3x3_same_planes(flat_x[run], flat_out[run], row_max, height, width)
 
 
 @njit(cache=True, inline="always")
-def _max_3x3_same_plane(src, dst, row_max, width):
-    """One flat plane of ``max_pool2d_3x3_same``, its row maxima in the scratch ``row_max``."""
-    size = len(src)
-    height = size // width
-    for k in range(1, size - 1):
+def _max_3x3_same_planes(src, dst, row_max, height, width):
+    """``max_pool2d_3x3_same`` on a run of whole (height, width) planes laid end to end in the
+    flat src and dst, the row maxima in the scratch ``row_max`` (at least as long): each pass is
+    one loop
+    over the whole run, which reads across a row's or a plane's edge only where the windows
+    are clipped, and those are redone after it."""
+    size, n = height * width, len(src)
+    row_max = row_max[:n]
+    for k in range(1, n - 1):
         row_max[k] = _max3(src[k - 1], src[k], src[k + 1])
-    for y in range(height):
-        first, last = y * width, y * width + width - 1
+    for first in range(0, n, width):
+        last = first + width - 1
         if width == 1:
             row_max[first] = src[first]
             continue
@@ -223,18 +234,19 @@ def _max_3x3_same_plane(src, dst, row_max, width):
         row_max[first] = b if (b > src[first]) | (b != b) else src[first]
         b = src[last]
         row_max[last] = b if (b > src[last - 1]) | (b != b) else src[last - 1]
-    for k in range(width, size - width):
-        dst[k] = _max3(row_max[k - width], row_max[k], row_max[k + width])
     if height == 1:
         dst[:] = row_max
         return
-    bottom = size - width
-    for j in range(width):
-        b = row_max[width + j]
-        dst[j] = b if (b > row_max[j]) | (b != b) else row_max[j]
-        b = row_max[bottom + j]
-        a = row_max[bottom - width + j]
-        dst[bottom + j] = b if (b > a) | (b != b) else a
+    for k in range(width, n - width):
+        dst[k] = _max3(row_max[k - width], row_max[k], row_max[k + width])
+    for top in range(0, n, size):
+        bottom = top + size - width
+        for j in range(width):
+            b = row_max[top + width + j]
+            dst[top + j] = b if (b > row_max[top + j]) | (b != b) else row_max[top + j]
+            b = row_max[bottom + j]
+            a = row_max[bottom - width + j]
+            dst[bottom + j] = b if (b > a) | (b != b) else a
 
 
 @parallel(cost=MAX_POOL_COST)
@@ -255,10 +267,12 @@ def max_pool2d_3x3_same_argmax(x, out, argmax):
     size = height * width
     flat_x, flat_out, flat_arg = x.reshape(x.size), out.reshape(out.size), argmax.reshape(x.size)
     groups = _plane_groups(xs.shape[0])
+    step = max(1, SAME_RUN // size)
     for g in prange(len(groups) - 1):
-        row_max = np.empty(size, dtype=xs.dtype)
-        for p in range(groups[g], groups[g + 1]):
-            _max_3x3_same_plane(xs[p].reshape(size), outs[p].reshape(size), row_max, width)
+        row_max = np.empty(step * size, dtype=xs.dtype)
+        for p in range(groups[g], groups[g + 1], step):
+            run = slice(p * size, min(p + step, groups[g + 1]) * size)
+            _max_3x3_same_planes(flat_x[run], flat_out[run], row_max, height, width)
         run = slice(groups[g] * size, groups[g + 1] * size)
         nan = _first_equal_taps(flat_x[run], flat_out[run], flat_arg[run], width)
         for p in range(groups[g], groups[g + 1]):
@@ -381,7 +395,7 @@ def max_pool2d_3x3_subsampled(x, out, argmax, rows, columns):
         row_max, same = np.empty(size, dtype=xs.dtype), np.empty(size, dtype=xs.dtype)
         for p in range(groups[g], groups[g + 1]):
             plane, o = xs[p], outs[p]
-            _max_3x3_same_plane(plane.reshape(size), same, row_max, width)
+            _max_3x3_same_planes(plane.reshape(size), same, row_max, height, width)
             for i in range(len(rows)):
                 for j in range(len(columns)):
                     o[i, j] = same[rows[i] * width + columns[j]]
