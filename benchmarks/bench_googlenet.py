@@ -162,6 +162,7 @@ class TinynetFramework(Framework):
         if configure:  # as tinynet's commands and Trainer run; without: a library user's process
             tinynet.runtime.configure()
         self.tinynet, self.plan = tinynet, plan
+        self.last_plan = None  # the plan setup() made last (for --profile)
         self.models = {}
         for net, build in (("paper", googlenet_paper), ("small", googlenet_small)):
             tinynet.manual_seed(0)
@@ -185,7 +186,7 @@ class TinynetFramework(Framework):
         if what == "eval":
             model.eval()
             if self.plan:  # as tinynet predict and evaluate run a network
-                plan = tinynet.inference(model, x)
+                plan = self.last_plan = tinynet.inference(model, x)
                 return lambda: plan(x)
 
             def run():
@@ -762,9 +763,14 @@ CALLABLE_CATEGORIES = {
     ("tinynet.ops.elementwise", "relu_backward"): "ReLU/bias",
     ("tinynet.kernels.activation", "relu_forward"): "ReLU/bias",
     ("tinynet.kernels.activation", "relu_backward"): "ReLU/bias",
+    # the inference plan's steps call these by their module's names
+    ("tinynet.inference.program", "im2col"): "im2col/col2im",
+    ("tinynet.inference.program", "bias_relu"): "ReLU/bias",
+    ("tinynet.inference.winograd", "winograd_conv3x3"): "Winograd conv",
 }
 CATEGORY_ORDER = [
     "GEMM",
+    "Winograd conv",
     "im2col/col2im",
     "pooling",
     "LRN",
@@ -830,11 +836,22 @@ def install_profiler(timer):
         patch(Optimizer, method, timer.wrap("optimiser", getattr(Optimizer, method)))
 
 
+def install_plan_profiler(timer, plan):
+    """Wrap each step of ``plan``'s program for its example shape, by the step's op: a conv
+    step's time less its im2col, epilogue and Winograd calls (``install_profiler``) is its GEMM."""
+    program = plan._programs[plan.example_shape]
+    _PLAN_RUNNERS.append((program, program.runners))
+    program.runners = [
+        timer.wrap(OP_CATEGORIES.get(step.op, "other ops"), runner)
+        for step, runner in zip(program.graph.steps, program.runners)
+    ]
+
+
 def profile_main(args):
     describe(args)
     import tinynet  # noqa: F401  (before NumPy)
 
-    framework = TinynetFramework(None)
+    frameworks = {"plan": TinynetFramework(None), "eager": TinynetFramework(None, plan=False)}
     repeat = args.repeat or (1 if args.quick else 3)
     print(
         f"tinynet time by category, mean of {repeat} runs after a warm-up (exclusive time: a "
@@ -844,15 +861,23 @@ def profile_main(args):
     wanted = [r for r in (s.strip() for s in args.only.split(",")) if r in ROWS]
     columns = {}
     for row in wanted or PROFILE_ROWS:
-        run = framework.setup(*ROWS[row])
-        run()  # warm-up, unprofiled
-        plain = statistics.median(_timed(run) for _ in range(repeat))
-        timer = CategoryTimer()
-        install_profiler(timer)
-        total = sum(_timed(run) for _ in range(repeat)) / repeat
-        uninstall_profiler()
-        columns[row] = ({k: v / repeat for k, v in timer.totals.items()}, total, plain)
-    header = f"{'category':<22}" + "".join(f"{ROW_LABELS[r]:>25}" for r in columns)
+        # an eval row twice: op by op (as before issue 28) and through the inference plan
+        ways = ("eager", "plan") if ROWS[row][3] == "eval" else ("plan",)
+        for way in ways:
+            framework = frameworks[way]
+            framework.last_plan = None
+            run = framework.setup(*ROWS[row])
+            run()  # warm-up, unprofiled
+            plain = statistics.median(_timed(run) for _ in range(repeat))
+            timer = CategoryTimer()
+            install_profiler(timer)
+            if framework.last_plan is not None:
+                install_plan_profiler(timer, framework.last_plan)
+            total = sum(_timed(run) for _ in range(repeat)) / repeat
+            uninstall_profiler()
+            label = ROW_LABELS[row] + (f" {way}" if len(ways) > 1 else "")
+            columns[label] = ({k: v / repeat for k, v in timer.totals.items()}, total, plain)
+    header = f"{'category':<22}" + "".join(f"{label:>30}" for label in columns)
     print(header)
     print("-" * len(header))
     for category in CATEGORY_ORDER + ["Python overhead"]:
@@ -863,19 +888,20 @@ def profile_main(args):
             else:
                 value = totals.get(category, 0.0)
             cells.append(f"{value * 1e3:15.1f} ms {100 * value / total:5.1f}%")
-        print(f"{category:<22}" + "".join(f"{c:>25}" for c in cells))
+        print(f"{category:<22}" + "".join(f"{c:>30}" for c in cells))
     print("-" * len(header))
     print(
         f"{'total (profiled)':<22}"
-        + "".join(f"{t * 1e3:15.1f} ms{'':7}" for _, t, _ in columns.values())
+        + "".join(f"{t * 1e3:20.1f} ms{'':7}" for _, t, _ in columns.values())
     )
     print(
         f"{'total (not profiled)':<22}"
-        + "".join(f"{p * 1e3:15.1f} ms{'':7}" for *_, p in columns.values())
+        + "".join(f"{p * 1e3:20.1f} ms{'':7}" for *_, p in columns.values())
     )
 
 
 _ORIGINALS = {}
+_PLAN_RUNNERS = []  # (program, its runners before install_plan_profiler)
 
 
 def uninstall_profiler():
@@ -883,6 +909,9 @@ def uninstall_profiler():
     for (owner, name), value in _ORIGINALS.items():
         setattr(owner, name, value)
     _ORIGINALS.clear()
+    for program, runners in _PLAN_RUNNERS:
+        program.runners = runners
+    _PLAN_RUNNERS.clear()
 
 
 if __name__ == "__main__":
