@@ -308,3 +308,24 @@ def test_plan_runs_a_model_read_from_onnx(tmp_path):
     plan = tinynet.inference(model, x)
     assert _relative_error(plan(x).data, _eager(model, x)) < 2e-5
     assert _relative_error(plan(x[:1]).data, _eager(model, x[:1])) < 2e-5
+
+
+class _Casting(nn.Module):
+    """A float32 input computed on in float64 by a float64 convolution, then cast back."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1).to(np.float64)
+        self.head = nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):
+        y = F.max_pool2d(F.relu(self.conv(F.cast(x, np.float64))), 2)
+        return self.head(F.cast(y, np.float32))
+
+
+def test_values_of_another_dtype_than_the_input_run_by_their_functions():
+    model = _Casting()
+    x = np.random.default_rng(7).normal(size=(2, 3, 6, 6)).astype(np.float32)
+    plan = tinynet.inference(model, x)
+    np.testing.assert_array_equal(plan(x).data, _eager(model, x))
+    assert [op.op for op in plan.ops] == ["Cast", "Conv2d", "MaxPool2d", "ReLU", "Cast", "Conv2d"]

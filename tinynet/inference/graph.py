@@ -85,8 +85,10 @@ class Graph:
 
 def from_trace(trace: Trace, input_id: str) -> Graph:
     """The steps of ``trace``, whose leaf ``input_id`` is the model's input; every other leaf
-    becomes a ``Constant`` holding a copy of its value."""
+    becomes a ``Constant`` holding a copy of its value. Only convolutions in the input's dtype
+    become conv steps (the plan's buffers hold that dtype)."""
     constants = {leaf.id: _constant(leaf) for leaf in trace.leaves if leaf.id != input_id}
+    dtype = next((leaf.dtype for leaf in trace.leaves if leaf.id == input_id), None)
     steps = []
     for op in trace.ops:
         inputs = [
@@ -95,7 +97,7 @@ def from_trace(trace: Trace, input_id: str) -> Graph:
         ]
         params = {name: _owned(value) for name, value in op.params.items()}
         step = Step(op.id, op.op, inputs, params, op.shape, op.dtype, op.scope, op.fn)
-        if op.fn is Conv2dFunction:
+        if op.fn is Conv2dFunction and op.dtype == dtype:
             _as_conv(step)
         steps.append(step)
     outputs = [INPUT if o == input_id else o for o in trace.outputs]
@@ -123,6 +125,8 @@ def _as_conv(step: Step) -> None:
     x, weight, bias = step.inputs
     if not isinstance(weight, Constant) or not (bias is None or isinstance(bias, Constant)):
         return  # a weight computed in the forward: the op runs as traced
+    if not isinstance(x, str):
+        return  # a convolution of a constant: the op runs as traced
     W = weight.value
     step.params.update(
         weight=W.reshape(len(W), -1),

@@ -107,15 +107,15 @@ class Program:
     # ------------------------------------------------------------------ placement
     def _planned(self, step: Step) -> bool:
         """Whether ``step`` writes a channel-major buffer of the plan (else it runs its
-        Function and its output lives wherever that puts it)."""
-        if len(step.shape) != 4:
+        Function and its output lives wherever that puts it). The arena holds the plan's dtype:
+        a value of another (a model that casts) is left to its Function."""
+        if step.fn is None:  # conv and Rows (graph.from_trace made them in the input's dtype)
+            return True
+        if len(step.shape) != 4 or step.dtype != self.dtype:
             return False
-        if step.fn is None:  # conv and Rows
-            return True
-        if step.fn in _POOLS:
-            return True
-        if step.fn is ReLUFunction:
-            return step.inputs[0] in self.channel_major_values
+        if step.fn in _POOLS or step.fn is ReLUFunction:
+            source = step.inputs[0]
+            return isinstance(source, str) and source in self.channel_major_values
         return (
             step.fn is ConcatFunction
             and step.params["dim"] == 1
