@@ -93,3 +93,24 @@ def test_the_commands_apply_the_policy():
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stderr.splitlines()[-1] == "True"
+
+
+def test_a_kernel_compiled_after_configure_with_fewer_threads_than_cores():
+    """TINYNET_NUM_THREADS below the cores: configure() sizes numba's pool by set_num_threads and
+    leaves NUMBA_NUM_THREADS alone (numba read it at import: a new value made the next
+    compilation, e.g. a kernel on a cold cache, raise 'Cannot set NUMBA_NUM_THREADS')."""
+    code = (
+        "import numba, numpy as np, tinynet, tinynet.runtime\n"
+        "from tinynet.kernels.activation import relu_forward\n"
+        "tinynet.runtime.configure()\n"
+        "relu_forward(np.ones(2**20, np.float32), np.empty(2**20, np.float32))\n"
+        "print(numba.njit(lambda x: x + 1)(1), numba.get_num_threads())\n"
+    )
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(_SETTINGS)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env={**environment, "PYTHONPATH": ROOT,
+                                           "TINYNET_NUM_THREADS": "1"},
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["2", "1"]

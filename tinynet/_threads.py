@@ -31,6 +31,7 @@ Settings the user made in the environment are always kept.
 import math
 import os
 import stat
+import sys
 import time
 import warnings
 from contextlib import contextmanager
@@ -195,6 +196,10 @@ def configure() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # libgomp reads it when it first starts
     if OWN_THREADS < (os.cpu_count() or 1):
         for pool in THREAD_POOLS:  # libraries loaded from now on start at this size
+            if pool == "NUMBA_NUM_THREADS" and "numba" in sys.modules:
+                # numba read it at import and sizes its pool by set_num_threads (resize); a new
+                # value in the environment would make its next compilation refuse to run.
+                continue
             os.environ.setdefault(pool, str(OWN_THREADS))
     _pools = _Pools()
     if blas_spins and not _pools.restart_spinning_openblas():
