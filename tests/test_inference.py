@@ -329,3 +329,18 @@ def test_values_of_another_dtype_than_the_input_run_by_their_functions():
     plan = tinynet.inference(model, x)
     np.testing.assert_array_equal(plan(x).data, _eager(model, x))
     assert [op.op for op in plan.ops] == ["Cast", "Conv2d", "MaxPool2d", "ReLU", "Cast", "Conv2d"]
+
+
+def test_trace_on_call_runs_a_shape_eagerly_until_its_call():
+    model = _ConvBn(True, (2, 2, 0, False)).to(np.float64)
+    plan = tinynet.inference(model, trace_on_call=2)
+    x = np.random.default_rng(8).normal(size=(3, 3, 8, 8))
+    expected = _eager(model, x)
+    np.testing.assert_allclose(plan(x).data, expected, rtol=1e-10)  # eager
+    with pytest.raises(RuntimeError, match="nothing is planned yet"):
+        plan.describe()
+    np.testing.assert_allclose(plan(x).data, expected, rtol=1e-10)  # traced and planned
+    assert plan.example_shape == x.shape
+    np.testing.assert_allclose(plan(x).data, expected, rtol=1e-10)  # run
+    with pytest.raises(ValueError, match="trace_on_call must be an int >= 1; got 0"):
+        tinynet.inference(model, trace_on_call=0)

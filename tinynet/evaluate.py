@@ -122,7 +122,7 @@ def predict_files(
     mode = "L" if config.channels == 1 else "RGB"
     batch = np.stack([read_image(f, config.input_size, mode) for f in files])
     images = T.Normalize(config.mean, config.std)(batch)
-    plan = inference(model)  # the same plan for every chunk of PREDICT_BATCH images
+    plan = inference(model, trace_on_call=2)  # planned if 2 chunks of PREDICT_BATCH images
     with no_grad(), np.errstate(all="ignore"):  # a NaN or inf is refused below, in one line
         logits = np.concatenate([plan(images[start : start + PREDICT_BATCH]).data
                                  for start in range(0, len(images), PREDICT_BATCH)])  # fmt: skip

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinynet.function import enable_grad
+from tinynet.function import enable_grad, no_grad
 from tinynet.inference.graph import INPUT, Constant, Step, from_trace
 from tinynet.inference.passes import PASSES
 from tinynet.inference.program import Program
@@ -63,7 +63,9 @@ class Plan:
     docstring. ``passes``: the names of the graph rewrites to apply (default all of
     ``tinynet.inference.passes.PASSES``); ``column_block``: columns per GEMM block whose
     bias/ReLU epilogue runs right after it (None: one epilogue per im2col chunk); ``winograd``:
-    Winograd's F(2x2, 3x3) where ``tinynet.inference.winograd.use_winograd`` picks it."""
+    Winograd's F(2x2, 3x3) where ``tinynet.inference.winograd.use_winograd`` picks it;
+    ``trace_on_call``: the call, for each input shape, that traces and plans it (earlier ones
+    run the snapshot eagerly); see ``tinynet.inference.inference``."""
 
     def __init__(
         self,
@@ -72,6 +74,7 @@ class Plan:
         passes=None,
         column_block: int | None = None,
         winograd: bool = True,
+        trace_on_call: int = 1,
     ):
         if not isinstance(model, Module):
             raise TypeError(
@@ -82,6 +85,10 @@ class Plan:
         if unknown:
             raise ValueError(f"inference: passes must be among {sorted(PASSES)}; got {unknown}")
         self.column_block, self.winograd = column_block, bool(winograd)
+        if not isinstance(trace_on_call, int) or trace_on_call < 1:
+            raise ValueError(f"inference: trace_on_call must be an int >= 1; got {trace_on_call!r}")
+        self.trace_on_call = trace_on_call
+        self._calls: dict[tuple[int, ...], int] = {}
         self.dtype = self.example_shape = None  # set by the first input planned
         self._model = copy.deepcopy(model).eval()
         self._programs: dict[tuple[int, ...], Program] = {}
@@ -96,7 +103,12 @@ class Plan:
         x = self._check(_input_array(x, "x"))
         with self._lock:
             program = self._programs.get(x.shape)
-            outputs = self._plan(x) if program is None else program.run(x)
+            if program is not None:
+                outputs = program.run(x)
+            else:
+                self._calls[x.shape] = self._calls.get(x.shape, 0) + 1
+                eager = self._calls[x.shape] < self.trace_on_call
+                outputs = self._run_eagerly(x) if eager else self._plan(x)
         return self._structure(outputs)
 
     # ------------------------------------------------------------------ inspection
@@ -157,6 +169,13 @@ class Plan:
         for name in self.passes:
             PASSES[name](graph)
         self._programs[x.shape] = Program(graph, x.shape, x.dtype, self.column_block, self.winograd)
+        return [t.data for t in tensors]
+
+    def _run_eagerly(self, x: np.ndarray) -> list[np.ndarray]:
+        """The snapshot's eval forward on ``x``, op by op under no_grad: a call before its
+        shape's ``trace_on_call``-th."""
+        with no_grad():
+            tensors, self._layout = _flatten(self._model(Tensor(x)))
         return [t.data for t in tensors]
 
     def _check(self, x: np.ndarray) -> np.ndarray:
