@@ -297,6 +297,8 @@ class Program:
             if not in_place:
                 copies.append((out[row : row + rows], self._channel_major_reader(value)))
             row += rows
+        step.fused.append(f"copies {len(copies)} of {len(step.inputs)} inputs" if copies else
+                          "no copy: each input was written into its slab")  # fmt: skip
 
         def run(env):
             for slab, read in copies:
