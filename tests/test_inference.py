@@ -344,3 +344,20 @@ def test_trace_on_call_runs_a_shape_eagerly_until_its_call():
     np.testing.assert_allclose(plan(x).data, expected, rtol=1e-10)  # run
     with pytest.raises(ValueError, match="trace_on_call must be an int >= 1; got 0"):
         tinynet.inference(model, trace_on_call=0)
+
+
+def test_a_planned_forward_allocates_only_its_outputs():
+    """Convolutions (im2col scratch and all), BatchNorm, ReLU, pools and concatenations live in
+    the arena: a call's allocations are its returned output and small change."""
+    import tracemalloc
+
+    model = _SharedInput()
+    x = np.random.default_rng(9).normal(size=(4, 4, 16, 16)).astype(np.float32)
+    plan = tinynet.inference(model, x)
+    plan(x)
+    tracemalloc.start()
+    out = plan(x)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert out.data.nbytes > 10_000  # the output itself: 4 x 17 x 16 x 16 floats
+    assert peak < out.data.nbytes + 8_000
