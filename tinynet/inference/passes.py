@@ -1,6 +1,11 @@
 """The rewrites an inference plan applies to its graph (``tinynet.inference.graph``), each
 exact in real arithmetic; each docstring says why. They run in the order of ``PASSES``.
 
+Measured one at a time (benchmarks/bench_inference.py: the plan with every rewrite against the
+plan without one, interleaved, medians of 5, one thread, on a shared 2-core VM, so indicative):
+the whole plan took 0.76-0.81 of the eager forward's time (googlenet_paper at 224, batch 8 and
+1; googlenet_small at 32, batch 64). Each figure below is what leaving its rewrite out costs.
+
 Concatenation in place, the buffer arena and the column blocks of the epilogue are decided
 where the graph is lowered to a program (``tinynet.inference.program``): they change where
 values live, not what is computed.
@@ -29,7 +34,8 @@ def fold_batch_norm(graph: Graph) -> None:
     weights W' = W·a and bias c' = (c - mean)·a + β. Exact in real arithmetic; in floating point
     the products round differently (a few ulp of float32). Only where the convolution's output
     feeds nothing else: another reader needs the unnormalised values. The fold is computed in
-    float64 and rounded once to the plan's dtype.
+    float64 and rounded once to the plan's dtype. Measured: googlenet_small at batch 64 0.81 of
+    eager with it, 0.89 without (the paper's network has no BatchNorm).
     """
     for bn in list(graph.steps):
         if bn.fn is not BatchNormFunction or bn.params["training"] or len(bn.shape) != 4:
@@ -60,7 +66,8 @@ def fuse_relu(graph: Graph) -> None:
     (``tinynet.kernels.epilogue``) as it writes each block of its output.
 
     max(x, 0) is applied to the same values the eager ReLU would see, in the same dtype: bitwise
-    the same result. Only where the convolution's output feeds nothing else.
+    the same result. Only where the convolution's output feeds nothing else. Measured: 0.81 of
+    eager with it, 0.84 without (googlenet_small, batch 64); 0.76 and 0.77 (paper, batch 8).
     """
     for relu in list(graph.steps):
         if relu.fn is not ReLUFunction:
@@ -86,7 +93,9 @@ def relu_after_max_pool(graph: Graph) -> None:
     NaN: the eager pool keeps a NaN, the ReLU passes NaN through; swapped, the same NaN reaches
     the output. Only where the ReLU feeds nothing but the pool. A ReLU a convolution's epilogue
     already applies (``fuse_relu``) costs nothing there, so this pass runs after it and moves
-    only the ReLUs that stayed separate steps.
+    only the ReLUs that stayed separate steps; in the registry's networks every ReLU follows a
+    convolution, so it fires on none of them. Alone, 8 x 64 x 112 x 112 values through a
+    multiply, a ReLU and a 3x3/2 pool: 79.7 ms as traced, 76.0 ms with the ReLU after the pool.
     """
     for pool in list(graph.steps):
         if pool.fn is not MaxPool2dFunction:
@@ -114,6 +123,8 @@ def stack_pointwise(graph: Graph) -> None:
     A member whose output goes straight into a concatenation stays out of the stack: it writes
     into its slab of the concatenation instead (``tinynet.inference.program``), which saves more
     than the bigger GEMM does. Members need equal ReLU flags (one epilogue for the stack).
+    Measured: 0.81 of eager with it, 0.82 without (googlenet_small, batch 64); within 1% on the
+    paper's network at batch 1 and 8.
     """
     groups: dict[tuple, list[Step]] = {}
     for step in graph.steps:

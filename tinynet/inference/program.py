@@ -73,7 +73,15 @@ class Program:
     """``graph`` prepared for inputs of ``input_shape`` and ``dtype``: ``run(x)`` returns the
     outputs' arrays (fresh copies). column_block: columns per GEMM block whose epilogue runs
     right after it (None: one epilogue per im2col chunk). winograd: run each 3x3 stride-1
-    padding-1 convolution that ``winograd.use_winograd`` picks by F(2x2, 3x3)."""
+    padding-1 convolution that ``winograd.use_winograd`` picks by F(2x2, 3x3).
+
+    Column blocks were tried and are off by default: with one thread, blocks of 4,096-65,536
+    columns took 0.98-1.01 of one epilogue per chunk; with two, blocks of 256-2,048 columns took
+    2.1-22 times as long (googlenet_small, batch 64), each of the many GEMM calls waking
+    OpenBLAS's second thread. Winograd (where ``use_winograd`` picks it): paper network 0.76 of
+    eager with it at batch 8, 0.94 without; 0.77 and 0.86 at batch 1; googlenet_small 0.81 and
+    0.86 (one thread).
+    """
 
     def __init__(self, graph: Graph, input_shape, dtype, column_block=None, winograd=False):
         self.graph, self.dtype, self.column_block = graph, np.dtype(dtype), column_block
@@ -147,7 +155,9 @@ class Program:
         step makes for it alone is placed in its slab of the output, so its producer writes it
         there. Legal because the slab (rows c0:c1 of a (C, N·H·W) buffer) is contiguous and the
         value has no other reader that could see the rest of the buffer. Outer concatenations
-        first (reverse order), so a nested one's inputs land in the outer buffer too."""
+        first (reverse order), so a nested one's inputs land in the outer buffer too. Measured
+        (benchmarks/bench_inference.py, one thread): googlenet_small at batch 64 0.81 of eager
+        with it, 0.83 without; the paper's network at batch 8 within 1%."""
         for step in reversed(self.graph.steps):
             if step.fn is not ConcatFunction or step.id not in placement:
                 continue
