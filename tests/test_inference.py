@@ -361,3 +361,16 @@ def test_a_planned_forward_allocates_only_its_outputs():
     tracemalloc.stop()
     assert out.data.nbytes > 10_000  # the output itself: 4 x 17 x 16 x 16 floats
     assert peak < out.data.nbytes + 8_000
+
+
+def test_calls_from_several_threads_take_turns():
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = _SharedInput().to(np.float64)
+    rng = np.random.default_rng(10)
+    inputs = [rng.normal(size=(2, 4, 6, 6)) for _ in range(8)]
+    plan = tinynet.inference(model, inputs[0])
+    with ThreadPoolExecutor(4) as pool:
+        outputs = list(pool.map(lambda x: plan(x).data, inputs))
+    for x, out in zip(inputs, outputs):
+        np.testing.assert_allclose(out, _eager(model, x), rtol=1e-12, atol=1e-12)
