@@ -91,6 +91,8 @@ class Plan:
         self._calls: dict[tuple[int, ...], int] = {}
         self.dtype = self.example_shape = None  # set by the first input planned
         self._model = copy.deepcopy(model).eval()
+        for module in self._model.modules():
+            module.register_forward_hook(_drop_saved_arrays)
         self._programs: dict[tuple[int, ...], Program] = {}
         self._traced: dict[tuple[int, ...], list[PlannedOp]] = {}
         self._lock = threading.Lock()
@@ -200,6 +202,33 @@ class Plan:
             return next(values)
         items = [None if slot is None else next(values) for slot in slots]
         return kind(*items) if hasattr(kind, "_fields") else kind(items)
+
+
+# What tinynet.trace reads from an op's Context; the rest is what its backward would need.
+_TRACED_FIELDS = {"needs_input_grad", "fn", "parents", "inputs", "params", "scope", "released"}
+
+
+def _drop_saved_arrays(module, args, output) -> None:
+    """Forward hook on every module of the snapshot: the ops a module just recorded forget what
+    they saved for a backward that never comes (inputs, argmax tables, ...), so a traced forward
+    holds about what a no_grad one does, not a training forward's memory. Walks back from the
+    outputs to the ops already stripped; the trace keeps each op's inputs, params and scope."""
+    stack = [t._grad_node for t in _flatten(output)[0]] if _has_tensors(output) else []
+    while stack:
+        ctx = getattr(stack.pop(), "_ctx", None)
+        if ctx is None or "_stripped" in vars(ctx):
+            continue
+        for key in [k for k in vars(ctx) if k not in _TRACED_FIELDS]:
+            setattr(ctx, key, None)
+        ctx._stripped = True
+        stack.extend(ctx.inputs)
+
+
+def _has_tensors(output) -> bool:
+    items = output if isinstance(output, (tuple, list)) else [output]
+    return any(isinstance(t, Tensor) for t in items) and all(
+        t is None or isinstance(t, Tensor) for t in items
+    )
 
 
 def _input_array(x, name: str) -> np.ndarray:
