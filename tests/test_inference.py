@@ -394,3 +394,30 @@ def test_planning_holds_about_a_no_grad_forward_in_memory():
     with no_grad():
         eager = peak(lambda: model(x))
     assert peak(lambda: tinynet.inference(model)(x)) < 1.3 * eager + 2**20
+
+
+def test_the_snapshot_shares_forward_hooks_and_drops_backward_ones():
+    """A hook bound to an object that cannot be copied (a lock, as a trainer holds) stays
+    shared: planning neither copies nor loses it."""
+    import threading
+
+    class Recorder:
+        def __init__(self):
+            self.lock, self.shapes = threading.Lock(), []
+
+        def record(self, module, args, output):
+            self.shapes.append(output.shape)
+
+        def backward(self, module, grad_input, grad_output):
+            raise AssertionError("an inference plan runs no backward hook")
+
+    model = _ConvBn(True, None)
+    recorder = Recorder()
+    model.conv.register_forward_hook(recorder.record)
+    model.conv.register_full_backward_hook(recorder.backward)
+    model.conv.weight.register_hook(recorder.backward)
+    x = np.random.default_rng(12).normal(size=(2, 3, 5, 5)).astype(np.float32)
+    plan = tinynet.inference(model, x)
+    assert recorder.shapes == [(2, 5, 5, 5)]  # the traced forward ran the hook
+    np.testing.assert_allclose(plan(x).data, _eager(model, x), rtol=1e-5, atol=1e-6)
+    assert len(model.conv._forward_hooks) == len(model.conv._backward_hooks) == 1

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -90,7 +91,7 @@ class Plan:
         self.trace_on_call = trace_on_call
         self._calls: dict[tuple[int, ...], int] = {}
         self.dtype = self.example_shape = None  # set by the first input planned
-        self._model = copy.deepcopy(model).eval()
+        self._model = _snapshot(model)
         for module in self._model.modules():
             module.register_forward_hook(_drop_saved_arrays)
         self._programs: dict[tuple[int, ...], Program] = {}
@@ -202,6 +203,21 @@ class Plan:
             return next(values)
         items = [None if slot is None else next(values) for slot in slots]
         return kind(*items) if hasattr(kind, "_fields") else kind(items)
+
+
+def _snapshot(model: Module) -> Module:
+    """A deep copy of ``model`` in eval mode: the plan's own weights. The model's forward hooks
+    are shared with the copy, not copied (a hook bound to a trainer would drag the trainer, its
+    data and locks into the copy); its backward hooks, which no inference runs, are left out."""
+    memo: dict = {}
+    for module in model.modules():
+        for hook in (*module._forward_pre_hooks.values(), *module._forward_hooks.values()):
+            memo[id(hook)] = hook
+        memo[id(module._backward_hooks)] = OrderedDict()
+    for parameter in model.parameters():
+        if getattr(parameter, "_hooks", None) is not None:  # register_hook's gradient hooks
+            memo[id(parameter._hooks)] = OrderedDict()
+    return copy.deepcopy(model, memo).eval()
 
 
 # What tinynet.trace reads from an op's Context; the rest is what its backward would need.
