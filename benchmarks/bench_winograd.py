@@ -45,7 +45,7 @@ from tinynet.inference import winograd  # noqa: E402
 from tinynet.kernels.epilogue import bias_relu  # noqa: E402
 from tinynet.kernels.im2col import im2col  # noqa: E402
 from tinynet.ops import layout  # noqa: E402
-from tinynet.ops.conv import _chunks  # noqa: E402
+from tinynet.ops.conv import image_chunks  # noqa: E402
 
 tinynet.runtime.configure()  # as tinynet's commands run: OpenBLAS's threads sleep when idle
 
@@ -105,7 +105,7 @@ def main():
             W = w.reshape(cout, -1)
             x_cm, U = layout.channel_major(x), winograd.filter_transform(w)
             out = np.empty((cout, batch * side * side), np.float32)
-            chunks = _chunks(batch, 9 * cin, side * side, 4)
+            chunks = image_chunks(batch, 9 * cin, side * side, 4)
             cols = np.empty((9 * cin, (chunks[0][1] - chunks[0][0]) * side * side), np.float32)
             scratch = winograd.scratch_size(cin, cout, side, side, batch, ARGS.threads)
             scratch = np.empty(scratch, np.float32)

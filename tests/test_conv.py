@@ -84,7 +84,7 @@ def test_images_in_chunks_give_the_unchunked_results(conv, seed, per_chunk):
     pixels = whole[0].shape[2] * whole[0].shape[3]
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(conv_module, "CHUNK_BYTES", per_chunk * rows * pixels * 8)
-        assert len(conv_module._chunks(conv.n, rows, pixels, 8)) == -(-conv.n // per_chunk)
+        assert len(conv_module.image_chunks(conv.n, rows, pixels, 8)) == -(-conv.n // per_chunk)
         chunked = run()
     for actual, expected in zip(chunked, whole):
         assert_close(actual, expected, scale=np.abs(expected).max())

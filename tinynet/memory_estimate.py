@@ -34,7 +34,7 @@ import numpy as np
 
 from tinynet.function import Context
 from tinynet.nn import Module, Parameter
-from tinynet.ops.conv import Conv2dFunction, _chunks
+from tinynet.ops.conv import Conv2dFunction, image_chunks
 from tinynet.rng import default_generator
 from tinynet.tensor import Tensor, _topological_order
 
@@ -277,7 +277,7 @@ def _backward_peak(at2: _Graph, at3: _Graph, batch: int) -> tuple[int, int]:
         scratch = 0
         if op.conv is not None:
             patch, pixels, itemsize = op.conv
-            first, last = _chunks(batch, patch, pixels, itemsize)[0]
+            first, last = image_chunks(batch, patch, pixels, itemsize)[0]
             scratch = patch * (last - first) * pixels * itemsize
         waiting = sum(pending.values())
         workspace = max(workspace, live - activations + waiting + own + sum(new) + scratch)

@@ -32,7 +32,7 @@ from tinynet.kernels import KERNEL_DTYPES, pool
 from tinynet.kernels.activation import relu_forward
 from tinynet.kernels.epilogue import bias_relu
 from tinynet.kernels.im2col import im2col
-from tinynet.ops.conv import _chunks
+from tinynet.ops.conv import image_chunks
 from tinynet.ops.elementwise import ReLUFunction
 from tinynet.ops.pool import AdaptiveAvgPool2dFunction, AvgPool2dFunction, MaxPool2dFunction
 from tinynet.ops.shape import ConcatFunction
@@ -246,7 +246,7 @@ class Program:
             return winograd.scratch_size(c, len(step.params["weight"]), h, w, n, threads)
         patch = c * step.params["kernel"][0] * step.params["kernel"][1]
         pixels = step.shape[2] * step.shape[3]
-        n0, n1 = _chunks(n, patch, pixels, self.dtype.itemsize)[0]
+        n0, n1 = image_chunks(n, patch, pixels, self.dtype.itemsize)[0]
         return patch * (n1 - n0) * pixels
 
     # ------------------------------------------------------------------ steps
@@ -367,7 +367,7 @@ class Program:
         patch = W.shape[1]
         scratch = self.scratch[step.id]
         chunks = []
-        for n0, n1 in _chunks(n, patch, pixels, self.dtype.itemsize):
+        for n0, n1 in image_chunks(n, patch, pixels, self.dtype.itemsize):
             cols = scratch[: patch * (n1 - n0) * pixels].reshape(patch, -1)
             blocks = [
                 (block, slice(block.start + n0 * pixels, block.stop + n0 * pixels))

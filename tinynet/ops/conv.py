@@ -69,7 +69,7 @@ class ImageColumns:
     """cols = im2col(x), the (C·kh·kw, N·OH·OW) column matrix of ``Conv2dFunction``, and the three
     products it is used in, computed without holding it whole (speed only; the math is the op's).
 
-    Columns are grouped by image, so each product splits into image chunks (``_chunks``) whose
+    Columns are grouped by image, so each product splits into image chunks (``image_chunks``) whose
     columns are built, one chunk at a time, in one reused scratch buffer: W · cols and
     col2im(Wᵀ · dY) chunk by chunk, dY · colsᵀ as the sum of the chunks' products. A pointwise
     conv (1x1, stride 1, no padding) needs no im2col: its cols are x's channel rows
@@ -89,7 +89,7 @@ class ImageColumns:
         self.pointwise = (
             self.kernel == (1, 1) and stride == (1, 1) and padding == ((0, 0), (0, 0))
         )
-        self.chunks = _chunks(n, self.patch_size, self.pixels, x.itemsize)
+        self.chunks = image_chunks(n, self.patch_size, self.pixels, x.itemsize)
         self._scratch = None
 
     def left_product(self, W: np.ndarray) -> np.ndarray:
@@ -151,7 +151,7 @@ class ImageColumns:
         return self._scratch[: self.patch_size * columns].reshape(self.patch_size, columns)
 
 
-def _chunks(batch: int, patch_size: int, pixels: int, itemsize: int) -> list[tuple[int, int]]:
+def image_chunks(batch: int, patch_size: int, pixels: int, itemsize: int) -> list[tuple[int, int]]:
     """[n0, n1) image ranges whose (patch_size, (n1 - n0)·pixels) column matrix fits
     CHUNK_BYTES."""
     step = max(1, min(batch, CHUNK_BYTES // max(1, patch_size * pixels * itemsize)))
