@@ -113,7 +113,7 @@ assert np.allclose(two_ops, one_op, rtol=1e-12, atol=1e-12)
 # The plan gives what the model gives, within float32 rounding: the rewrites change the order
 # of a few roundings (a folded weight is rounded once, where the eager path rounds the
 # convolution's output and then the normalised value), never the math. `tests/test_inference.py`
-# checks every network tinynet can build in float64 as well, where the two agree to ~1e-12.
+# checks every network tinynet can build in float64 as well, where the two agree within 1e-10.
 
 # %%
 with tinynet.no_grad():
