@@ -71,7 +71,7 @@ def _run(site: Path, *argv: str, **environment) -> subprocess.CompletedProcess:
 
 def _cached_kernels(folder: Path) -> list[Path]:
     # the kernel runs serially on so few elements: its twin compiled without threads
-    return sorted(folder.rglob("activation.relu_forward_serial-*.nbi"))
+    return sorted(folder.rglob("activation.relu_forward_serial_numpy_errors-*.nbi"))
 
 
 def test_the_cache_goes_to_tinynet_cache_dir_and_never_into_the_package(installed_copy, tmp_path):
@@ -387,7 +387,7 @@ def test_files_another_user_could_write_are_not_read_and_are_replaced(
     shutil.copytree(compiled, root)
     (root / _subfolder(compiled)).chmod(0o700)
     root.chmod(0o700)
-    (spoilt,) = root.rglob(f"activation.relu_forward_serial-*.{kind}")
+    (spoilt,) = root.rglob(f"activation.relu_forward_serial_numpy_errors-*.{kind}")
     _plant(root, compiled, tmp_path / "marker", names=[spoilt.relative_to(root)])
     why = spoil(spoilt)
     package = snapshot(installed_copy)
@@ -503,7 +503,7 @@ def test_a_damaged_cache_file_of_this_users_is_compiled_again_and_replaced(
 ):
     root = tmp_path / "cache"
     shutil.copytree(compiled, root)
-    (index,) = root.rglob("activation.relu_forward_serial-*.nbi")
+    (index,) = root.rglob("activation.relu_forward_serial_numpy_errors-*.nbi")
     index.write_bytes(index.read_bytes()[:40])  # cut short, as by a failing disk
     result = _run(installed_copy, TINYNET_CACHE_DIR=str(root))
     assert result.returncode == 0, result.stderr

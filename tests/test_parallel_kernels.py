@@ -76,3 +76,15 @@ def test_a_costly_kernel_takes_the_threads_sooner(monkeypatch):
         x = np.ones((planes, 1, 4, 4), np.float32)
         kernel(x, np.empty_like(x))
     assert calls == ["serial", "threaded"]
+
+
+def test_both_variants_divide_by_zero_as_numpy_does():
+    """numba compiles a ``prange`` body with NumPy's error model; the serial twin follows it
+    (with Python's it raised ZeroDivisionError where the threaded one gave inf)."""
+    from tinynet.kernels import lrn
+
+    x = np.zeros((3, 8), np.float32)  # S = k + 0 = 0: S^-β divides by zero
+    scalars = (np.float32(1e-4 / 5), np.float32(0.75), np.float32(0.0))
+    for variant in (lrn.lrn_forward.serial, lrn.lrn_forward.threaded):
+        y, s_pow = variant(x, 5, *scalars)
+        assert np.isinf(s_pow).all() and np.isnan(y).all()  # 0 · inf

@@ -36,16 +36,24 @@ def parallel(function=None, *, cost: int = 1, **options):
     picks by the number of elements of its largest array times ``cost``, the kernel's time per
     element in ReLUs (``SERIAL_BELOW``). Every ``prange`` iteration writes its own rows, so the
     two give the same bits.
+
+    Both follow NumPy's error model (a float division by zero gives inf or NaN, not
+    ZeroDivisionError): numba compiles a ``prange`` body so, and the serial copy, compiled with
+    Python's (its default), both raised where the threaded one did not and checked every
+    division, which kept its loops from vectorising: the LRN forward on 64 x 3,136 pixels took
+    0.97 ms on one thread against 0.22 ms for the threaded copy run on one thread.
     """
     if function is None:
         return lambda function: parallel(function, cost=cost, **options)
     threaded = njit(cache=True, parallel=True, **options)(function)
-    # A copy under its own name: numba keys its cache files by the function's qualified name.
+    # A copy under its own name: numba keys its cache files by the function's qualified name
+    # (and not by the compile options: the name changed with the error model, so no entry
+    # compiled with Python's is loaded).
     twin = types.FunctionType(
         function.__code__, function.__globals__, function.__name__, function.__defaults__
     )
-    twin.__qualname__ = f"{function.__qualname__}_serial"
-    serial = njit(cache=True, **options)(twin)
+    twin.__qualname__ = f"{function.__qualname__}_serial_numpy_errors"
+    serial = njit(cache=True, **{"error_model": "numpy", **options})(twin)
 
     @functools.wraps(function)
     def kernel(*args):
