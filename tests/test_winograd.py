@@ -180,6 +180,10 @@ def test_use_winograd_follows_its_rule():
     assert not use_winograd(32, 64, 7, 7, 1) and use_winograd(32, 64, 7, 7, 8)  # 2²² MACs
     assert use_winograd(64, 64, 5, 5, 64) and not use_winograd(64, 64, 3, 3, 64)  # 1.44, 1.78
     assert not use_winograd(64, 64, 1, 1, 1024) and not use_winograd(64, 64, 1000, 1, 1)  # 2, 4
+    # tiles: 5b at batch 1 has 16 (the 16 GEMMs too narrow), at batch 4 64; 4e at batch 1 49
+    assert not use_winograd(192, 384, 7, 7, 1) and not use_winograd(192, 384, 7, 7, 2)
+    assert use_winograd(192, 384, 7, 7, 4) and use_winograd(160, 320, 14, 14, 1)
+    assert not use_winograd(128, 128, 12, 14, 1) and use_winograd(128, 128, 12, 16, 1)  # 42, 48
 
 
 # ------------------------------------------------------------------ what it refuses

@@ -210,7 +210,13 @@ def use_winograd(in_channels: int, out_channels: int, height: int, width: int, b
     - at least 2²² multiply-adds (9·C·O·N·H·W): below, the fixed costs of 16 GEMM calls per
       chunk dominate (32 -> 64 channels at 7x7, batch 1, 0.9 million: 1.09x);
     - partial last tiles computing at most 1.5 times the outputs kept (a 7x7 output computes
-      64 for 49, 5x5 36 for 25: 0.71-0.79x; 3x3 16 for 9: 0.92x; 1x1 4 for 1: 1.06x).
+      64 for 49, 5x5 36 for 25: 0.71-0.79x; 3x3 16 for 9: 0.92x; 1x1 4 for 1: 1.06x);
+    - at least 48 tiles (N·⌈H/2⌉·⌈W/2⌉, the columns of each of the 16 GEMMs): GoogLeNet's 7x7
+      layers (160 -> 320, 192 -> 384) at batch 1, 16 tiles, took 1.6-1.9x im2col's time with
+      2 threads and 1.11-1.16x with one; at batch 2 (32 tiles) 1.23-1.32x, at batch 4 (64)
+      1.04x, at batch 8 (128) 0.83-0.87x; the 14x14 layers at batch 1 (49 tiles) 0.85-0.94x
+      (interleaved, 2 threads, the plan's steps in the whole network, quiet machine,
+      2026-12-07).
 
     Measured on a 2-core AMD EPYC VM, AVX2, OpenBLAS 0.3.31 (Haswell kernel), 2026-12-07, on the
     paper GoogLeNet's ten layers at batch 1 and 8 and 41 other shapes (C, O 3-448, sides 1-56,
@@ -225,12 +231,13 @@ def use_winograd(in_channels: int, out_channels: int, height: int, width: int, b
     the one-thread ratios are the rule; benchmarks/bench_winograd.py gives the GoogLeNet table
     on a quiet machine.
     """
-    computed = 4 * ((height + 1) // 2) * ((width + 1) // 2)
+    tiles = ((height + 1) // 2) * ((width + 1) // 2)
     macs = 9 * in_channels * out_channels * batch * height * width
     return (
         min(in_channels, out_channels) >= 32
         and macs >= 2**22
-        and 2 * computed <= 3 * height * width
+        and 2 * 4 * tiles <= 3 * height * width
+        and batch * tiles >= 48
     )
 
 
