@@ -188,8 +188,8 @@ def test_max_pool_3x3_same_argmax_is_the_scan(dtype, height, width):
 def test_max_pool_3x3_subsampled_is_the_scan(dtype, height, width, stride, padding, ceil_mode):
     """A 3x3 pool whose windows are the 3x3/1 pad-1 pool's around some pixels (GoogLeNet's
     3x3/2) records, from that pool's maxima, the same maxima bit for bit and the same window
-    offsets as the row-by-row scan, with a gradient and without; the other 3x3 pools have no
-    such pixels."""
+    offsets as the row-by-row scan, with a gradient (``max_pool2d_3x3_subsampled``) and
+    without (``max_pool2d_3x3_centred``); the other 3x3 pools have no such pixels."""
     from tinynet.kernels import pool
     from tinynet.ops.pool import _sliding_windows, pool_output_size
 
@@ -209,7 +209,8 @@ def test_max_pool_3x3_subsampled_is_the_scan(dtype, height, width, stride, paddi
     pool.max_pool2d_3x3_subsampled(x, fast_out, fast_argmax, *centres)
     np.testing.assert_array_equal(fast_argmax, argmax)
     assert fast_out.tobytes() == out.tobytes()
-    pool.max_pool2d_3x3_subsampled(x, fast_out, np.empty((0, 0, 0, 0), np.int8), *centres)
+    fast_out[:] = 7
+    pool.max_pool2d_3x3_centred(x, fast_out, *centres)  # without argmax (evaluation)
     assert fast_out.tobytes() == out.tobytes()
 
 
@@ -229,14 +230,14 @@ def test_max_pool_3x3_subsampled_is_the_scan(dtype, height, width, stride, paddi
 def test_max_pool_kernel_is_chosen_by_shape_in_kernels(monkeypatch, kwargs, kernel, with_grad):
     """``kernels.pool.max_pool2d`` runs the separable 3x3 kernels for a 3x3/1 pool whose output
     keeps the input's size (Inception's pool branch; with argmax only when a gradient will be
-    asked for), the subsampled 3x3 kernel for a 3x3 pool whose windows are that pool's around
-    some pixels (not where the last window starts in the padding: 6 rows, 3x3/2, padding 1,
+    asked for), the subsampled 3x3 kernels for a 3x3 pool whose windows are that pool's around
+    some pixels (the centred one without argmax; not where the last window starts in the padding: 6 rows, 3x3/2, padding 1,
     ceil mode) and the general scan for every other pool."""
     from tinynet.kernels import pool
 
     ran = []
     kernels = ("max_pool2d_forward", "max_pool2d_3x3_same", "max_pool2d_3x3_same_argmax")
-    for name in (*kernels, "max_pool2d_3x3_subsampled"):
+    for name in (*kernels, "max_pool2d_3x3_subsampled", "max_pool2d_3x3_centred"):
         kernel_function = getattr(pool, name)
         monkeypatch.setattr(
             pool, name, lambda *a, f=kernel_function, n=name: (ran.append(n), f(*a))[1]
@@ -245,7 +246,7 @@ def test_max_pool_kernel_is_chosen_by_shape_in_kernels(monkeypatch, kwargs, kern
     F.max_pool2d(x, **kwargs)
     names = {
         "3x3 same": "max_pool2d_3x3_same_argmax" if with_grad else "max_pool2d_3x3_same",
-        "3x3 subsampled": "max_pool2d_3x3_subsampled",
+        "3x3 subsampled": "max_pool2d_3x3_subsampled" if with_grad else "max_pool2d_3x3_centred",
         "general": "max_pool2d_forward",
     }
     assert ran == [names[kernel]]
