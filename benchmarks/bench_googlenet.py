@@ -767,6 +767,7 @@ CALLABLE_CATEGORIES = {
     ("tinynet.inference.program", "im2col"): "im2col/col2im",
     ("tinynet.inference.program", "bias_relu"): "ReLU/bias",
     ("tinynet.inference.winograd", "winograd_conv3x3"): "Winograd conv",
+    ("tinynet.inference.winograd", "winograd_conv3x3_unchecked"): "Winograd conv",
 }
 CATEGORY_ORDER = [
     "GEMM",

@@ -296,6 +296,23 @@ def test_winograd_steps_stay_within_their_error_bound():
     np.testing.assert_array_equal(plan(x).data[:, :8], direct(x).data[:, :8])
 
 
+def test_winograd_steps_check_no_argument_at_run_time(monkeypatch):
+    """The plan made U, out and scratch itself: its Winograd steps call the unchecked inner
+    function, so a run makes none of ``winograd_conv3x3``'s argument checks."""
+    from tinynet.inference import winograd
+
+    model = _Wide3x3()
+    x = np.random.default_rng(6).normal(size=(2, 32, 16, 16)).astype(np.float32)
+    plan = tinynet.inference(model, x)
+    expected = plan(x).data
+
+    def refuse(*args):
+        raise AssertionError("an argument check ran at run time")
+
+    monkeypatch.setattr(winograd, "_check", refuse)
+    np.testing.assert_array_equal(plan(x).data, expected)
+
+
 def test_plan_runs_a_model_read_from_onnx(tmp_path):
     pytest.importorskip("onnx", reason="tinynet.onnx reads ONNX files with the onnx package")
     from tinynet.onnx import export, load

@@ -126,11 +126,9 @@ def winograd_conv3x3(x, U, bias, relu: bool, out, scratch=None):
     thread count), or None to allocate. Returns out.
     """
     channels, batch, height, width = _check(x, U, bias, out)
-    out_channels = U.shape[1]
-    threads = numba.get_num_threads()
-    per_thread = _thread_elements(channels, out_channels, height, width, batch)
+    per_thread = _thread_elements(channels, U.shape[1], height, width, batch)
     if scratch is None:
-        scratch = np.empty(threads * per_thread, dtype=x.dtype)
+        scratch = np.empty(numba.get_num_threads() * per_thread, dtype=x.dtype)
     elif not (
         isinstance(scratch, np.ndarray) and scratch.dtype == x.dtype and scratch.ndim == 1
         and scratch.flags.c_contiguous and scratch.size >= per_thread
@@ -141,6 +139,17 @@ def winograd_conv3x3(x, U, bias, relu: bool, out, scratch=None):
             f"{getattr(scratch, 'dtype', type(scratch).__name__)} "
             f"{getattr(scratch, 'shape', '')}"
         )
+    return winograd_conv3x3_unchecked(x, U, bias, relu, out, scratch)
+
+
+def winograd_conv3x3_unchecked(x, U, bias, relu: bool, out, scratch):
+    """``winograd_conv3x3`` with a scratch and no argument checks, for a caller that made its
+    arguments right once (the inference plan, at planning): given a wrong shape, the kernels
+    read and write past the arrays."""
+    channels, batch, height, width = x.shape
+    out_channels = U.shape[1]
+    per_thread = _thread_elements(channels, out_channels, height, width, batch)
+    threads = numba.get_num_threads()
     macs = 9 * channels * out_channels * batch * height * width
     threads = max(1, min(threads, scratch.size // per_thread, macs // LANE_MACS))
     chunk = _chunk_rows(channels, out_channels, height, width, batch, threads)
