@@ -40,10 +40,13 @@ if __name__ == "__main__":
 import numpy as np  # noqa: E402
 
 import tinynet  # noqa: E402
+import tinynet.runtime  # noqa: E402
 from tinynet.function import no_grad  # noqa: E402
 from tinynet.inference import program  # noqa: E402
 from tinynet.inference.passes import PASSES  # noqa: E402
 from tinynet.models.registry import MODELS  # noqa: E402
+
+tinynet.runtime.configure()  # as tinynet's commands run: OpenBLAS's threads sleep when idle
 
 
 def build(name: str, size: int, batch: int):
@@ -106,6 +109,9 @@ def gemm_share(plan, x) -> float:
 
 
 def main():
+    from machine import describe as machine
+
+    print(f"{machine()}; median of {ARGS.repeat}, float32, variants in turns")
     for case in ARGS.case:
         name, size, batch = CASES[case]
         model, x = build(name, size, batch)
