@@ -231,8 +231,8 @@ def test_max_pool_kernel_is_chosen_by_shape_in_kernels(monkeypatch, kwargs, kern
     """``kernels.pool.max_pool2d`` runs the separable 3x3 kernels for a 3x3/1 pool whose output
     keeps the input's size (Inception's pool branch; with argmax only when a gradient will be
     asked for), the subsampled 3x3 kernels for a 3x3 pool whose windows are that pool's around
-    some pixels (the centred one without argmax; not where the last window starts in the padding: 6 rows, 3x3/2, padding 1,
-    ceil mode) and the general scan for every other pool."""
+    some pixels (the centred one without argmax; not where the last window starts in the
+    padding: 6 rows, 3x3/2, padding 1, ceil mode) and the general scan for every other pool."""
     from tinynet.kernels import pool
 
     ran = []

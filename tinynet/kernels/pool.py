@@ -242,8 +242,12 @@ def _max_3x3_same_planes(src, dst, row_max, height, width):
     if height == 1:
         dst[:] = row_max
         return
-    for k in range(width, n - width):
-        dst[k] = _max3(row_max[k - width], row_max[k], row_max[k + width])
+    # as three aligned views: indexed k - width, the loop did not vectorise (numba's check
+    # for negative indices stayed in it): the whole kernel took 2.7x as long (192 x 28²)
+    above, centre = row_max[: n - 2 * width], row_max[width : n - width]
+    below, middle = row_max[2 * width :], dst[width : n - width]
+    for k in range(n - 2 * width):
+        middle[k] = _max3(above[k], centre[k], below[k])
     for top in range(0, n, size):
         bottom = top + size - width
         for j in range(width):
