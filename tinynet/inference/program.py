@@ -335,8 +335,11 @@ class Program:
         read = self._channel_major_reader(step.inputs[0])
         out_rows, scratch = out.reshape(len(out), -1), self.scratch[step.id]
         step.fused.append("Winograd F(2x2,3x3)")
-        convolve = winograd.winograd_conv3x3_unchecked  # U, out and scratch are made right here
-        return lambda env: convolve(read(env), U, bias, relu, out_rows, scratch)
+        # unchecked: U, out and scratch are made right here (looked up per call, so a profiler
+        # that wraps the module's function sees it)
+        return lambda env: winograd.winograd_conv3x3_unchecked(
+            read(env), U, bias, relu, out_rows, scratch
+        )
 
     def _conv_runner(self, step: Step, out):
         if self._winograd(step):
