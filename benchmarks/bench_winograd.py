@@ -33,9 +33,9 @@ def parse_args():
 
 if __name__ == "__main__":
     ARGS = parse_args()
-    # Thread pools (OpenBLAS/MKL, OpenMP, numba) read these when first loaded, so set them first.
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-        os.environ[var] = str(ARGS.threads)
+    from bench_googlenet import set_thread_env  # the pools read it when loaded: set it first
+
+    set_thread_env(ARGS.threads)
 
 import numpy as np  # noqa: E402
 
