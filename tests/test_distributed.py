@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 import numpy as np
 import pytest
+from interrupt import sigint_as_usual
 
 import tinynet
 from tinynet.train import CHECKPOINT, METRICS, read_checkpoint
@@ -410,7 +411,7 @@ def train_under_mpiexec(out: Path, *options: str) -> subprocess.Popen:
     return subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=sigint_as_usual,
     )  # fmt: skip
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from interrupt import sigint_as_usual
 from test_cli import one_line_error, run
 
 from tinynet.data import DataSplits, TensorDataset, load_dataset
@@ -328,6 +329,7 @@ def start_watch(run_dir, *options):
         [sys.executable, "-m", "tinynet", "explore", "--watch", str(run_dir), "--port", "0",
          *options],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+        preexec_fn=sigint_as_usual,
     )  # fmt: skip
     line = process.stdout.readline()  # the first line: where it serves
     if not line.startswith("watching "):
@@ -389,6 +391,7 @@ def test_the_curve_gains_points_as_a_tiny_run_trains(tmp_path):
             [sys.executable, "-m", "tinynet", "train", *TINY, "--max-batches", "4", "--epochs",
              "50", "--explore-every", "1", "--out", str(run_dir)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO,
+            preexec_fn=sigint_as_usual,
         )  # fmt: skip
         first = wait_for(points, "the first points", 300)
         wait_for(lambda: points() > first, f"more than {first} points", 300)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from interrupt import sigint_as_usual
 
 from tinynet import run_folder
 from tinynet.cli import EXIT_ERROR, EXIT_INTERRUPTED, main
@@ -206,16 +207,10 @@ def test_an_absurd_epochs_is_refused_by_the_config_too():
 
 
 # ------------------------------------------------------------------ Ctrl-C
-def _sigint_as_usual():
-    """In the child: SIGINT's default action, which Python turns into KeyboardInterrupt (a
-    shell starting the tests in the background would have them ignore it)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def start(command: list[str]) -> subprocess.Popen:
     return subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
-        cwd=ROOT, preexec_fn=_sigint_as_usual,
+        cwd=ROOT, preexec_fn=sigint_as_usual,
     )  # fmt: skip
 
 

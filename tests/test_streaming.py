@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from interrupt import sigint_as_usual
 
 from tinynet import _threads, runtime
 from tinynet.data import DatasetError, ImageFiles, StreamingLoader, image_files
@@ -242,7 +243,8 @@ def test_workers_take_their_cores_from_the_training_step():
 def _cli(*args, **popen):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", "tinynet", "train", *map(str, args)],
-                            env=env, stderr=subprocess.PIPE, text=True, **popen)  # fmt: skip
+                            env=env, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=sigint_as_usual, **popen)  # fmt: skip
 
 
 def _children(pid: int) -> list[int]:
