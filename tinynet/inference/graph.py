@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tinynet.ops.conv import Conv2dFunction
+from tinynet.ops.conv import Conv2dFunction, pointwise
 from tinynet.trace import LeafRecord, Trace
 
 INPUT = "input"
@@ -81,6 +81,15 @@ class Graph:
 
     def remove(self, step: Step) -> None:
         self.steps = [s for s in self.steps if s is not step]
+
+
+def is_pointwise_conv(step: Step | None) -> bool:
+    """Whether ``step`` is a conv step (``_as_conv``) of a pointwise convolution: 1x1, stride 1,
+    no padding, so its input's channel rows are its GEMM operand as they are."""
+    if step is None or step.fn is not None or step.op != "Conv2d":
+        return False
+    p = step.params
+    return pointwise(p["kernel"], p["stride"], p["padding"])
 
 
 def from_trace(trace: Trace, input_id: str) -> Graph:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinynet.inference.graph import Graph, Step
+from tinynet.inference.graph import Graph, Step, is_pointwise_conv
 from tinynet.ops.elementwise import ReLUFunction
 from tinynet.ops.norm import BatchNormFunction
 from tinynet.ops.pool import MaxPool2dFunction
@@ -128,7 +128,7 @@ def stack_pointwise(graph: Graph) -> None:
     """
     groups: dict[tuple, list[Step]] = {}
     for step in graph.steps:
-        if _pointwise(step):
+        if is_pointwise_conv(step):
             reader = graph.only_consumer(step.id)
             if reader is not None and reader.op == "Concat":
                 continue
@@ -164,15 +164,6 @@ def stack_pointwise(graph: Graph) -> None:
             m.params = {"start": start, "stop": start + rows}
             m.fused = [*m.fused, f"rows {start}:{start + rows} of {stacked.id}"]
             start += rows
-
-
-def _pointwise(step: Step) -> bool:
-    return (
-        _is_conv(step)
-        and step.params["kernel"] == (1, 1)
-        and step.params["stride"] == (1, 1)
-        and step.params["padding"] == ((0, 0), (0, 0))
-    )
 
 
 def _common_scope(scopes: list[tuple[str, ...]]) -> tuple[str, ...]:

@@ -27,7 +27,7 @@ import numpy as np
 
 from tinynet.function import Context
 from tinynet.inference import winograd
-from tinynet.inference.graph import INPUT, Constant, Graph, Step
+from tinynet.inference.graph import INPUT, Constant, Graph, Step, is_pointwise_conv
 from tinynet.kernels import KERNEL_DTYPES, pool
 from tinynet.kernels.activation import relu_forward
 from tinynet.kernels.epilogue import bias_relu
@@ -238,7 +238,7 @@ class Program:
     def _scratch_elements(self, step: Step) -> int:
         """Elements of the im2col matrix of a conv step's largest chunk, or of Winograd's
         transformed tiles for all threads (0: none needed)."""
-        if step.fn is not None or step.op != "Conv2d" or _pointwise(step):
+        if step.fn is not None or step.op != "Conv2d" or is_pointwise_conv(step):
             return 0
         n, c, h, w = self.shapes[step.inputs[0]]
         if self._winograd(step):
@@ -351,7 +351,7 @@ class Program:
         read = self._channel_major_reader(step.inputs[0])
         out_rows = out.reshape(len(out), -1)
         columns = out_rows.shape[1]
-        if _pointwise(step):
+        if is_pointwise_conv(step):
             blocks = _blocks(0, columns, self.column_block)
 
             def run(env):
@@ -400,11 +400,6 @@ class Program:
             env[slot] = fn.forward(Context(flags), *[read(env) for read in reads], **params)
 
         return run
-
-
-def _pointwise(step: Step) -> bool:
-    p = step.params
-    return p["kernel"] == (1, 1) and p["stride"] == (1, 1) and p["padding"] == ((0, 0), (0, 0))
 
 
 def _blocks(start: int, stop: int, size: int | None) -> list[slice]:

@@ -86,9 +86,7 @@ class ImageColumns:
         )
         self.patch_size = c * self.kernel[0] * self.kernel[1]  # C·kh·kw: the rows of cols
         self.pixels = self.out_size[0] * self.out_size[1]  # columns per image
-        self.pointwise = (
-            self.kernel == (1, 1) and stride == (1, 1) and padding == ((0, 0), (0, 0))
-        )
+        self.pointwise = pointwise(self.kernel, stride, padding)
         self.chunks = image_chunks(n, self.patch_size, self.pixels, x.itemsize)
         self._scratch = None
 
@@ -149,6 +147,12 @@ class ImageColumns:
             n0, n1 = self.chunks[0]
             self._scratch = np.empty(self.patch_size * (n1 - n0) * self.pixels, dtype=self.x.dtype)
         return self._scratch[: self.patch_size * columns].reshape(self.patch_size, columns)
+
+
+def pointwise(kernel, stride, padding) -> bool:
+    """Whether a convolution is pointwise (1x1, stride 1, no padding): its cols are x's channel
+    rows, no im2col needed. kernel and stride pairs, padding ((top, bottom), (left, right))."""
+    return tuple(kernel) == (1, 1) and stride == (1, 1) and padding == ((0, 0), (0, 0))
 
 
 def image_chunks(batch: int, patch_size: int, pixels: int, itemsize: int) -> list[tuple[int, int]]:
