@@ -55,7 +55,6 @@ import json
 import os
 import random
 import statistics
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -420,16 +419,8 @@ class Worker(bench_googlenet.Worker):
     def __init__(self, lib, threads, args):
         command = [sys.executable, __file__, "--worker", lib]
         command += ["--mkl-lib", args.mkl_lib] if args.mkl_lib else []
-        self.kind = f"{lib} at {threads} thread(s)"
-        self.process = subprocess.Popen(
-            command,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            bufsize=1,
-            env=worker_env(lib, threads, args.mkl_lib),
-        )
-        first = self._read()
+        env = worker_env(lib, threads, args.mkl_lib)
+        first = self._start(f"{lib} at {threads} thread(s)", command, env)
         self.error, self.about = first.get("error"), first.get("about")
 
 

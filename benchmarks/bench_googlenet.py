@@ -447,16 +447,15 @@ class Worker:
     def __init__(self, kind, args, weights):
         command = [sys.executable, __file__, "--worker", kind, "--weights", weights]
         command += ["--threads", str(args.threads)]
+        self.error = self._start(kind, command, dict(os.environ)).get("error")
+
+    def _start(self, kind, command, env) -> dict:
+        """Start the worker process ``command`` with ``env``; its first answer."""
         self.kind = kind
         self.process = subprocess.Popen(
-            command,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            bufsize=1,
-            env=dict(os.environ),
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1, env=env
         )
-        self.error = self._read().get("error")
+        return self._read()
 
     def _read(self):
         line = self.process.stdout.readline()
